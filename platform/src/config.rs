@@ -1,0 +1,124 @@
+//! Settings shared by every service, and parsing that fails the way DESIGN.md
+//! asks: one line naming the setting, exit code 64 (EX_USAGE).
+
+use clap::{Args, Parser, ValueEnum, error::ErrorKind};
+use std::{fmt::Display, process::ExitCode, time::Duration};
+
+/// `sysexits.h` EX_USAGE: the process was started with a bad setting.
+pub const EX_USAGE: u8 = 64;
+
+/// Settings every service has: logging and the shutdown timings.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct CommonArgs {
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
+    #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
+    pub rust_log: String,
+
+    /// Log line format; json when stdout is not a terminal, text otherwise.
+    #[arg(long, env = "LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Seconds to keep serving after turning not-ready, so that endpoints
+    /// and sidecars stop routing to this pod first.
+    #[arg(long, env = "SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
+    pub shutdown_delay_seconds: u64,
+
+    /// The most seconds given to in-flight requests once listeners close.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for CommonArgs {
+    /// The defaults of the flags, but with no shutdown delay: what tests want.
+    fn default() -> Self {
+        Self {
+            rust_log: "info".into(),
+            log_format: None,
+            shutdown_delay_seconds: 0,
+            shutdown_timeout_seconds: 20,
+        }
+    }
+}
+
+impl CommonArgs {
+    pub fn shutdown_delay(&self) -> Duration {
+        Duration::from_secs(self.shutdown_delay_seconds)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.shutdown_timeout_seconds)
+    }
+}
+
+/// How log lines are written.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Parses the command line and environment into `T`.
+///
+/// `--help` and `--version` print and exit 0; any other problem prints one
+/// line naming the setting (clap's value name is the environment variable's
+/// name) and exits with [`EX_USAGE`].
+pub fn parse<T: Parser>() -> T {
+    T::try_parse().unwrap_or_else(|err| match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
+        _ => {
+            let rendered = err.render().to_string();
+            let line = rendered.lines().next().unwrap_or("invalid settings");
+            eprintln!("{line}");
+            std::process::exit(EX_USAGE.into())
+        }
+    })
+}
+
+/// Reports a startup problem caused by a bad setting (for example a bad
+/// catalog file) as one line, and returns the EX_USAGE exit code.
+pub fn usage_error(problem: impl Display) -> ExitCode {
+    eprintln!("error: {problem}");
+    ExitCode::from(EX_USAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct TestConfig {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = TestConfig::try_parse_from(["test"]).unwrap();
+        assert_eq!(config.common.rust_log, "info");
+        assert_eq!(config.common.shutdown_delay(), Duration::from_secs(5));
+        assert_eq!(config.common.shutdown_timeout(), Duration::from_secs(20));
+        assert_eq!(config.common.log_format, None);
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_rejected_naming_the_setting() {
+        let err = TestConfig::try_parse_from(["test", "--rust-log", "foo=notalevel"]).unwrap_err();
+        assert!(err.to_string().contains("RUST_LOG"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_log_format_is_rejected() {
+        let err = TestConfig::try_parse_from(["test", "--log-format", "xml"]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidValue);
+        assert!(err.to_string().contains("LOG_FORMAT"), "{err}");
+    }
+}

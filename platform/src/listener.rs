@@ -1,0 +1,17 @@
+//! Binding listeners with errors that say which listener and which address.
+
+use anyhow::Context;
+use std::net::{Ipv4Addr, SocketAddr};
+use tokio::net::TcpListener;
+
+/// Binds `0.0.0.0:port` (port 0 picks a free port, as tests do).
+pub async fn bind(name: &str, port: u16) -> anyhow::Result<TcpListener> {
+    bind_addr(name, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await
+}
+
+/// Binds an explicit address.
+pub async fn bind_addr(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for {name} on {addr}"))
+}

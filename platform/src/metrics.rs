@@ -1,0 +1,46 @@
+//! The Prometheus registry every service starts from: the `process_*`
+//! collector and `build_info{service,version} 1`.
+
+use prometheus::{IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// A registry holding the process collector and `build_info`.
+pub fn registry(service: &str, version: &str) -> Registry {
+    let registry = Registry::new();
+    // Both registrations only fail on a duplicate name, impossible in a new registry.
+    #[cfg(target_os = "linux")]
+    registry
+        .register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))
+        .expect("a new registry has no process collector yet");
+    let build_info = IntGaugeVec::new(
+        Opts::new("build_info", "Build information; the value is always 1."),
+        &["service", "version"],
+    )
+    .expect("build_info options are valid");
+    build_info.with_label_values(&[service, version]).set(1);
+    registry
+        .register(Box::new(build_info))
+        .expect("a new registry has no build_info yet");
+    registry
+}
+
+/// Renders every metric of `registry` in the Prometheus text format.
+pub fn render(registry: &Registry) -> prometheus::Result<String> {
+    TextEncoder::new().encode_to_string(&registry.gather())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_exposes_build_info_and_process_metrics() {
+        let text = render(&registry("svc", "1.2.3")).unwrap();
+        assert!(
+            text.contains(r#"build_info{service="svc",version="1.2.3"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("process_resident_memory_bytes"), "{text}");
+    }
+}

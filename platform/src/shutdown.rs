@@ -1,0 +1,164 @@
+//! The graceful-shutdown sequence of DESIGN.md: on SIGTERM or Ctrl-C turn
+//! not-ready at once, keep serving for the delay (so endpoints and sidecars
+//! stop routing here), then stop accepting and give in-flight requests a
+//! bounded time to finish.
+
+use crate::health::Readiness;
+use std::{future::Future, time::Duration};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
+pub async fn signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("received Ctrl-C"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// Drives one process's shutdown: readiness, the delay, the stop of the
+/// listeners and the bound on draining.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    readiness: Readiness,
+    stop: CancellationToken,
+    delay: Duration,
+    timeout: Duration,
+}
+
+impl Shutdown {
+    pub fn new(delay: Duration, timeout: Duration) -> Self {
+        Self {
+            readiness: Readiness::new(),
+            stop: CancellationToken::new(),
+            delay,
+            timeout,
+        }
+    }
+
+    /// The readiness flag `/readyz` and gRPC health report.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Resolves when listeners must stop accepting new connections: hand it
+    /// to each server's graceful-shutdown hook.
+    pub fn stopped(&self) -> WaitForCancellationFutureOwned {
+        self.stop.clone().cancelled_owned()
+    }
+
+    /// Runs `serve` (whose listeners wait on [`Shutdown::stopped`]) until
+    /// `trigger` resolves, then drains. Returns `serve`'s own result if it
+    /// ends first, and `Ok` when draining ends, in time or not.
+    pub async fn run<E>(
+        &self,
+        trigger: impl Future<Output = ()>,
+        serve: impl Future<Output = Result<(), E>>,
+    ) -> Result<(), E> {
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => return result,
+            () = trigger => {}
+        }
+
+        self.readiness.set_not_ready();
+        tracing::info!(
+            delay_seconds = self.delay.as_secs_f64(),
+            "shutdown began: not ready, still serving during the delay"
+        );
+        tokio::select! {
+            result = &mut serve => return result,
+            () = tokio::time::sleep(self.delay) => {}
+        }
+
+        self.stop.cancel();
+        tracing::info!(
+            timeout_seconds = self.timeout.as_secs_f64(),
+            "listeners closed; waiting for in-flight requests"
+        );
+        match tokio::time::timeout(self.timeout, serve).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    timeout_seconds = self.timeout.as_secs_f64(),
+                    "in-flight requests did not finish in time; abandoning them"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use tokio::sync::oneshot;
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_turns_before_the_listeners_stop() {
+        let shutdown = Shutdown::new(Duration::from_secs(5), Duration::from_secs(20));
+        let (trigger_tx, trigger_rx) = oneshot::channel::<()>();
+        let serve = {
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.readiness().not_ready().await;
+                let turned_at = tokio::time::Instant::now();
+                shutdown.stopped().await;
+                Ok::<_, Infallible>(turned_at.elapsed())
+            }
+        };
+        let (elapsed_tx, elapsed_rx) = oneshot::channel();
+        let serve = async move {
+            let elapsed = serve.await?;
+            elapsed_tx.send(elapsed).unwrap();
+            Ok::<_, Infallible>(())
+        };
+        trigger_tx.send(()).unwrap();
+        shutdown
+            .run(async { trigger_rx.await.unwrap() }, serve)
+            .await
+            .unwrap();
+        assert_eq!(elapsed_rx.await.unwrap(), Duration::from_secs(5));
+        assert!(!shutdown.readiness().is_ready());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_is_bounded_by_the_timeout() {
+        let shutdown = Shutdown::new(Duration::ZERO, Duration::from_secs(20));
+        let start = tokio::time::Instant::now();
+        let never_drains = std::future::pending::<Result<(), Infallible>>();
+        shutdown.run(async {}, never_drains).await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(20));
+    }
+
+    #[tokio::test]
+    async fn a_server_that_fails_early_returns_its_error() {
+        let shutdown = Shutdown::new(Duration::ZERO, Duration::from_secs(20));
+        let result = shutdown
+            .run(std::future::pending(), async { Err("bind lost") })
+            .await;
+        assert_eq!(result, Err("bind lost"));
+        assert!(shutdown.readiness().is_ready());
+    }
+}
