@@ -1,14 +1,14 @@
 //! Settings shared by every service, and parsing that fails the way DESIGN.md
 //! asks: one line naming the setting, exit code 64 (EX_USAGE).
 
-use clap::{Args, Parser, ValueEnum, error::ErrorKind};
+use clap::{ArgAction, Args, Parser, ValueEnum, builder::BoolishValueParser, error::ErrorKind};
 use std::{fmt::Display, process::ExitCode, time::Duration};
 
 /// `sysexits.h` EX_USAGE: the process was started with a bad setting.
 pub const EX_USAGE: u8 = 64;
 
 /// Settings every service has: logging and the shutdown timings.
-#[derive(Args, Debug, Clone, PartialEq, Eq)]
+#[derive(Args, Debug, Clone, PartialEq)]
 pub struct CommonArgs {
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     #[arg(long, env = "RUST_LOG", default_value = "info", value_parser = parse_log_filter)]
@@ -26,6 +26,79 @@ pub struct CommonArgs {
     /// The most seconds given to in-flight requests once listeners close.
     #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
     pub shutdown_timeout_seconds: u64,
+
+    #[command(flatten)]
+    pub traces: TraceArgs,
+}
+
+/// The standard OpenTelemetry settings this process honours.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct TraceArgs {
+    /// OTLP/gRPC collector, e.g. http://localhost:4317; traces are exported
+    /// only when it is set.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_endpoint)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+
+    /// The `service.name` of traces (default: the binary's name).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+
+    /// Which traces to record.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER", value_enum, default_value_t = Sampler::ParentbasedAlwaysOn)]
+    pub otel_traces_sampler: Sampler,
+
+    /// The ratio for the `*traceidratio` samplers, from 0 to 1.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value_t = 1.0, value_parser = parse_ratio)]
+    pub otel_traces_sampler_arg: f64,
+
+    /// Turns tracing off entirely (no spans, no trace ids in logs).
+    #[arg(long, env = "OTEL_SDK_DISABLED", default_value_t = false, action = ArgAction::Set,
+          value_parser = BoolishValueParser::new())]
+    pub otel_sdk_disabled: bool,
+}
+
+impl Default for TraceArgs {
+    fn default() -> Self {
+        Self {
+            otel_exporter_otlp_endpoint: None,
+            otel_service_name: None,
+            otel_traces_sampler: Sampler::ParentbasedAlwaysOn,
+            otel_traces_sampler_arg: 1.0,
+            otel_sdk_disabled: false,
+        }
+    }
+}
+
+/// The sampler names of the OpenTelemetry specification.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampler {
+    #[value(name = "always_on")]
+    AlwaysOn,
+    #[value(name = "always_off")]
+    AlwaysOff,
+    #[value(name = "traceidratio")]
+    TraceIdRatio,
+    #[value(name = "parentbased_always_on")]
+    ParentbasedAlwaysOn,
+    #[value(name = "parentbased_always_off")]
+    ParentbasedAlwaysOff,
+    #[value(name = "parentbased_traceidratio")]
+    ParentbasedTraceIdRatio,
+}
+
+fn parse_endpoint(value: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = value.parse().map_err(|e| format!("{e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(value.to_owned()),
+        _ => Err("expected an http:// or https:// URL with a host".into()),
+    }
+}
+
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err("expected a number from 0 to 1".into()),
+    }
 }
 
 impl Default for CommonArgs {
@@ -36,6 +109,7 @@ impl Default for CommonArgs {
             log_format: None,
             shutdown_delay_seconds: 0,
             shutdown_timeout_seconds: 20,
+            traces: TraceArgs::default(),
         }
     }
 }
@@ -113,6 +187,41 @@ mod tests {
     fn a_bad_log_filter_is_rejected_naming_the_setting() {
         let err = TestConfig::try_parse_from(["test", "--rust-log", "foo=notalevel"]).unwrap_err();
         assert!(err.to_string().contains("RUST_LOG"), "{err}");
+    }
+
+    #[test]
+    fn the_otel_settings_default_to_the_specification() {
+        let config = TestConfig::try_parse_from(["test"]).unwrap();
+        assert_eq!(config.common.traces, TraceArgs::default());
+    }
+
+    #[test]
+    fn otel_settings_are_parsed_and_checked() {
+        let config = TestConfig::try_parse_from([
+            "test",
+            "--otel-exporter-otlp-endpoint=http://collector:4317",
+            "--otel-traces-sampler=parentbased_traceidratio",
+            "--otel-traces-sampler-arg=0.1",
+            "--otel-sdk-disabled=true",
+        ])
+        .unwrap();
+        let traces = config.common.traces;
+        assert_eq!(
+            traces.otel_exporter_otlp_endpoint.as_deref(),
+            Some("http://collector:4317")
+        );
+        assert_eq!(traces.otel_traces_sampler, Sampler::ParentbasedTraceIdRatio);
+        assert_eq!(traces.otel_traces_sampler_arg, 0.1);
+        assert!(traces.otel_sdk_disabled);
+        for bad in [
+            "--otel-exporter-otlp-endpoint=collector:4317",
+            "--otel-traces-sampler=sometimes",
+            "--otel-traces-sampler-arg=1.5",
+            "--otel-sdk-disabled=maybe",
+        ] {
+            let err = TestConfig::try_parse_from(["test", bad]).unwrap_err();
+            assert!(err.to_string().contains("OTEL_"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,21 +1,149 @@
-//! Logging setup: JSON lines for machines, readable text for people.
+//! Telemetry setup: log lines (JSON for machines, text for people) and
+//! OpenTelemetry traces, exported over OTLP/gRPC when an endpoint is set.
 
-use crate::config::{CommonArgs, LogFormat};
-use std::io::IsTerminal;
-use tracing_subscriber::{EnvFilter, fmt, layer::SubscriberExt, util::SubscriberInitExt};
+use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
+use anyhow::Context as _;
+use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
+use opentelemetry_sdk::{
+    Resource,
+    propagation::{BaggagePropagator, TraceContextPropagator},
+    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
+};
+use std::{io::IsTerminal, time::Duration};
+use tracing_subscriber::{
+    EnvFilter, Layer, Registry, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
+
+/// Spans waiting for export; past this they are dropped (and counted by the
+/// SDK, which warns once) rather than slowing requests or growing memory.
+const MAX_QUEUED_SPANS: usize = 2048;
+/// One export attempt to a slow collector gives up after this.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most time the final flush may take at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Holds what must be flushed when the process ends; call
 /// [`Telemetry::shutdown`] after serving stopped, as the last step.
 #[must_use = "keep the guard and call shutdown() after serving ends"]
 #[derive(Debug)]
 pub struct Telemetry {
-    service: &'static str,
+    provider: Option<SdkTracerProvider>,
 }
 
-/// Installs the global logger for `service`.
+/// Installs the global logger and tracer for `service` (its `service.name`
+/// unless `OTEL_SERVICE_NAME` says otherwise). Call it inside the Tokio
+/// runtime: the OTLP exporter's gRPC channel runs on it.
 ///
-/// Fails if the filter is invalid or a global logger is already installed.
+/// Fails if the settings are invalid or a global logger is already installed.
 pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetry> {
+    let service_name = args
+        .traces
+        .otel_service_name
+        .clone()
+        .unwrap_or_else(|| service.to_owned());
+    let provider = if args.traces.otel_sdk_disabled {
+        None
+    } else {
+        Some(tracer_provider(&service_name, &args.traces)?)
+    };
+    if provider.is_some() {
+        global::set_text_map_propagator(
+            opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+                Box::new(TraceContextPropagator::new()),
+                Box::new(BaggagePropagator::new()),
+            ]),
+        );
+    }
+    // Spans go to OpenTelemetry whatever RUST_LOG says about log lines.
+    let traces = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(service))
+            .with_filter(LevelFilter::INFO)
+    });
+    tracing_subscriber::registry()
+        .with(log_layer(&service_name, args)?)
+        .with(traces)
+        .try_init()?;
+    tracing::info!(
+        service = service_name,
+        version = env!("CARGO_PKG_VERSION"),
+        otlp_endpoint = args
+            .traces
+            .otel_exporter_otlp_endpoint
+            .as_deref()
+            .unwrap_or("none"),
+        "telemetry ready"
+    );
+    Ok(Telemetry { provider })
+}
+
+impl Telemetry {
+    /// Exports the spans still queued, within a bound, and stops the exporter.
+    pub async fn shutdown(self) {
+        let Some(provider) = self.provider else {
+            return;
+        };
+        // The SDK's shutdown blocks until the exporter answers: keep it off the
+        // async worker threads, which the gRPC exporter itself needs.
+        let flushed =
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT))
+                .await;
+        match flushed {
+            Ok(Ok(())) => tracing::info!("telemetry flushed"),
+            Ok(Err(err)) => tracing::warn!(%err, "telemetry flush incomplete"),
+            Err(err) => tracing::warn!(%err, "telemetry flush panicked"),
+        }
+    }
+}
+
+fn tracer_provider(service_name: &str, args: &TraceArgs) -> anyhow::Result<SdkTracerProvider> {
+    // The workspace shares one version, so this crate's is the service's.
+    let resource = Resource::builder()
+        .with_service_name(service_name.to_owned())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(sampler(args));
+    if let Some(endpoint) = &args.otel_exporter_otlp_endpoint {
+        let exporter = SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint)
+            .with_timeout(EXPORT_TIMEOUT)
+            .build()
+            .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?;
+        let batches = BatchConfigBuilder::default()
+            .with_max_queue_size(MAX_QUEUED_SPANS)
+            .build();
+        builder = builder.with_span_processor(
+            BatchSpanProcessor::builder(exporter)
+                .with_batch_config(batches)
+                .build(),
+        );
+    }
+    Ok(builder.build())
+}
+
+fn sampler(args: &TraceArgs) -> opentelemetry_sdk::trace::Sampler {
+    use opentelemetry_sdk::trace::Sampler as Sdk;
+    let ratio = args.otel_traces_sampler_arg;
+    match args.otel_traces_sampler {
+        Sampler::AlwaysOn => Sdk::AlwaysOn,
+        Sampler::AlwaysOff => Sdk::AlwaysOff,
+        Sampler::TraceIdRatio => Sdk::TraceIdRatioBased(ratio),
+        Sampler::ParentbasedAlwaysOn => Sdk::ParentBased(Box::new(Sdk::AlwaysOn)),
+        Sampler::ParentbasedAlwaysOff => Sdk::ParentBased(Box::new(Sdk::AlwaysOff)),
+        Sampler::ParentbasedTraceIdRatio => {
+            Sdk::ParentBased(Box::new(Sdk::TraceIdRatioBased(ratio)))
+        }
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// Log lines: JSON with `service`, `trace_id` and `span_id`, or plain text.
+fn log_layer(service_name: &str, args: &CommonArgs) -> anyhow::Result<BoxedLayer> {
     let filter = EnvFilter::builder().parse(&args.rust_log)?;
     let format = args
         .log_format
@@ -24,31 +152,34 @@ pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetr
         } else {
             LogFormat::Json
         });
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false),
-            )
-            .try_init()?,
-        LogFormat::Text => registry.with(fmt::layer()).try_init()?,
-    }
-    tracing::info!(
-        service,
-        version = env!("CARGO_PKG_VERSION"),
-        "telemetry ready"
-    );
-    Ok(Telemetry { service })
-}
-
-impl Telemetry {
-    /// Flushes what is buffered. Logs are written synchronously, so today
-    /// this only records the end; trace export will flush here.
-    pub fn shutdown(self) {
-        tracing::info!(service = self.service, "stopped");
-    }
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+        LogFormat::Json => {
+            let mut json = json_subscriber::JsonLayer::stdout();
+            json.with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+                .with_level("level")
+                .with_target("target")
+                .with_flattened_event();
+            json.add_static_field("service", serde_json::Value::from(service_name));
+            json.add_multiple_dynamic_fields(|event, context, writer| {
+                let Some(span) = context.event_span(event) else {
+                    return;
+                };
+                let ids = tracing::dispatcher::get_default(|dispatch| {
+                    tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
+                });
+                if let Some(cx) = ids {
+                    use opentelemetry::trace::TraceContextExt;
+                    let span = cx.span();
+                    let ids = span.span_context();
+                    if ids.is_valid() {
+                        let _ = writer.write_field("trace_id", ids.trace_id().to_string());
+                        let _ = writer.write_field("span_id", ids.span_id().to_string());
+                    }
+                }
+            });
+            json.with_filter(filter).boxed()
+        }
+    };
+    Ok(layer)
 }

@@ -12,6 +12,9 @@ use std::{
 
 /// buf, for `buf lint` and `buf breaking` on the proto contract.
 const BUF: &str = "@bufbuild/buf@1.75.0";
+/// Debian packages, by the command each provides: promtool checks the
+/// Prometheus configuration.
+const DEBIAN_PACKAGES: [(&str, &str); 1] = [("promtool", "prometheus")];
 /// The Python tools of the deployment checks, pinned there.
 const PYTHON_REQUIREMENTS: &str = "tests/deploy/requirements.txt";
 
@@ -26,6 +29,7 @@ impl Tools {
             dir: target_dir.join("tools"),
         };
         fs::create_dir_all(&tools.dir)?;
+        install_debian_packages()?;
         tools.install_python()?;
         tools.install_node()?;
         Ok(tools)
@@ -108,4 +112,29 @@ impl Tools {
         fs::write(stamp, BUF)?;
         Ok(())
     }
+}
+
+/// Installs the Debian packages whose commands are missing (CI runs as root).
+fn install_debian_packages() -> anyhow::Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .filter(|(command, _)| !on_path(command))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages {missing:?}");
+    workspace::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    workspace::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
 }

@@ -1,0 +1,99 @@
+//! The marketplace's settings, parsed once from flags and environment.
+
+use clap::Parser;
+use std::time::Duration;
+
+/// Every setting of the marketplace; each is a `--flag` and an environment variable.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Config {
+    /// Port of the web pages.
+    #[arg(long, env = "HTTP_PORT", default_value_t = 8080)]
+    pub http_port: u16,
+
+    /// Port of the admin listener: /metrics, /healthz, /readyz.
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 9465)]
+    pub admin_port: u16,
+
+    /// Host name or IP address of the recommendations service.
+    #[arg(long, env = "RECOMMENDATIONS_HOST", default_value = "localhost", value_parser = parse_host)]
+    pub recommendations_host: String,
+
+    /// gRPC port of the recommendations service.
+    #[arg(long, env = "RECOMMENDATIONS_PORT", default_value_t = 50051)]
+    pub recommendations_port: u16,
+
+    /// Milliseconds a page waits for recommendations before showing a notice instead.
+    #[arg(
+        long,
+        env = "RECOMMENDATIONS_TIMEOUT_MS",
+        default_value_t = 500,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub recommendations_timeout_ms: u64,
+
+    #[command(flatten)]
+    pub common: platform::config::CommonArgs,
+}
+
+impl Config {
+    pub fn recommendations_timeout(&self) -> Duration {
+        Duration::from_millis(self.recommendations_timeout_ms)
+    }
+
+    /// The recommendations service's address as a gRPC endpoint URI.
+    pub fn recommendations_uri(&self) -> String {
+        format!(
+            "http://{}:{}",
+            self.recommendations_host, self.recommendations_port
+        )
+    }
+}
+
+/// Accepts what can stand as the host of a URI, so a typo fails at start
+/// with the setting's name rather than on the first page.
+fn parse_host(value: &str) -> Result<String, String> {
+    format!("http://{value}:1")
+        .parse::<axum::http::Uri>()
+        .ok()
+        .filter(|uri| !value.is_empty() && uri.host() == Some(value))
+        .map(|_| value.to_owned())
+        .ok_or_else(|| "not a host name or IP address".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = Config::try_parse_from(["marketplace"]).unwrap();
+        assert_eq!(config.http_port, 8080);
+        assert_eq!(config.admin_port, 9465);
+        assert_eq!(config.recommendations_uri(), "http://localhost:50051");
+        assert_eq!(config.recommendations_timeout(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_zero_timeout_is_rejected_naming_the_setting() {
+        let err = Config::try_parse_from(["marketplace", "--recommendations-timeout-ms", "0"])
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ValueValidation);
+        assert!(
+            err.to_string().contains("RECOMMENDATIONS_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_host_that_cannot_be_in_a_uri_is_rejected() {
+        for host in ["", "two words", "a/b", "host:80"] {
+            let result = Config::try_parse_from(["marketplace", "--recommendations-host", host]);
+            assert!(result.is_err(), "{host:?} was accepted");
+        }
+        let config =
+            Config::try_parse_from(["marketplace", "--recommendations-host", "10.0.0.7"]).unwrap();
+        assert_eq!(config.recommendations_uri(), "http://10.0.0.7:50051");
+    }
+}

@@ -1,0 +1,212 @@
+//! The web pages: routes, handlers and their tera templates.
+
+use crate::{Book, Category, Recommendations, RecommendationsError, metrics::Metrics};
+use axum::{
+    Router,
+    extract::{Query, State, rejection::QueryRejection},
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use serde::Serialize;
+use std::{sync::Arc, time::Duration};
+use tera::{Context, Tera};
+use tower::ServiceBuilder;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+/// How many books a page shows.
+const BOOKS_PER_PAGE: u32 = 3;
+
+/// Embedded, so the binary needs no files beside it. The `.html` names turn
+/// tera's autoescaping on.
+const TEMPLATES: [(&str, &str); 3] = [
+    ("base.html", include_str!("../templates/base.html")),
+    (
+        "recommendations.html",
+        include_str!("../templates/recommendations.html"),
+    ),
+    ("error.html", include_str!("../templates/error.html")),
+];
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    recommendations: Arc<dyn Recommendations>,
+    templates: Arc<Tera>,
+    timeout: Duration,
+    metrics: Metrics,
+}
+
+impl AppState {
+    /// `timeout` bounds each page's wait for recommendations; the marketplace's
+    /// metrics are registered in `registry`.
+    pub fn new(
+        recommendations: Arc<dyn Recommendations>,
+        timeout: Duration,
+        registry: &prometheus::Registry,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            recommendations,
+            templates: Arc::new(templates()?),
+            timeout,
+            metrics: Metrics::register(registry)?,
+        })
+    }
+
+    fn render(&self, status: StatusCode, template: &str, context: &Context) -> Response {
+        match self.templates.render(template, context) {
+            Ok(html) => (status, Html(html)).into_response(),
+            Err(err) => {
+                tracing::error!(%err, template, "cannot render page");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        }
+    }
+
+    fn error_page(&self, status: StatusCode, heading: &str, message: &str) -> Response {
+        let mut context = Context::new();
+        context.insert("heading", heading);
+        context.insert("message", message);
+        self.render(status, "error.html", &context)
+    }
+}
+
+#[derive(Serialize)]
+struct NavLink {
+    slug: &'static str,
+    label: &'static str,
+}
+
+fn templates() -> anyhow::Result<Tera> {
+    let mut tera = Tera::new();
+    tera.add_raw_templates(TEMPLATES)?;
+    let nav: Vec<NavLink> = Category::ALL
+        .into_iter()
+        .map(|category| NavLink {
+            slug: category.slug(),
+            label: category.label(),
+        })
+        .collect();
+    tera.global_context().insert("categories", &nav);
+    Ok(tera)
+}
+
+/// The marketplace's routes, with the security headers every page carries.
+pub fn router(state: AppState) -> Router {
+    // Nothing is loaded from elsewhere; the one stylesheet is inline.
+    let csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let headers = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ));
+    Router::new()
+        .route("/", get(recommendations_page))
+        .fallback(not_found)
+        .with_state(state)
+        // #3 adds the http_server_* metrics layer here, outermost, so it
+        // also sees the 404s and 405s.
+        .layer(headers)
+}
+
+/// `GET /?category=…`: three books of the category, or a notice when
+/// recommendations cannot answer in time.
+async fn recommendations_page(
+    State(state): State<AppState>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    let Some(category) = query.ok().and_then(|Query(pairs)| category_of(&pairs)) else {
+        return state.error_page(
+            StatusCode::BAD_REQUEST,
+            "Unknown category",
+            "Choose a category: mystery, science_fiction or self_help.",
+        );
+    };
+
+    let mut context = Context::new();
+    context.insert(
+        "heading",
+        &format!("{} books you may like", category.label()),
+    );
+    // The timeout here also bounds a client that ignores its own deadline.
+    let answer = tokio::time::timeout(
+        state.timeout,
+        state.recommendations.recommend(category, BOOKS_PER_PAGE),
+    )
+    .await
+    .unwrap_or(Err(RecommendationsError::DeadlineExceeded));
+    match answer {
+        Ok(mut books) => {
+            books.truncate(BOOKS_PER_PAGE as usize);
+            context.insert("books", &books);
+            context.insert("unavailable", &false);
+        }
+        Err(err) => {
+            tracing::warn!(reason = err.reason(), error = %err, "showing the page without recommendations");
+            state.metrics.count_fallback(&err);
+            context.insert("books", &Vec::<Book>::new());
+            context.insert("unavailable", &true);
+        }
+    }
+    state.render(StatusCode::OK, "recommendations.html", &context)
+}
+
+/// The category a query asks for: mystery when it names none, `None` when
+/// `category` is repeated or not one we know. Other parameters (say, a
+/// campaign tag) are ignored.
+fn category_of(pairs: &[(String, String)]) -> Option<Category> {
+    let mut values = pairs.iter().filter(|(key, _)| key == "category");
+    match (values.next(), values.next()) {
+        (None, _) => Some(Category::Mystery),
+        (Some((_, slug)), None) => Category::from_slug(slug),
+        (Some(_), Some(_)) => None,
+    }
+}
+
+async fn not_found(State(state): State<AppState>) -> Response {
+    state.error_page(
+        StatusCode::NOT_FOUND,
+        "Page not found",
+        "There is no such page. The links above lead to the books.",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_query_without_category_means_mystery() {
+        assert_eq!(category_of(&[]), Some(Category::Mystery));
+        assert_eq!(
+            category_of(&pairs(&[("utm", "x")])),
+            Some(Category::Mystery)
+        );
+    }
+
+    #[test]
+    fn a_repeated_category_is_rejected_even_when_valid() {
+        let query = pairs(&[("category", "mystery"), ("category", "mystery")]);
+        assert_eq!(category_of(&query), None);
+    }
+
+    #[test]
+    fn the_embedded_templates_compile() {
+        templates().unwrap();
+    }
+}

@@ -1,0 +1,202 @@
+//! The client boundary to the recommendations service: a trait the pages
+//! depend on, and its gRPC implementation.
+
+use async_trait::async_trait;
+use recommendations_proto::v1::{
+    BookCategory, RecommendationRequest, recommendations_client::RecommendationsClient,
+};
+use serde::Serialize;
+use std::time::Duration;
+use tonic::{
+    Code, Status,
+    transport::{Channel, Endpoint},
+};
+
+/// A shelf of the bookstore, as the marketplace names it in URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Category {
+    Mystery,
+    ScienceFiction,
+    SelfHelp,
+}
+
+impl Category {
+    pub const ALL: [Category; 3] = [Self::Mystery, Self::ScienceFiction, Self::SelfHelp];
+
+    /// The value of `?category=` that selects this shelf.
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Mystery => "mystery",
+            Self::ScienceFiction => "science_fiction",
+            Self::SelfHelp => "self_help",
+        }
+    }
+
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|category| category.slug() == slug)
+    }
+
+    /// The shelf's name as people read it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mystery => "Mystery",
+            Self::ScienceFiction => "Science fiction",
+            Self::SelfHelp => "Self-help",
+        }
+    }
+}
+
+impl From<Category> for BookCategory {
+    fn from(category: Category) -> Self {
+        match category {
+            Category::Mystery => Self::Mystery,
+            Category::ScienceFiction => Self::ScienceFiction,
+            Category::SelfHelp => Self::SelfHelp,
+        }
+    }
+}
+
+/// One recommended book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Book {
+    pub id: i32,
+    pub title: String,
+}
+
+/// Why no recommendations could be had; the page shows a notice instead.
+#[derive(Debug, thiserror::Error)]
+pub enum RecommendationsError {
+    #[error("recommendations is unavailable: {0}")]
+    Unavailable(String),
+    #[error("recommendations did not answer within its deadline")]
+    DeadlineExceeded,
+    #[error("recommendations answered with an invalid response: {0}")]
+    InvalidResponse(String),
+    #[error("recommendations failed: {0}")]
+    Failed(String),
+}
+
+impl RecommendationsError {
+    /// The `reason` label of `marketplace_recommendations_fallback_total`:
+    /// one of a fixed few values, never the error's text.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unavailable(_) => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::InvalidResponse(_) | Self::Failed(_) => "error",
+        }
+    }
+}
+
+impl From<Status> for RecommendationsError {
+    fn from(status: Status) -> Self {
+        match status.code() {
+            // A connection refused or reset maps to UNAVAILABLE in tonic.
+            Code::Unavailable => Self::Unavailable(status.message().to_owned()),
+            // tonic reports its own expired timeouts as CANCELLED.
+            Code::DeadlineExceeded | Code::Cancelled => Self::DeadlineExceeded,
+            code => Self::Failed(format!("{code:?}: {}", status.message())),
+        }
+    }
+}
+
+/// What the pages need from the recommendations service.
+#[async_trait]
+pub trait Recommendations: Send + Sync {
+    /// At most `max_results` books of `category`.
+    async fn recommend(
+        &self,
+        category: Category,
+        max_results: u32,
+    ) -> Result<Vec<Book>, RecommendationsError>;
+}
+
+/// The marketplace has no accounts: every request speaks for the same user,
+/// as in the original tutorial.
+const USER_ID: i32 = 1;
+
+/// [`Recommendations`] over gRPC, on one long-lived channel.
+#[derive(Debug, Clone)]
+pub struct GrpcRecommendations {
+    client: RecommendationsClient<Channel>,
+    timeout: Duration,
+}
+
+impl GrpcRecommendations {
+    /// Connects on first use and reconnects by itself, so the marketplace
+    /// starts (and stays ready) while recommendations is down.
+    pub fn new(uri: String, timeout: Duration) -> Result<Self, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(uri)?
+            .connect_timeout(timeout)
+            .connect_lazy();
+        Ok(Self {
+            client: RecommendationsClient::new(channel),
+            timeout,
+        })
+    }
+}
+
+#[async_trait]
+impl Recommendations for GrpcRecommendations {
+    async fn recommend(
+        &self,
+        category: Category,
+        max_results: u32,
+    ) -> Result<Vec<Book>, RecommendationsError> {
+        let mut request = tonic::Request::new(RecommendationRequest {
+            user_id: USER_ID,
+            category: BookCategory::from(category).into(),
+            max_results: i32::try_from(max_results).unwrap_or(i32::MAX),
+        });
+        // Sent as `grpc-timeout`, so the server gives up when we do.
+        request.set_timeout(self.timeout);
+        // Clones share the channel; the generated client wants `&mut self`.
+        let response = self.client.clone().recommend(request).await?.into_inner();
+        if response.recommendations.len() > max_results as usize {
+            return Err(RecommendationsError::InvalidResponse(format!(
+                "{} books for at most {max_results}",
+                response.recommendations.len()
+            )));
+        }
+        Ok(response
+            .recommendations
+            .into_iter()
+            .map(|book| Book {
+                id: book.id,
+                title: book.title,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_category_round_trips_through_its_slug_and_maps_to_the_proto() {
+        for category in Category::ALL {
+            assert_eq!(Category::from_slug(category.slug()), Some(category));
+            assert_ne!(BookCategory::from(category), BookCategory::Unspecified);
+        }
+        assert_eq!(Category::from_slug("Mystery"), None);
+        assert_eq!(Category::from_slug(""), None);
+    }
+
+    #[test]
+    fn grpc_statuses_map_to_fallback_reasons() {
+        let reason = |status| RecommendationsError::from(status).reason();
+        assert_eq!(reason(Status::unavailable("down")), "unavailable");
+        assert_eq!(
+            reason(Status::deadline_exceeded("late")),
+            "deadline_exceeded"
+        );
+        assert_eq!(
+            reason(Status::cancelled("Timeout expired")),
+            "deadline_exceeded"
+        );
+        assert_eq!(reason(Status::invalid_argument("category")), "error");
+    }
+}

@@ -1,0 +1,7 @@
+//! The marketplace's integration tests: one binary, one module per concern.
+
+mod cross_service;
+mod helpers;
+mod pages;
+mod server;
+mod shutdown;

@@ -1,0 +1,212 @@
+//! Binding and serving: the gRPC listener (service, health, reflection) and the admin
+//! listener, both stopped by `platform::shutdown`.
+
+use crate::{
+    catalog::{Catalog, CatalogError, Category},
+    config::Config,
+    grpc::RecommendationsService,
+    recommend::BookSource,
+};
+use anyhow::Context;
+use platform::{health::Readiness, shutdown::Shutdown};
+use prometheus::{IntGaugeVec, Opts, Registry};
+use recommendations_proto::v1::{
+    FILE_DESCRIPTOR_SET, SERVICE_NAME, recommendations_server::RecommendationsServer,
+};
+use std::{future::Future, net::SocketAddr, time::Duration};
+use tokio::net::TcpListener;
+use tonic::transport::{
+    Server,
+    server::{Router, TcpIncoming},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+/// The largest request message accepted. A `RecommendationRequest` is three varints (under
+/// 20 bytes); 4 KiB leaves room for new fields while tonic's 4 MiB default would let any
+/// client make us buffer megabytes per call. Health and reflection requests are as small.
+const MAX_REQUEST_BYTES: usize = 4 * 1024;
+
+/// Handlers answer in microseconds, so a call still running after this is stuck. A
+/// client's shorter `grpc-timeout` applies as well.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Calls run at once per connection; more wait in line. Generous, because the
+/// marketplace multiplexes all its calls over few connections, but bounded.
+const MAX_CALLS_PER_CONNECTION: usize = 128;
+
+/// Why the service could not start. A bad catalog is a bad setting (exit 64); the
+/// rest are the environment's problems (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    // `:#` keeps the cause ("Address already in use") on the same line.
+    #[error("{0:#}")]
+    Listen(anyhow::Error),
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// A bound, not yet serving, recommendations service.
+pub struct App {
+    grpc_listener: TcpListener,
+    admin_listener: TcpListener,
+    grpc_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    grpc: Router,
+    admin: axum::Router,
+    health: HealthReporter,
+    shutdown: Shutdown,
+}
+
+impl App {
+    /// Loads the catalog (`CATALOG_PATH` or the embedded one) and binds both listeners.
+    pub async fn bind(config: Config) -> Result<App, StartupError> {
+        let catalog = Catalog::load(config.catalog_path.as_deref())?;
+        Self::bind_with_source(config, catalog).await
+    }
+
+    /// Binds both listeners over any source of books (tests plug in slow ones).
+    pub async fn bind_with_source<B: BookSource>(
+        config: Config,
+        source: B,
+    ) -> Result<App, StartupError> {
+        let grpc_listener = platform::listener::bind("gRPC", config.grpc_port)
+            .await
+            .map_err(StartupError::Listen)?;
+        let admin_listener = platform::listener::bind("admin", config.admin_port)
+            .await
+            .map_err(StartupError::Listen)?;
+        let grpc_addr = local_addr(&grpc_listener, "gRPC")?;
+        let admin_addr = local_addr(&admin_listener, "admin")?;
+
+        let registry = platform::metrics::registry("recommendations", env!("CARGO_PKG_VERSION"));
+        register_catalog_books(&registry, &source);
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+
+        let grpc = Server::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+            // Issue #3: the grpc_server_* metrics layer goes here, `.layer(...)`, outermost
+            // so that it also counts calls rejected by validation or the timeout.
+            .add_service(
+                RecommendationsServer::new(RecommendationsService::new(source))
+                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+            )
+            .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
+            .add_service(reflection.max_decoding_message_size(MAX_REQUEST_BYTES));
+
+        let shutdown = Shutdown::new(
+            config.common.shutdown_delay(),
+            config.common.shutdown_timeout(),
+        );
+        let admin = platform::admin::router(shutdown.readiness().clone(), registry);
+
+        Ok(App {
+            grpc_listener,
+            admin_listener,
+            grpc_addr,
+            admin_addr,
+            grpc,
+            admin,
+            health,
+            shutdown,
+        })
+    }
+
+    /// The gRPC listener's address (the real port when the config asked for 0).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Serves until `trigger` resolves, then shuts down as DESIGN.md describes.
+    pub async fn run(
+        self,
+        trigger: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let App {
+            grpc_listener,
+            admin_listener,
+            grpc_addr,
+            admin_addr,
+            grpc,
+            admin,
+            health,
+            shutdown,
+        } = self;
+        tracing::info!(%grpc_addr, %admin_addr, "listening");
+
+        // gRPC messages are small: Nagle's algorithm would only add latency.
+        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let grpc = grpc.serve_with_incoming_shutdown(incoming, shutdown.stopped());
+        let admin = platform::admin::serve(admin_listener, admin, shutdown.stopped());
+        let health = not_serving_once_not_ready(health, shutdown.readiness().clone());
+        let serve_both = async {
+            tokio::try_join!(
+                async { grpc.await.context("the gRPC server failed") },
+                async { admin.await.context("the admin server failed") },
+                async {
+                    health.await;
+                    Ok::<_, anyhow::Error>(())
+                },
+            )?;
+            Ok(())
+        };
+        shutdown.run(trigger, serve_both).await
+    }
+}
+
+fn local_addr(listener: &TcpListener, name: &str) -> Result<SocketAddr, StartupError> {
+    listener
+        .local_addr()
+        .with_context(|| format!("cannot read the {name} listener's address"))
+        .map_err(StartupError::Listen)
+}
+
+/// Sets `recommendations_catalog_books{category}` once: the catalog never changes.
+fn register_catalog_books(registry: &Registry, source: &impl BookSource) {
+    let books = IntGaugeVec::new(
+        Opts::new(
+            "recommendations_catalog_books",
+            "Books in the catalog, by category.",
+        ),
+        &["category"],
+    )
+    .expect("the gauge's options are valid");
+    for category in Category::ALL {
+        let count = source.count(category);
+        if count == 0 {
+            tracing::warn!(%category, "the catalog has no books in this category");
+        }
+        books
+            .with_label_values(&[category.as_str()])
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    registry
+        .register(Box::new(books))
+        .expect("the registry has no other recommendations_catalog_books");
+}
+
+/// gRPC health follows readiness: both the server ("") and the service turn NOT_SERVING
+/// the moment shutdown begins, so probes and balancers drain us during the delay.
+async fn not_serving_once_not_ready(health: HealthReporter, readiness: Readiness) {
+    readiness.not_ready().await;
+    for service in ["", SERVICE_NAME] {
+        health
+            .set_service_status(service, ServingStatus::NotServing)
+            .await;
+    }
+}

