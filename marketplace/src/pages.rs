@@ -8,6 +8,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
+use platform::http::HttpServerMetrics;
 use serde::Serialize;
 use std::{sync::Arc, time::Duration};
 use tera::{Context, Tera};
@@ -35,11 +36,13 @@ pub struct AppState {
     templates: Arc<Tera>,
     timeout: Duration,
     metrics: Metrics,
+    /// Observed by the layers around every route, not by the handlers.
+    http_metrics: HttpServerMetrics,
 }
 
 impl AppState {
     /// `timeout` bounds each page's wait for recommendations; the marketplace's
-    /// metrics are registered in `registry`.
+    /// metrics, the `http_server_*` ones included, are registered in `registry`.
     pub fn new(
         recommendations: Arc<dyn Recommendations>,
         timeout: Duration,
@@ -50,6 +53,7 @@ impl AppState {
             templates: Arc::new(templates()?),
             timeout,
             metrics: Metrics::register(registry)?,
+            http_metrics: HttpServerMetrics::register(registry)?,
         })
     }
 
@@ -91,7 +95,8 @@ fn templates() -> anyhow::Result<Tera> {
     Ok(tera)
 }
 
-/// The marketplace's routes, with the security headers every page carries.
+/// The marketplace's routes, with the security headers every page carries,
+/// each request traced, logged and counted.
 pub fn router(state: AppState) -> Router {
     // Nothing is loaded from elsewhere; the one stylesheet is inline.
     let csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -108,13 +113,15 @@ pub fn router(state: AppState) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ));
+    let observability = platform::http::layers(state.http_metrics.clone());
     Router::new()
         .route("/", get(recommendations_page))
         .fallback(not_found)
         .with_state(state)
-        // #3 adds the http_server_* metrics layer here, outermost, so it
-        // also sees the 404s and 405s.
         .layer(headers)
+        // Outermost, so the span and the timing cover the header layers too;
+        // `Router::layer` wraps the fallback as well, so 404s are counted.
+        .layer(observability)
 }
 
 /// `GET /?category=…`: three books of the category, or a notice when

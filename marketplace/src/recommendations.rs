@@ -1,9 +1,13 @@
 //! The client boundary to the recommendations service: a trait the pages
 //! depend on, and its gRPC implementation.
 
+use anyhow::Context as _;
 use async_trait::async_trait;
+use platform::grpc::ClientStack;
+use prometheus::Registry;
 use recommendations_proto::v1::{
-    BookCategory, RecommendationRequest, recommendations_client::RecommendationsClient,
+    BookCategory, FILE_DESCRIPTOR_SET, RecommendationRequest,
+    recommendations_client::RecommendationsClient,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -120,19 +124,28 @@ const USER_ID: i32 = 1;
 /// [`Recommendations`] over gRPC, on one long-lived channel.
 #[derive(Debug, Clone)]
 pub struct GrpcRecommendations {
-    client: RecommendationsClient<Channel>,
+    /// The channel in platform's client layers: a CLIENT span carrying the trace
+    /// to recommendations, an access line and the `grpc_client_*` metrics.
+    client: RecommendationsClient<ClientStack<Channel>>,
     timeout: Duration,
 }
 
 impl GrpcRecommendations {
     /// Connects on first use and reconnects by itself, so the marketplace
-    /// starts (and stays ready) while recommendations is down.
-    pub fn new(uri: String, timeout: Duration) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(uri)?
+    /// starts (and stays ready) while recommendations is down. The client
+    /// metrics are registered in `registry`.
+    ///
+    /// A call that runs out of time counts as `grpc_code="Canceled"` whichever
+    /// deadline ends it: tonic's (`grpc-timeout`, which it reports as CANCELLED)
+    /// or the page's, which drops the call.
+    pub fn new(uri: String, timeout: Duration, registry: &Registry) -> anyhow::Result<Self> {
+        let channel = Endpoint::from_shared(uri)
+            .context("invalid recommendations address")?
             .connect_timeout(timeout)
             .connect_lazy();
+        let layers = platform::grpc::client_layers(registry, &[FILE_DESCRIPTOR_SET])?;
         Ok(Self {
-            client: RecommendationsClient::new(channel),
+            client: RecommendationsClient::new(layers.service(channel)),
             timeout,
         })
     }

@@ -5,6 +5,7 @@ use crate::{AppState, Config, GrpcRecommendations, Recommendations, router};
 use anyhow::Context as _;
 use axum::Router;
 use platform::shutdown::Shutdown;
+use prometheus::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 
@@ -21,12 +22,15 @@ impl App {
     /// Binds both listeners, with the gRPC client of the configured
     /// recommendations service (which connects on first use).
     pub async fn bind(config: Config) -> anyhow::Result<App> {
+        // The client's grpc_client_* metrics go to the same registry as the rest.
+        let registry = registry();
         let client = GrpcRecommendations::new(
             config.recommendations_uri(),
             config.recommendations_timeout(),
+            &registry,
         )
-        .context("invalid recommendations address")?;
-        Self::bind_with_client(config, Arc::new(client)).await
+        .context("cannot set up the recommendations client")?;
+        Self::bind_with(config, Arc::new(client), registry).await
     }
 
     /// Binds both listeners, with any recommendations client (tests pass fakes).
@@ -34,9 +38,16 @@ impl App {
         config: Config,
         recommendations: Arc<dyn Recommendations>,
     ) -> anyhow::Result<App> {
+        Self::bind_with(config, recommendations, registry()).await
+    }
+
+    async fn bind_with(
+        config: Config,
+        recommendations: Arc<dyn Recommendations>,
+        registry: Registry,
+    ) -> anyhow::Result<App> {
         let http = platform::listener::bind("http", config.http_port).await?;
         let admin = platform::listener::bind("admin", config.admin_port).await?;
-        let registry = platform::metrics::registry("marketplace", env!("CARGO_PKG_VERSION"));
         let state = AppState::new(recommendations, config.recommendations_timeout(), &registry)?;
         let shutdown = Shutdown::new(
             config.common.shutdown_delay(),
@@ -88,4 +99,8 @@ impl App {
             .await
             .context("serving failed")
     }
+}
+
+fn registry() -> Registry {
+    platform::metrics::registry("marketplace", env!("CARGO_PKG_VERSION"))
 }

@@ -3,7 +3,9 @@
 
 pub mod admin;
 pub mod config;
+pub mod grpc;
 pub mod health;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod shutdown;

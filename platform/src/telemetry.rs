@@ -3,6 +3,7 @@
 
 use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
 use anyhow::Context as _;
+use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{
@@ -10,9 +11,15 @@ use opentelemetry_sdk::{
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
 };
-use std::{io::IsTerminal, time::Duration};
+use std::{
+    io::IsTerminal,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+use tracing::{Dispatch, Subscriber, dispatcher::WeakDispatch};
 use tracing_subscriber::{
-    EnvFilter, Layer, Registry, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+    EnvFilter, Layer, Registry, filter::LevelFilter, fmt::MakeWriter, layer::SubscriberExt,
+    util::SubscriberInitExt,
 };
 
 /// Spans waiting for export; past this they are dropped (and counted by the
@@ -62,7 +69,7 @@ pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetr
             .with_filter(LevelFilter::INFO)
     });
     tracing_subscriber::registry()
-        .with(log_layer(&service_name, args)?)
+        .with(log_layer(&service_name, args, std::io::stdout)?)
         .with(traces)
         .try_init()?;
     tracing::info!(
@@ -142,8 +149,20 @@ fn sampler(args: &TraceArgs) -> opentelemetry_sdk::trace::Sampler {
 
 type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
+/// Remembers the dispatcher this layer is part of.
+struct CaptureDispatch(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> Layer<S> for CaptureDispatch {
+    fn on_register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.0.set(dispatch.downgrade());
+    }
+}
+
 /// Log lines: JSON with `service`, `trace_id` and `span_id`, or plain text.
-fn log_layer(service_name: &str, args: &CommonArgs) -> anyhow::Result<BoxedLayer> {
+fn log_layer<W>(service_name: &str, args: &CommonArgs, writer: W) -> anyhow::Result<BoxedLayer>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::builder().parse(&args.rust_log)?;
     let format = args
         .log_format
@@ -153,33 +172,157 @@ fn log_layer(service_name: &str, args: &CommonArgs) -> anyhow::Result<BoxedLayer
             LogFormat::Json
         });
     let layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_filter(filter)
+            .boxed(),
         LogFormat::Json => {
-            let mut json = json_subscriber::JsonLayer::stdout();
+            let mut json = json_subscriber::JsonLayer::new(writer);
             json.with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
                 .with_level("level")
                 .with_target("target")
                 .with_flattened_event();
             json.add_static_field("service", serde_json::Value::from(service_name));
-            json.add_multiple_dynamic_fields(|event, context, writer| {
+            // The ids live in the OpenTelemetry layer, reached through the
+            // dispatcher; `get_default` is unusable while an event is being
+            // dispatched, so the dispatcher is captured when it is built.
+            let dispatcher = Arc::new(OnceLock::<WeakDispatch>::new());
+            let ids_from = Arc::clone(&dispatcher);
+            json.add_multiple_dynamic_fields(move |event, context, writer| {
                 let Some(span) = context.event_span(event) else {
                     return;
                 };
-                let ids = tracing::dispatcher::get_default(|dispatch| {
-                    tracing_opentelemetry::get_otel_context(&span.id(), dispatch)
-                });
-                if let Some(cx) = ids {
-                    use opentelemetry::trace::TraceContextExt;
-                    let span = cx.span();
-                    let ids = span.span_context();
-                    if ids.is_valid() {
-                        let _ = writer.write_field("trace_id", ids.trace_id().to_string());
-                        let _ = writer.write_field("span_id", ids.span_id().to_string());
-                    }
+                let Some(dispatch) = ids_from.get().and_then(WeakDispatch::upgrade) else {
+                    return;
+                };
+                let Some(cx) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)
+                else {
+                    return;
+                };
+                let span = cx.span();
+                let ids = span.span_context();
+                if ids.is_valid() {
+                    let _ = writer.write_field("trace_id", ids.trace_id().to_string());
+                    let _ = writer.write_field("span_id", ids.span_id().to_string());
                 }
             });
-            json.with_filter(filter).boxed()
+            CaptureDispatch(dispatcher)
+                .and_then(json)
+                .with_filter(filter)
+                .boxed()
         }
     };
     Ok(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// Collects what the log layer writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'w> MakeWriter<'w> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'w self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    impl Buffer {
+        fn json_lines(&self) -> Vec<serde_json::Value> {
+            let bytes = self.0.lock().unwrap();
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+                .collect()
+        }
+    }
+
+    fn json_args() -> CommonArgs {
+        CommonArgs {
+            log_format: Some(LogFormat::Json),
+            ..CommonArgs::default()
+        }
+    }
+
+    #[test]
+    fn json_lines_inside_a_span_carry_the_service_and_the_span_ids() {
+        let buffer = Buffer::default();
+        let provider = tracer_provider("svc", &TraceArgs::default()).unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer("svc", &json_args(), buffer.clone()).unwrap())
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("svc")));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(answer = 42, "outside");
+            let span = tracing::info_span!("work");
+            let _entered = span.enter();
+            tracing::warn!("inside");
+        });
+
+        let lines = buffer.json_lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let (outside, inside) = (&lines[0], &lines[1]);
+        assert_eq!(outside["message"], "outside");
+        assert_eq!(outside["answer"], 42);
+        assert_eq!(outside["service"], "svc");
+        assert_eq!(outside["level"], "INFO");
+        assert!(outside["timestamp"].is_string() && outside["target"].is_string());
+        assert!(outside.get("trace_id").is_none(), "{outside}");
+
+        assert_eq!(inside["level"], "WARN");
+        let trace_id = inside["trace_id"].as_str().expect("a trace id");
+        let span_id = inside["span_id"].as_str().expect("a span id");
+        assert_eq!(trace_id.len(), 32);
+        assert_eq!(span_id.len(), 16);
+        assert_ne!(trace_id, "0".repeat(32));
+    }
+
+    #[test]
+    fn the_log_filter_applies_to_log_lines() {
+        let buffer = Buffer::default();
+        let args = CommonArgs {
+            rust_log: "warn".into(),
+            ..json_args()
+        };
+        let subscriber =
+            tracing_subscriber::registry().with(log_layer("svc", &args, buffer.clone()).unwrap());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("dropped");
+            tracing::warn!("kept");
+        });
+        let lines = buffer.json_lines();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0]["message"], "kept");
+    }
+
+    #[test]
+    fn samplers_follow_the_specification_names() {
+        let ratio = TraceArgs {
+            otel_traces_sampler: Sampler::ParentbasedTraceIdRatio,
+            otel_traces_sampler_arg: 0.25,
+            ..TraceArgs::default()
+        };
+        assert_eq!(
+            format!("{:?}", sampler(&ratio)),
+            format!(
+                "{:?}",
+                opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                    opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(0.25)
+                ))
+            )
+        );
+    }
 }

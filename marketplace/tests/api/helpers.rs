@@ -8,7 +8,7 @@ use marketplace::{
 use recommendations_proto::v1::{
     BookRecommendation, RecommendationRequest, RecommendationResponse, recommendations_server,
 };
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::TcpListenerStream;
 
@@ -119,6 +119,85 @@ pub async fn get_page(url: &str) -> (reqwest::StatusCode, String) {
     (status, response.text().await.expect("the body is text"))
 }
 
+/// One sample of a Prometheus text exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// Parses the Prometheus text format (version 0.0.4): every sample line,
+/// its label values unescaped; `#` lines are skipped. Panics on a malformed
+/// line, which is a bug in what the app exposes.
+pub fn parse_metrics(text: &str) -> Vec<Sample> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| parse_sample(line).unwrap_or_else(|| panic!("malformed sample: {line}")))
+        .collect()
+}
+
+fn parse_sample(line: &str) -> Option<Sample> {
+    let name_end = line.find(['{', ' ', '\t'])?;
+    let name = line[..name_end].to_owned();
+    let mut rest = &line[name_end..];
+    let mut labels = BTreeMap::new();
+    if let Some(mut inner) = rest.strip_prefix('{') {
+        loop {
+            inner = inner.trim_start_matches([',', ' ']);
+            if let Some(after) = inner.strip_prefix('}') {
+                rest = after;
+                break;
+            }
+            let (label, after) = inner.split_once('=')?;
+            let mut chars = after.strip_prefix('"')?.char_indices();
+            let mut value = String::new();
+            let end = loop {
+                match chars.next()? {
+                    (at, '"') => break at,
+                    (_, '\\') => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        escaped => value.push(escaped),
+                    },
+                    (_, other) => value.push(other),
+                }
+            };
+            labels.insert(label.trim().to_owned(), value);
+            inner = &after[1 + end + 1..];
+        }
+    }
+    // A timestamp may follow the value; the exposition here writes none.
+    let value = match rest.split_whitespace().next()? {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        number => number.parse().ok()?,
+    };
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// The samples named `name`, each as its labels and value.
+pub fn series(samples: &[Sample], name: &str) -> BTreeMap<BTreeMap<String, String>, f64> {
+    samples
+        .iter()
+        .filter(|sample| sample.name == name)
+        .map(|sample| (sample.labels.clone(), sample.value))
+        .collect()
+}
+
+/// A label set from pairs, to compare with [`series`].
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
 /// How many list items a page holds.
 pub fn count_li(html: &str) -> usize {
     html.matches("<li").count()
@@ -187,4 +266,33 @@ impl recommendations_server::Recommendations for HeldAnswers {
             recommendations,
         }))
     }
+}
+
+#[test]
+fn the_metrics_parser_unescapes_label_values_and_reads_special_values() {
+    let text = "# HELP x_total A help line.\n# TYPE x_total counter\n\
+                x_total{a=\"q\\\"uo,te}\",b=\"back\\\\slash\\nline\"} 3\n\
+                plain 1.5e-3\n\
+                h_bucket{le=\"+Inf\"} +Inf\n";
+    let samples = parse_metrics(text);
+    assert_eq!(
+        samples,
+        vec![
+            Sample {
+                name: "x_total".into(),
+                labels: labels(&[("a", "q\"uo,te}"), ("b", "back\\slash\nline")]),
+                value: 3.0,
+            },
+            Sample {
+                name: "plain".into(),
+                labels: BTreeMap::new(),
+                value: 0.0015,
+            },
+            Sample {
+                name: "h_bucket".into(),
+                labels: labels(&[("le", "+Inf")]),
+                value: f64::INFINITY,
+            },
+        ]
+    );
 }

@@ -1,8 +1,8 @@
 //! A real marketplace on port 0, over real HTTP: pages, admin and the gRPC client.
 
 use crate::helpers::{
-    FakeRecommendations, FakeRecommendationsServer, count_li, get_page, spawn_app, spawn_app_with,
-    spawn_app_with_client, test_config,
+    FakeRecommendations, FakeRecommendationsServer, count_li, get_page, labels, parse_metrics,
+    series, spawn_app, spawn_app_with, spawn_app_with_client, test_config,
 };
 use marketplace::Config;
 use reqwest::StatusCode;
@@ -53,6 +53,60 @@ async fn a_degraded_page_is_counted_and_leaves_the_app_ready() {
         get_page(&format!("{}/readyz", app.admin_url)).await.0,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn http_metrics_count_each_request_by_route_template_and_status() {
+    let app = spawn_app().await;
+    for (path, expected) in [
+        ("/", StatusCode::OK),
+        ("/?category=bogus", StatusCode::BAD_REQUEST),
+        ("/nope", StatusCode::NOT_FOUND),
+    ] {
+        let (status, _) = get_page(&format!("{}{path}", app.http_url)).await;
+        assert_eq!(status, expected, "{path}");
+    }
+
+    let (status, text) = get_page(&format!("{}/metrics", app.admin_url)).await;
+    assert_eq!(status, StatusCode::OK);
+    let samples = parse_metrics(&text);
+    // Exactly these series: the raw path `/nope` never becomes a label value.
+    let expected = [
+        (
+            labels(&[("method", "GET"), ("route", "/"), ("status", "200")]),
+            1.0,
+        ),
+        (
+            labels(&[("method", "GET"), ("route", "/"), ("status", "400")]),
+            1.0,
+        ),
+        (
+            labels(&[("method", "GET"), ("route", "unmatched"), ("status", "404")]),
+            1.0,
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(series(&samples, "http_server_requests_total"), expected);
+    assert_eq!(
+        series(&samples, "http_server_request_duration_seconds_count"),
+        expected
+    );
+    let home_buckets: Vec<(&str, f64)> = samples
+        .iter()
+        .filter(|sample| sample.name == "http_server_request_duration_seconds_bucket")
+        .filter(|sample| sample.labels["status"] == "200")
+        .map(|sample| (sample.labels["le"].as_str(), sample.value))
+        .collect();
+    let bounds: Vec<&str> = home_buckets.iter().map(|(le, _)| *le).collect();
+    assert_eq!(
+        bounds,
+        [
+            "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+            "1", "2.5", "5", "10", "+Inf"
+        ]
+    );
+    assert_eq!(home_buckets.last().unwrap().1, 1.0, "{home_buckets:?}");
 }
 
 fn config_for(upstream: std::net::SocketAddr, timeout_ms: u64) -> Config {

@@ -215,3 +215,46 @@ async fn a_bad_grpc_port_exits_64_with_one_line_naming_grpc_port() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("GRPC_PORT"), "{stderr}");
 }
+
+#[tokio::test]
+async fn with_the_trace_collector_down_calls_succeed_and_shutdown_stays_bounded() {
+    // A port that was free a moment ago: connecting to it is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let mut child = binary()
+        .env("SHUTDOWN_DELAY_SECONDS", "0")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut logs = Logs::follow(child.stdout.take().unwrap());
+    let listening = logs.wait_for("listening").await;
+    let grpc_addr = logged_addr(&listening["grpc_addr"]);
+
+    let mut client = recommendations_proto::v1::recommendations_client::RecommendationsClient::new(
+        connect(grpc_addr).await,
+    );
+    for _ in 0..20 {
+        let response = timeout(
+            WAIT,
+            client.recommend(RecommendationRequest {
+                user_id: 1,
+                category: BookCategory::Mystery.into(),
+                max_results: 3,
+            }),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("the call succeeds");
+        assert_eq!(response.into_inner().recommendations.len(), 3);
+    }
+
+    terminate(&child);
+    // Delay 0 + draining + the telemetry flush bound (5 s), with room to spare.
+    let status = timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the process exits within the bound")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

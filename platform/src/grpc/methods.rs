@@ -1,0 +1,163 @@
+//! The gRPC methods a process knows, read from its services' descriptor sets: they
+//! bound the label values of metrics and the names of spans.
+
+use prost::Message as _;
+use prost_types::FileDescriptorSet;
+use std::{collections::HashMap, fmt, sync::Arc};
+
+/// One gRPC method as metrics and spans name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rpc {
+    /// The fully qualified service, e.g. `recommendations.v1.Recommendations`.
+    pub service: String,
+    /// The method, e.g. `Recommend`.
+    pub method: String,
+    /// `unary`, `client_stream`, `server_stream` or `bidi_stream`, as
+    /// go-grpc-prometheus writes the `grpc_type` label.
+    pub kind: &'static str,
+}
+
+impl Rpc {
+    /// What every path outside the descriptor sets is counted and named as: one
+    /// fixed value, so a caller cannot mint series or span names.
+    pub const UNKNOWN: &'static str = "unknown";
+
+    fn unknown() -> Self {
+        Self {
+            service: Self::UNKNOWN.to_owned(),
+            method: Self::UNKNOWN.to_owned(),
+            kind: Self::UNKNOWN,
+        }
+    }
+
+    /// Whether this stands for a path that is not a known method.
+    pub fn is_unknown(&self) -> bool {
+        self.kind == Self::UNKNOWN
+    }
+}
+
+/// `{service}/{method}`: the span name the OpenTelemetry RPC conventions ask for.
+impl fmt::Display for Rpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.service, self.method)
+    }
+}
+
+/// The known methods by wire path (`/package.Service/Method`); cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Methods {
+    by_path: Arc<HashMap<String, Arc<Rpc>>>,
+    unknown: Arc<Rpc>,
+}
+
+impl Methods {
+    /// Every method of every service in the encoded `FileDescriptorSet`s.
+    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        let mut by_path = HashMap::new();
+        for set in sets {
+            for file in FileDescriptorSet::decode(*set)?.file {
+                let package = file.package();
+                for service in &file.service {
+                    let service_name = if package.is_empty() {
+                        service.name().to_owned()
+                    } else {
+                        format!("{package}.{}", service.name())
+                    };
+                    for method in &service.method {
+                        let kind = match (method.client_streaming(), method.server_streaming()) {
+                            (false, false) => "unary",
+                            (true, false) => "client_stream",
+                            (false, true) => "server_stream",
+                            (true, true) => "bidi_stream",
+                        };
+                        let rpc = Rpc {
+                            service: service_name.clone(),
+                            method: method.name().to_owned(),
+                            kind,
+                        };
+                        by_path.insert(format!("/{rpc}"), Arc::new(rpc));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            by_path: Arc::new(by_path),
+            unknown: Arc::new(Rpc::unknown()),
+        })
+    }
+
+    /// The method at `path`, or the one [`Rpc::UNKNOWN`] stand-in.
+    pub fn resolve(&self, path: &str) -> Arc<Rpc> {
+        self.by_path.get(path).unwrap_or(&self.unknown).clone()
+    }
+
+    /// Every known method, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Rpc> {
+        self.by_path.values().map(AsRef::as_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost_types::{FileDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto};
+
+    fn method(name: &str, client_streaming: bool, server_streaming: bool) -> MethodDescriptorProto {
+        MethodDescriptorProto {
+            name: Some(name.into()),
+            client_streaming: Some(client_streaming),
+            server_streaming: Some(server_streaming),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn methods_are_named_by_path_with_their_streaming_kind() {
+        let set = FileDescriptorSet {
+            file: vec![FileDescriptorProto {
+                package: Some("shop.v1".into()),
+                service: vec![ServiceDescriptorProto {
+                    name: Some("Shop".into()),
+                    method: vec![
+                        method("Get", false, false),
+                        method("Upload", true, false),
+                        method("Watch", false, true),
+                        method("Chat", true, true),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec();
+        let methods = Methods::from_descriptor_sets(&[&set]).unwrap();
+
+        let kind = |path| methods.resolve(path).kind;
+        assert_eq!(kind("/shop.v1.Shop/Get"), "unary");
+        assert_eq!(kind("/shop.v1.Shop/Upload"), "client_stream");
+        assert_eq!(kind("/shop.v1.Shop/Watch"), "server_stream");
+        assert_eq!(kind("/shop.v1.Shop/Chat"), "bidi_stream");
+        let get = methods.resolve("/shop.v1.Shop/Get");
+        assert_eq!(
+            (get.service.as_str(), get.method.as_str()),
+            ("shop.v1.Shop", "Get")
+        );
+        assert_eq!(get.to_string(), "shop.v1.Shop/Get");
+        assert_eq!(methods.iter().count(), 4);
+    }
+
+    #[test]
+    fn any_other_path_resolves_to_the_one_unknown_method() {
+        let methods = Methods::from_descriptor_sets(&[]).unwrap();
+        for path in ["/shop.v1.Shop/Nope", "/", "/../etc/passwd"] {
+            let rpc = methods.resolve(path);
+            assert!(rpc.is_unknown());
+            assert_eq!(rpc.to_string(), "unknown/unknown");
+        }
+    }
+
+    #[test]
+    fn a_corrupt_descriptor_set_is_an_error() {
+        assert!(Methods::from_descriptor_sets(&[b"\xff\xff"]).is_err());
+    }
+}

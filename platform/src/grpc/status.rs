@@ -1,0 +1,522 @@
+//! How a gRPC call ended, observed once per call for the layers: a response future
+//! and body wrapper that hand the final [`Status`] to an [`OnEnd`] exactly once.
+//!
+//! The status arrives in one of four places: in the response headers (a
+//! trailers-only response, which is how tonic answers a handler's `Err`), in the
+//! trailers (after a successful call's messages), as the inner service's or body's
+//! error, or not at all because the caller went away and the future or body was
+//! dropped, which counts as CANCELLED.
+
+use http::{HeaderMap, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll, ready},
+};
+use tonic::{Code, Status};
+use tracing::Span;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a layer does when a call ends.
+pub trait OnEnd: Send + 'static {
+    /// Called exactly once, with the status the caller sees (or would have seen).
+    fn on_end(self, status: &Status);
+
+    /// The span the wrapped future and body are polled in, if any: whatever
+    /// inner layers log while they run then carries its ids.
+    fn span(&self) -> Option<&Span> {
+        None
+    }
+}
+
+/// The canonical name of `code`, as go-grpc-prometheus writes `grpc_code` (Go's
+/// `codes.Code.String()`: note `OK` and `Canceled`).
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// Every code, in numeric order.
+pub const ALL_CODES: [Code; 17] = [
+    Code::Ok,
+    Code::Cancelled,
+    Code::Unknown,
+    Code::InvalidArgument,
+    Code::DeadlineExceeded,
+    Code::NotFound,
+    Code::AlreadyExists,
+    Code::PermissionDenied,
+    Code::ResourceExhausted,
+    Code::FailedPrecondition,
+    Code::Aborted,
+    Code::OutOfRange,
+    Code::Unimplemented,
+    Code::Internal,
+    Code::Unavailable,
+    Code::DataLoss,
+    Code::Unauthenticated,
+];
+
+/// Whether `code` is the server's fault rather than the caller's: the codes the
+/// OpenTelemetry RPC conventions mark a SERVER span as failed for.
+pub fn is_server_fault(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+/// What a call that was dropped before it ended counts as.
+fn abandoned() -> Status {
+    Status::cancelled("the call was abandoned before it ended")
+}
+
+/// The status a response already carries before its body is read: a trailers-only
+/// response's `grpc-status`, a non-200 HTTP status (mapped as tonic's client maps
+/// it), or UNKNOWN for a 200 without a body and without a status.
+fn status_in_headers<B: Body>(response: &Response<B>) -> Option<Status> {
+    if let Some(status) = Status::from_header_map(response.headers()) {
+        return Some(status);
+    }
+    let http_status = response.status();
+    if http_status != StatusCode::OK {
+        // https://github.com/grpc/grpc/blob/master/doc/http-grpc-status-mapping.md
+        let code = match http_status {
+            StatusCode::BAD_REQUEST => Code::Internal,
+            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+            StatusCode::FORBIDDEN => Code::PermissionDenied,
+            StatusCode::NOT_FOUND => Code::Unimplemented,
+            StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => Code::Unavailable,
+            _ => Code::Unknown,
+        };
+        return Some(Status::new(code, format!("HTTP status {http_status}")));
+    }
+    response.body().is_end_stream().then(missing_status)
+}
+
+fn status_in_trailers(trailers: &HeaderMap) -> Status {
+    Status::from_header_map(trailers).unwrap_or_else(missing_status)
+}
+
+fn missing_status() -> Status {
+    Status::unknown("the response ended without a grpc-status")
+}
+
+pin_project! {
+    /// The response future of the gRPC layers: ends the call when the response
+    /// carries its status in the headers, else hands over to [`EndBody`].
+    ///
+    /// Errors come out as a boxed [`Status`] (the one tonic would have made of
+    /// them), so what the layers counted is exactly what the caller gets.
+    pub struct EndFuture<F, C>
+    where
+        C: OnEnd,
+    {
+        #[pin]
+        inner: Option<F>,
+        on_end: Option<C>,
+    }
+
+    impl<F, C> PinnedDrop for EndFuture<F, C>
+    where
+        C: OnEnd,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if let Some(on_end) = this.on_end.take() {
+                // The inner layers end first, inside the span, as when the call ends.
+                {
+                    let _entered = on_end.span().map(Span::enter);
+                    this.inner.set(None);
+                }
+                on_end.on_end(&abandoned());
+            }
+        }
+    }
+}
+
+impl<F, C: OnEnd> EndFuture<F, C> {
+    pub fn new(inner: F, on_end: C) -> Self {
+        Self {
+            inner: Some(inner),
+            on_end: Some(on_end),
+        }
+    }
+}
+
+impl<F, C, B, E> Future for EndFuture<F, C>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    C: OnEnd,
+    B: Body,
+{
+    type Output = Result<Response<EndBody<B, C>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let result = {
+            let _entered = this.on_end.as_ref().and_then(OnEnd::span).map(Span::enter);
+            let inner = this
+                .inner
+                .as_mut()
+                .as_pin_mut()
+                .expect("EndFuture polled after it completed");
+            ready!(inner.poll(cx))
+        };
+        this.inner.set(None);
+        let on_end = this
+            .on_end
+            .take()
+            .expect("EndFuture polled after it completed");
+        Poll::Ready(match result {
+            Err(err) => {
+                let status = Status::from_error(err.into());
+                on_end.on_end(&status);
+                Err(Box::new(status))
+            }
+            Ok(response) => match status_in_headers(&response) {
+                Some(status) => {
+                    on_end.on_end(&status);
+                    Ok(response.map(|body| EndBody::ended(body)))
+                }
+                None => Ok(response.map(|body| EndBody::new(body, on_end))),
+            },
+        })
+    }
+}
+
+pin_project! {
+    /// The response body of the gRPC layers: ends the call at the trailers, at an
+    /// error, or when dropped before either (CANCELLED).
+    pub struct EndBody<B, C>
+    where
+        C: OnEnd,
+    {
+        #[pin]
+        inner: Option<B>,
+        on_end: Option<C>,
+    }
+
+    impl<B, C> PinnedDrop for EndBody<B, C>
+    where
+        C: OnEnd,
+    {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if let Some(on_end) = this.on_end.take() {
+                {
+                    let _entered = on_end.span().map(Span::enter);
+                    this.inner.set(None);
+                }
+                on_end.on_end(&abandoned());
+            }
+        }
+    }
+}
+
+impl<B, C: OnEnd> EndBody<B, C> {
+    fn new(inner: B, on_end: C) -> Self {
+        Self {
+            inner: Some(inner),
+            on_end: Some(on_end),
+        }
+    }
+
+    /// A body whose call already ended: it only passes the frames on.
+    fn ended(inner: B) -> Self {
+        Self {
+            inner: Some(inner),
+            on_end: None,
+        }
+    }
+}
+
+impl<B, C> Body for EndBody<B, C>
+where
+    B: Body,
+    B::Error: Into<BoxError>,
+    C: OnEnd,
+{
+    type Data = B::Data;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let polled = {
+            let _entered = this.on_end.as_ref().and_then(OnEnd::span).map(Span::enter);
+            let inner = this
+                .inner
+                .as_mut()
+                .as_pin_mut()
+                .expect("EndBody is only emptied when dropped");
+            ready!(inner.poll_frame(cx))
+        };
+        let mut end = |status: &Status| {
+            if let Some(on_end) = this.on_end.take() {
+                on_end.on_end(status);
+            }
+        };
+        Poll::Ready(match polled {
+            Some(Ok(frame)) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    end(&status_in_trailers(trailers));
+                }
+                Some(Ok(frame))
+            }
+            Some(Err(err)) => {
+                let status = Status::from_error(err.into());
+                end(&status);
+                Some(Err(status))
+            }
+            None => {
+                end(&missing_status());
+                None
+            }
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::{
+        collections::VecDeque,
+        sync::{Arc, Mutex},
+    };
+    use tonic::codegen::Bytes;
+
+    /// Records every status it is handed.
+    #[derive(Clone, Default)]
+    struct Ends(Arc<Mutex<Vec<(Code, String)>>>);
+
+    impl OnEnd for Ends {
+        fn on_end(self, status: &Status) {
+            let end = (status.code(), status.message().to_owned());
+            self.0.lock().unwrap().push(end);
+        }
+    }
+
+    impl Ends {
+        fn codes(&self) -> Vec<Code> {
+            self.0
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(code, _)| *code)
+                .collect()
+        }
+    }
+
+    /// A body of ready frames; pending once they run out unless `ends`.
+    #[derive(Default)]
+    struct Frames {
+        frames: VecDeque<Result<Frame<Bytes>, Status>>,
+        ends: bool,
+    }
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Status;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+            match self.frames.pop_front() {
+                Some(frame) => Poll::Ready(Some(frame)),
+                None if self.ends => Poll::Ready(None),
+                None => Poll::Pending,
+            }
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.ends && self.frames.is_empty()
+        }
+    }
+
+    fn body(frames: Vec<Result<Frame<Bytes>, Status>>, ends: bool) -> Frames {
+        Frames {
+            frames: frames.into(),
+            ends,
+        }
+    }
+
+    fn data() -> Result<Frame<Bytes>, Status> {
+        Ok(Frame::data(Bytes::from_static(b"message")))
+    }
+
+    fn trailers(code: Code) -> Result<Frame<Bytes>, Status> {
+        let mut trailers = HeaderMap::new();
+        Status::new(code, "").add_header(&mut trailers).unwrap();
+        Ok(Frame::trailers(trailers))
+    }
+
+    async fn call(
+        response: Result<Response<Frames>, BoxError>,
+        ends: &Ends,
+    ) -> Result<Response<EndBody<Frames, Ends>>, BoxError> {
+        EndFuture::new(std::future::ready(response), ends.clone()).await
+    }
+
+    async fn read_to_end(body: &mut EndBody<Frames, Ends>) {
+        while std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
+            .await
+            .is_some()
+        {}
+    }
+
+    #[tokio::test]
+    async fn a_trailers_only_response_ends_the_call_at_its_headers() {
+        let ends = Ends::default();
+        let response = Status::not_found("no such book").into_http::<Frames>();
+        let response = call(Ok(response), &ends).await.unwrap();
+        assert_eq!(
+            *ends.0.lock().unwrap(),
+            [(Code::NotFound, "no such book".to_owned())]
+        );
+        drop(response);
+        assert_eq!(ends.codes(), [Code::NotFound], "ended once");
+    }
+
+    #[tokio::test]
+    async fn a_successful_call_ends_at_its_trailers_once() {
+        let ends = Ends::default();
+        let response = Response::new(body(vec![data(), trailers(Code::Ok)], true));
+        let mut body = call(Ok(response), &ends).await.unwrap().into_body();
+        assert_eq!(ends.codes(), [], "not before the trailers");
+        read_to_end(&mut body).await;
+        drop(body);
+        assert_eq!(ends.codes(), [Code::Ok]);
+    }
+
+    #[tokio::test]
+    async fn a_status_in_the_trailers_is_the_one_that_counts() {
+        let ends = Ends::default();
+        let response = Response::new(body(vec![data(), trailers(Code::DataLoss)], true));
+        let mut body = call(Ok(response), &ends).await.unwrap().into_body();
+        read_to_end(&mut body).await;
+        assert_eq!(ends.codes(), [Code::DataLoss]);
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_before_its_trailers_ends_the_call_as_cancelled() {
+        let ends = Ends::default();
+        let response = Response::new(body(vec![data()], false));
+        let body = call(Ok(response), &ends).await.unwrap().into_body();
+        drop(body);
+        assert_eq!(ends.codes(), [Code::Cancelled]);
+    }
+
+    #[test]
+    fn a_future_dropped_before_the_response_ends_the_call_as_cancelled() {
+        let ends = Ends::default();
+        let future = EndFuture::new(
+            std::future::pending::<Result<Response<Frames>, BoxError>>(),
+            ends.clone(),
+        );
+        drop(future);
+        assert_eq!(ends.codes(), [Code::Cancelled]);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ends_without_a_status_ends_the_call_as_unknown() {
+        let ends = Ends::default();
+        let response = Response::new(body(vec![data()], true));
+        let mut body = call(Ok(response), &ends).await.unwrap().into_body();
+        read_to_end(&mut body).await;
+        assert_eq!(ends.codes(), [Code::Unknown]);
+    }
+
+    #[tokio::test]
+    async fn an_error_becomes_the_status_tonic_would_make_of_it() {
+        let ends = Ends::default();
+        // What tonic's channel fails with when a call's `grpc-timeout` expires.
+        let Err(err) = call(Err(Box::new(tonic::TimeoutExpired(()))), &ends).await else {
+            panic!("the error passes through");
+        };
+        let status = err.downcast::<Status>().expect("a Status comes out");
+        assert_eq!(status.code(), Code::Cancelled);
+        assert_eq!(ends.codes(), [Code::Cancelled]);
+    }
+
+    #[tokio::test]
+    async fn an_http_error_without_grpc_status_maps_as_tonic_maps_it() {
+        let ends = Ends::default();
+        let mut response = Response::new(body(vec![data()], true));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        call(Ok(response), &ends).await.unwrap();
+        assert_eq!(ends.codes(), [Code::Unavailable]);
+    }
+
+    #[test]
+    fn code_names_are_go_grpc_prometheus_ones_in_numeric_order() {
+        for (number, code) in ALL_CODES.into_iter().enumerate() {
+            assert_eq!(code as usize, number);
+        }
+        let names: Vec<&str> = ALL_CODES.into_iter().map(code_name).collect();
+        assert_eq!(
+            names,
+            [
+                "OK",
+                "Canceled",
+                "Unknown",
+                "InvalidArgument",
+                "DeadlineExceeded",
+                "NotFound",
+                "AlreadyExists",
+                "PermissionDenied",
+                "ResourceExhausted",
+                "FailedPrecondition",
+                "Aborted",
+                "OutOfRange",
+                "Unimplemented",
+                "Internal",
+                "Unavailable",
+                "DataLoss",
+                "Unauthenticated",
+            ]
+        );
+    }
+}

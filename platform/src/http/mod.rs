@@ -1,0 +1,112 @@
+//! HTTP server middleware: a SERVER span and an access log line per request
+//! ([`trace`]), and the `http_server_*` Prometheus metrics ([`metrics`]).
+//!
+//! Both name a request by its route template (axum's [`MatchedPath`]), never
+//! by its raw path, so apply them with `Router::layer`, where routing is done.
+
+mod metrics;
+mod trace;
+
+pub use metrics::{HttpServerMetrics, Metrics, MetricsLayer};
+pub use trace::{Trace, TraceLayer};
+
+use axum::{extract::MatchedPath, http::Method};
+use tower::{
+    ServiceBuilder,
+    layer::util::{Identity, Stack},
+};
+
+/// The layers [`layers`] returns, in a nameable type.
+pub type HttpServerLayers = ServiceBuilder<Stack<MetricsLayer, Stack<TraceLayer, Identity>>>;
+
+/// Every request's span, access log line and metrics, in one layer for
+/// `Router::layer` (not `route_layer`: the fallback's 404s count too).
+pub fn layers(metrics: HttpServerMetrics) -> HttpServerLayers {
+    // Trace is outermost so its span is current while everything inside runs:
+    // the handler's log lines and client spans hang off it, and the metrics
+    // time the same work the span does.
+    ServiceBuilder::new()
+        .layer(TraceLayer::new())
+        .layer(MetricsLayer::new(metrics))
+}
+
+/// The route template a request matched, `None` when it matched no route
+/// (the fallback answers those).
+fn route_of<B>(request: &axum::http::Request<B>) -> Option<&MatchedPath> {
+    request.extensions().get::<MatchedPath>()
+}
+
+/// The method as OpenTelemetry's semantic conventions bound it: one of the
+/// standard methods, else `_OTHER`, so a client cannot mint label values.
+fn known_method(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => OTHER_METHOD,
+    }
+}
+
+/// The `route` of requests no route matched, in metrics and access lines:
+/// one value whatever the path, so scanners probing random paths cannot grow
+/// the series count.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The method value of a request whose method is not a standard one.
+const OTHER_METHOD: &str = "_OTHER";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::trace::tests::{Captured, attribute};
+    use axum::{Router, body::Body, http::Request, routing::get};
+    use opentelemetry::Value;
+    use prometheus::Registry;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn the_layers_trace_log_and_count_each_request_once() {
+        let captured = Captured::install();
+        let registry = Registry::new();
+        let app = Router::new()
+            .route("/", get(|| async { "home" }))
+            .layer(layers(HttpServerMetrics::register(&registry).unwrap()));
+
+        let response = app
+            .oneshot(Request::get("/").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert!(response.status().is_success());
+
+        let span = captured.server_span();
+        assert_eq!(span.name, "GET /");
+        assert_eq!(attribute(&span, "http.route"), Some(Value::from("/")));
+        let access_lines = captured
+            .log_lines()
+            .into_iter()
+            .filter(|line| line["message"] == "request finished")
+            .count();
+        assert_eq!(access_lines, 1);
+        let text = crate::metrics::render(&registry).unwrap();
+        assert!(
+            text.contains(r#"http_server_requests_total{method="GET",route="/",status="200"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn methods_outside_the_standard_set_share_one_value() {
+        assert_eq!(known_method(&Method::GET), "GET");
+        assert_eq!(known_method(&Method::PATCH), "PATCH");
+        assert_eq!(
+            known_method(&Method::from_bytes(b"PROPFIND").unwrap()),
+            OTHER_METHOD
+        );
+    }
+}
