@@ -1,6 +1,8 @@
 //! Telemetry setup: log lines (JSON for machines, text for people) and
 //! OpenTelemetry traces, exported over OTLP/gRPC when an endpoint is set.
 
+mod export;
+
 use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
 use anyhow::Context as _;
 use opentelemetry::trace::TraceContextExt;
@@ -73,7 +75,6 @@ pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetr
         .with(traces)
         .try_init()?;
     tracing::info!(
-        service = service_name,
         version = env!("CARGO_PKG_VERSION"),
         otlp_endpoint = args
             .traces
@@ -124,7 +125,7 @@ fn tracer_provider(service_name: &str, args: &TraceArgs) -> anyhow::Result<SdkTr
             .with_max_queue_size(MAX_QUEUED_SPANS)
             .build();
         builder = builder.with_span_processor(
-            BatchSpanProcessor::builder(exporter)
+            BatchSpanProcessor::builder(export::Watched::new(exporter))
                 .with_batch_config(batches)
                 .build(),
         );
@@ -173,6 +174,8 @@ where
         });
     let layer = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
+            // Colours only for a person at a terminal, never into a file or pipe.
+            .with_ansi(std::io::stdout().is_terminal())
             .with_writer(writer)
             .with_filter(filter)
             .boxed(),

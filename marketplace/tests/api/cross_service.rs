@@ -1,15 +1,24 @@
 //! Both real servers in-process on port 0: the marketplace's gRPC client
 //! against the real recommendations service, including it going away.
 
-use crate::helpers::{count_li, get_page, spawn_app_with, test_config};
+use crate::helpers::{
+    count_li, get_page, labels, parse_metrics, series, spawn_app_with, test_config,
+};
 use platform::config::CommonArgs;
 use recommendations::catalog::{Catalog, Category};
-use std::time::{Duration, Instant};
+use recommendations_proto::v1::{
+    BookCategory, RecommendationRequest, recommendations_client::RecommendationsClient,
+};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 use tokio::{sync::oneshot, task::JoinHandle};
 
 /// A recommendations server that the test can stop and start again.
 struct Recommendations {
     port: u16,
+    admin_url: String,
     stop: oneshot::Sender<()>,
     serving: JoinHandle<anyhow::Result<()>>,
 }
@@ -26,12 +35,14 @@ impl Recommendations {
             .await
             .expect("recommendations binds");
         let port = app.grpc_addr().port();
+        let admin_url = format!("http://127.0.0.1:{}", app.admin_addr().port());
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(app.run(async {
             let _ = stopped.await;
         }));
         Self {
             port,
+            admin_url,
             stop,
             serving,
         }
@@ -136,4 +147,132 @@ async fn the_page_degrades_while_recommendations_is_down_and_recovers_when_it_re
     let _recommendations = Recommendations::start(port).await;
     let (status, html) = get_page(&page).await;
     assert_eq!((status.as_u16(), count_li(&html)), (200, 3), "{html}");
+}
+
+/// The non-zero samples of `name` whose labels include all of `with`.
+async fn scrape(
+    admin_url: &str,
+    name: &str,
+    with: &[(&str, &str)],
+) -> BTreeMap<BTreeMap<String, String>, f64> {
+    let (status, text) = get_page(&format!("{admin_url}/metrics")).await;
+    assert_eq!(status, 200, "{text}");
+    series(&parse_metrics(&text), name)
+        .into_iter()
+        .filter(|(labels, value)| {
+            *value != 0.0 && with.iter().all(|(key, want)| labels[*key] == *want)
+        })
+        .collect()
+}
+
+/// `labels` of a Recommend series, plus `extra`.
+fn recommend(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+    let mut all = labels(&[
+        ("grpc_type", "unary"),
+        ("grpc_service", "recommendations.v1.Recommendations"),
+        ("grpc_method", "Recommend"),
+    ]);
+    all.extend(labels(extra));
+    all
+}
+
+#[tokio::test]
+async fn both_services_count_a_known_mix_of_requests_exactly() {
+    let recommendations = Recommendations::start(0).await;
+    let marketplace = spawn_app_with(marketplace_config(recommendations.port, 2_000)).await;
+    let site = &marketplace.http_url;
+
+    // Two good pages, a bad category, an unknown path…
+    for (path, status) in [
+        ("/", 200),
+        ("/", 200),
+        ("/?category=bogus", 400),
+        ("/nope", 404),
+    ] {
+        let (got, html) = get_page(&format!("{site}{path}")).await;
+        assert_eq!(got, status, "{path}: {html}");
+    }
+    // …and two invalid calls straight to recommendations.
+    let mut client =
+        RecommendationsClient::connect(format!("http://127.0.0.1:{}", recommendations.port))
+            .await
+            .unwrap();
+    for (category, max_results) in [(BookCategory::Unspecified, 3), (BookCategory::Mystery, -1)] {
+        let status = client
+            .recommend(RecommendationRequest {
+                user_id: 1,
+                category: category.into(),
+                max_results,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+
+    let server = &recommendations.admin_url;
+    let on_recommend = [("grpc_method", "Recommend")];
+    assert_eq!(
+        scrape(server, "grpc_server_started_total", &on_recommend).await,
+        BTreeMap::from([(recommend(&[]), 4.0)])
+    );
+    assert_eq!(
+        scrape(server, "grpc_server_handled_total", &on_recommend).await,
+        BTreeMap::from([
+            (recommend(&[("grpc_code", "OK")]), 2.0),
+            (recommend(&[("grpc_code", "InvalidArgument")]), 2.0),
+        ])
+    );
+    assert_eq!(
+        scrape(server, "grpc_server_handling_seconds_count", &on_recommend).await,
+        BTreeMap::from([(recommend(&[]), 4.0)])
+    );
+
+    // A degraded page once recommendations is gone.
+    recommendations.stop().await;
+    let (status, html) = get_page(&format!("{site}/")).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("recommendations are unavailable"), "{html}");
+
+    let admin = &marketplace.admin_url;
+    let pages = BTreeMap::from([
+        (
+            labels(&[("method", "GET"), ("route", "/"), ("status", "200")]),
+            3.0,
+        ),
+        (
+            labels(&[("method", "GET"), ("route", "/"), ("status", "400")]),
+            1.0,
+        ),
+        (
+            labels(&[("method", "GET"), ("route", "unmatched"), ("status", "404")]),
+            1.0,
+        ),
+    ]);
+    assert_eq!(
+        scrape(admin, "http_server_requests_total", &[]).await,
+        pages
+    );
+    assert_eq!(
+        scrape(admin, "http_server_request_duration_seconds_count", &[]).await,
+        pages
+    );
+    assert_eq!(
+        scrape(admin, "grpc_client_started_total", &[]).await,
+        BTreeMap::from([(recommend(&[]), 3.0)])
+    );
+    assert_eq!(
+        scrape(admin, "grpc_client_handled_total", &[]).await,
+        BTreeMap::from([
+            (recommend(&[("grpc_code", "OK")]), 2.0),
+            (recommend(&[("grpc_code", "Unavailable")]), 1.0),
+        ])
+    );
+    assert_eq!(
+        scrape(admin, "grpc_client_handling_seconds_count", &[]).await,
+        BTreeMap::from([(recommend(&[]), 3.0)])
+    );
+    assert_eq!(
+        scrape(admin, "marketplace_recommendations_fallback_total", &[]).await,
+        BTreeMap::from([(labels(&[("reason", "unavailable")]), 1.0)])
+    );
 }

@@ -33,7 +33,13 @@ struct Running {
 
 /// Starts the binary against `upstream` and reads its ports from the "listening" log line.
 async fn start(upstream: SocketAddr) -> Running {
+    start_with(upstream, &[]).await
+}
+
+/// [`start`], with more settings.
+async fn start_with(upstream: SocketAddr, settings: &[(&str, &str)]) -> Running {
     let mut child = marketplace()
+        .envs(settings.iter().copied())
         .env("HTTP_PORT", "0")
         .env("ADMIN_PORT", "0")
         .env(
@@ -138,4 +144,33 @@ async fn a_bad_http_port_exits_64_with_one_line_naming_it() {
 async fn a_zero_recommendations_timeout_exits_64() {
     let stderr = refused_setting("RECOMMENDATIONS_TIMEOUT_MS", "0").await;
     assert!(stderr.contains("RECOMMENDATIONS_TIMEOUT_MS"), "{stderr}");
+}
+
+#[tokio::test]
+async fn with_the_trace_collector_down_pages_answer_and_shutdown_stays_bounded() {
+    // A port that was free a moment ago: connecting to it is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let upstream = FakeRecommendationsServer::start().await;
+    upstream.release();
+    let mut running =
+        start_with(upstream.addr, &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]).await;
+
+    for _ in 0..20 {
+        let (status, html) = get_page(&running.http_url).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(count_li(&html), 3, "{html}");
+    }
+
+    send_sigterm(&running.child);
+    // The delay, then the telemetry flush bound (5 s), then a margin.
+    let exit = timeout(
+        SHUTDOWN_DELAY + Duration::from_secs(5) + MARGIN,
+        running.child.wait(),
+    )
+    .await
+    .expect("the marketplace exits within the bound")
+    .unwrap();
+    assert_eq!(exit.code(), Some(0));
 }

@@ -217,7 +217,7 @@ async fn a_bad_grpc_port_exits_64_with_one_line_naming_grpc_port() {
 }
 
 #[tokio::test]
-async fn with_the_trace_collector_down_calls_succeed_and_shutdown_stays_bounded() {
+async fn with_the_trace_collector_down_calls_succeed_with_one_warning_and_shutdown_stays_bounded() {
     // A port that was free a moment ago: connecting to it is refused.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let endpoint = format!("http://{}", closed.local_addr().unwrap());
@@ -232,10 +232,12 @@ async fn with_the_trace_collector_down_calls_succeed_and_shutdown_stays_bounded(
     let listening = logs.wait_for("listening").await;
     let grpc_addr = logged_addr(&listening["grpc_addr"]);
 
+    // Enough spans for several export batches (512 spans each) to fail.
+    const CALLS: u64 = 1_100;
     let mut client = recommendations_proto::v1::recommendations_client::RecommendationsClient::new(
         connect(grpc_addr).await,
     );
-    for _ in 0..20 {
+    for _ in 0..CALLS {
         let response = timeout(
             WAIT,
             client.recommend(RecommendationRequest {
@@ -257,4 +259,25 @@ async fn with_the_trace_collector_down_calls_succeed_and_shutdown_stays_bounded(
         .expect("the process exits within the bound")
         .unwrap();
     assert_eq!(status.code(), Some(0));
+
+    let mut complaints = Vec::new();
+    while let Some(line) = logs.lines.recv().await {
+        let level = line["level"].as_str().unwrap_or_default();
+        if level == "WARN" || level == "ERROR" {
+            complaints.push(line);
+        }
+    }
+    let messages: Vec<&str> = complaints
+        .iter()
+        .map(|line| line["message"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "trace export failing; dropping spans until the collector answers",
+            "spans were dropped while the collector did not answer"
+        ],
+        "{complaints:#?}"
+    );
+    assert!(complaints[1]["dropped_spans"].as_u64().unwrap() >= CALLS);
 }
