@@ -30,6 +30,13 @@ impl Rpc {
         }
     }
 
+    /// Whether this is the health check that kubelet and load balancers send every
+    /// few seconds: traced and logged at debug level only, so that probes do not
+    /// bury the calls people look for (metrics still count them).
+    pub fn is_probe(&self) -> bool {
+        self.service == "grpc.health.v1.Health" && self.method == "Check"
+    }
+
     /// Whether this stands for a path that is not a known method.
     pub fn is_unknown(&self) -> bool {
         self.kind == Self::UNKNOWN

@@ -17,7 +17,7 @@ use std::{
 };
 use tonic::{Code, Status};
 use tower::{Layer, Service};
-use tracing::{Span, field::Empty};
+use tracing::{Level, Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Wraps services in [`Trace`].
@@ -97,17 +97,29 @@ fn span(side: Side, rpc: &Rpc) -> Span {
         Side::Server => "server",
         Side::Client => "client",
     };
-    tracing::info_span!(
-        "gRPC call",
-        otel.name = %rpc,
-        otel.kind = kind,
-        otel.status_code = Empty,
-        otel.status_description = Empty,
-        rpc.system = "grpc",
-        rpc.service = rpc.service.as_str(),
-        rpc.method = rpc.method.as_str(),
-        rpc.grpc.status_code = Empty,
-    )
+    // Levels must be constants: one span definition, at two levels.
+    macro_rules! call_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "gRPC call",
+                otel.name = %rpc,
+                otel.kind = kind,
+                otel.status_code = Empty,
+                otel.status_description = Empty,
+                rpc.system = "grpc",
+                rpc.service = rpc.service.as_str(),
+                rpc.method = rpc.method.as_str(),
+                rpc.grpc.status_code = Empty,
+            )
+        };
+    }
+    // Traces export info spans and up: a probe's debug span is not exported.
+    if rpc.is_probe() {
+        call_span!(Level::DEBUG)
+    } else {
+        call_span!(Level::INFO)
+    }
 }
 
 /// A SERVER span, the child of the trace context in the request's metadata (a root
@@ -163,9 +175,14 @@ impl OnEnd for Ended {
         let method = self.rpc.to_string();
         let path = self.unknown_path.as_deref();
         let code = code_name(code);
-        match self.side {
-            Side::Server => tracing::info!(method, path, code, duration_ms, "gRPC call handled"),
-            Side::Client => tracing::info!(method, path, code, duration_ms, "gRPC call finished"),
+        let message = match self.side {
+            Side::Server => "gRPC call handled",
+            Side::Client => "gRPC call finished",
+        };
+        if self.rpc.is_probe() {
+            tracing::debug!(method, path, code, duration_ms, message);
+        } else {
+            tracing::info!(method, path, code, duration_ms, message);
         }
     }
 

@@ -68,7 +68,12 @@ pub async fn spawn_app() -> TestApp {
         .with_simple_exporter(spans.clone())
         .build();
     let subscriber = tracing_subscriber::registry()
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("tests")))
+        // Info and up, as platform::telemetry exports.
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("tests"))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
+        )
         .with(Capture {
             logs: logs.clone(),
             dispatch: Arc::default(),
@@ -81,8 +86,11 @@ pub async fn spawn_app() -> TestApp {
     let (abandoned_tx, abandoned) = mpsc::unbounded_channel();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let descriptors = [FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
+    let (_, health) = tonic_health::server::health_reporter();
     let server = Server::builder()
-        .layer(server_layers(&server_registry, &[FILE_DESCRIPTOR_SET]).unwrap())
+        .layer(server_layers(&server_registry, &descriptors).unwrap())
+        .add_service(health)
         .add_service(DummyServer::new(Dummy {
             arrived: arrived_tx,
             abandoned: abandoned_tx,
@@ -93,7 +101,7 @@ pub async fn spawn_app() -> TestApp {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy();
-    let channel = client_layers(&client_registry, &[FILE_DESCRIPTOR_SET])
+    let channel = client_layers(&client_registry, &descriptors)
         .unwrap()
         .service(channel);
     TestApp {

@@ -162,3 +162,42 @@ async fn an_unknown_method_gets_a_fixed_span_name_and_its_path_only_in_the_acces
     assert_eq!(line.field("path"), Some("/dummy.v1.Dummy/Nope"));
     assert_eq!(line.field("code"), Some("Unimplemented"));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn health_checks_are_counted_but_neither_traced_nor_logged_at_info() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let app = spawn_app().await;
+    HealthClient::new(app.channel.clone())
+        .check(HealthCheckRequest::default())
+        .await
+        .unwrap();
+    app.echo(Code::Ok, "hello").await.unwrap();
+
+    let check = "grpc.health.v1.Health/Check";
+    assert!(app.spans.named(check).is_empty());
+    assert_eq!(app.spans.named(ECHO).len(), 2, "the echo is still traced");
+    let access: Vec<_> = app
+        .logs
+        .with_message("gRPC call handled")
+        .into_iter()
+        .map(|line| (line.field("method").unwrap().to_owned(), line.level))
+        .collect();
+    assert_eq!(
+        access,
+        [
+            (check.to_owned(), tracing::Level::DEBUG),
+            (ECHO.to_owned(), tracing::Level::INFO)
+        ]
+    );
+    let checks = crate::helpers::sample(
+        &app.server_registry,
+        "grpc_server_handled_total",
+        &[
+            ("grpc_type", "unary"),
+            ("grpc_service", "grpc.health.v1.Health"),
+            ("grpc_method", "Check"),
+            ("grpc_code", "OK"),
+        ],
+    );
+    assert_eq!(checks, Some(1.0));
+}
