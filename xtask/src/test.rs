@@ -25,6 +25,8 @@ enum Step {
     BufBreaking,
     /// every workspace test
     Cargo,
+    /// the release build the Dockerfiles run (no Docker engine needed)
+    Release,
     /// Dockerfiles, manifests and their cross-checks (tests/deploy)
     Deploy,
 }
@@ -66,6 +68,15 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
         Step::Cargo => workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"])),
+        Step::Release => workspace::run(workspace::cargo().args([
+            "build",
+            "--release",
+            "--locked",
+            "--package",
+            "recommendations",
+            "--package",
+            "marketplace",
+        ])),
         Step::Deploy => {
             workspace::run(workspace::cargo().args(["build", "--locked", "--bins"]))?;
             let shared = std::env::var_os("BOOKSHOP_SHARED_DIR")
