@@ -6,11 +6,7 @@ use tokio::net::TcpListener;
 
 /// Binds `0.0.0.0:port` (port 0 picks a free port, as tests do).
 pub async fn bind(name: &str, port: u16) -> anyhow::Result<TcpListener> {
-    bind_addr(name, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).await
-}
-
-/// Binds an explicit address.
-pub async fn bind_addr(name: &str, addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen for {name} on {addr}"))
