@@ -10,3 +10,5 @@ pub mod listener;
 pub mod metrics;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(test)]
+mod test_support;

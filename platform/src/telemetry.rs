@@ -221,38 +221,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
-
-    /// Collects what the log layer writes.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'w> MakeWriter<'w> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'w self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
-    impl Buffer {
-        fn json_lines(&self) -> Vec<serde_json::Value> {
-            let bytes = self.0.lock().unwrap();
-            String::from_utf8_lossy(&bytes)
-                .lines()
-                .map(|line| serde_json::from_str(line).expect("each line is JSON"))
-                .collect()
-        }
-    }
+    use crate::test_support::LogBuffer;
 
     fn json_args() -> CommonArgs {
         CommonArgs {
@@ -263,7 +232,7 @@ mod tests {
 
     #[test]
     fn json_lines_inside_a_span_carry_the_service_and_the_span_ids() {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         let provider = tracer_provider("svc", &TraceArgs::default()).unwrap();
         let subscriber = tracing_subscriber::registry()
             .with(log_layer("svc", &json_args(), buffer.clone()).unwrap())
@@ -295,7 +264,7 @@ mod tests {
 
     #[test]
     fn the_log_filter_applies_to_log_lines() {
-        let buffer = Buffer::default();
+        let buffer = LogBuffer::default();
         let args = CommonArgs {
             rust_log: "warn".into(),
             ..json_args()

@@ -126,6 +126,18 @@ fn status_in_trailers(trailers: &HeaderMap) -> Status {
     Status::from_header_map(trailers).unwrap_or_else(missing_status)
 }
 
+/// Ends a call dropped before its status arrived (its caller gave up): the
+/// inner layers end first, inside the span, as when a call ends normally.
+fn end_abandoned<T, C: OnEnd>(mut inner: Pin<&mut Option<T>>, on_end: &mut Option<C>) {
+    if let Some(on_end) = on_end.take() {
+        {
+            let _entered = on_end.span().map(Span::enter);
+            inner.set(None);
+        }
+        on_end.on_end(&abandoned());
+    }
+}
+
 fn missing_status() -> Status {
     Status::unknown("the response ended without a grpc-status")
 }
@@ -150,15 +162,8 @@ pin_project! {
         C: OnEnd,
     {
         fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            if let Some(on_end) = this.on_end.take() {
-                // The inner layers end first, inside the span, as when the call ends.
-                {
-                    let _entered = on_end.span().map(Span::enter);
-                    this.inner.set(None);
-                }
-                on_end.on_end(&abandoned());
-            }
+            let this = this.project();
+            end_abandoned(this.inner, this.on_end);
         }
     }
 }
@@ -231,14 +236,8 @@ pin_project! {
         C: OnEnd,
     {
         fn drop(this: Pin<&mut Self>) {
-            let mut this = this.project();
-            if let Some(on_end) = this.on_end.take() {
-                {
-                    let _entered = on_end.span().map(Span::enter);
-                    this.inner.set(None);
-                }
-                on_end.on_end(&abandoned());
-            }
+            let this = this.project();
+            end_abandoned(this.inner, this.on_end);
         }
     }
 }

@@ -189,6 +189,7 @@ where
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::test_support::LogBuffer;
     use axum::{Router, body::Body, http::StatusCode, routing::get};
     use opentelemetry::{
         Value,
@@ -215,25 +216,11 @@ pub(super) mod tests {
         }
     }
 
-    /// Keeps log lines in memory.
-    #[derive(Clone, Debug, Default)]
-    struct Logs(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Logs {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// Spans and JSON log lines of this thread, while it lives. Tests run on a
     /// current-thread runtime, so everything the request does is captured.
     pub(in crate::http) struct Captured {
         spans: Spans,
-        logs: Logs,
+        logs: LogBuffer,
         _provider: SdkTracerProvider,
         _default: DefaultGuard,
     }
@@ -246,7 +233,7 @@ pub(super) mod tests {
             let provider = SdkTracerProvider::builder()
                 .with_simple_exporter(spans.clone())
                 .build();
-            let logs = Logs::default();
+            let logs = LogBuffer::default();
             let writer = logs.clone();
             let subscriber = tracing_subscriber::registry()
                 .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
@@ -254,7 +241,7 @@ pub(super) mod tests {
                     tracing_subscriber::fmt::layer()
                         .json()
                         .flatten_event(true)
-                        .with_writer(move || writer.clone()),
+                        .with_writer(writer),
                 );
             Self {
                 spans,
@@ -281,11 +268,7 @@ pub(super) mod tests {
         }
 
         pub(in crate::http) fn log_lines(&self) -> Vec<serde_json::Value> {
-            let bytes = self.logs.0.lock().unwrap();
-            String::from_utf8_lossy(&bytes)
-                .lines()
-                .map(|line| serde_json::from_str(line).expect("each line is JSON"))
-                .collect()
+            self.logs.json_lines()
         }
     }
 
