@@ -149,9 +149,15 @@ def check_env(docs: list[Doc], accepted: dict[str, Settings]) -> list[str]:
     return problems
 
 
+# The most time the final trace flush may take at exit (FLUSH_TIMEOUT, platform/src/telemetry.rs);
+# spent only when traces are exported.
+TRACE_FLUSH_SECONDS = 5
+
+
 def check_grace_period(docs: list[Doc], accepted: dict[str, Settings]) -> list[str]:
     """terminationGracePeriodSeconds exceeds SHUTDOWN_DELAY_SECONDS + SHUTDOWN_TIMEOUT_SECONDS,
-    as each container will really see them (set, or the binary's default)."""
+    as each container will really see them (set, or the binary's default), plus the final trace
+    flush when the container exports traces (OTEL_EXPORTER_OTLP_ENDPOINT set, SDK not disabled)."""
     problems: list[str] = []
     for workload, pod in _workloads(docs):
         grace = pod["spec"].get("terminationGracePeriodSeconds", 30)  # Kubernetes' default
@@ -164,9 +170,13 @@ def check_grace_period(docs: list[Doc], accepted: dict[str, Settings]) -> list[s
                 problems.append(f"{workload} container {container['name']}: cannot tell its shutdown delay and "
                                 "timeout (set them, or the binary must show their defaults in --help)")
                 continue
-            if not grace > delay + timeout:
+            exports = bool(values.get("OTEL_EXPORTER_OTLP_ENDPOINT")) and \
+                str(values.get("OTEL_SDK_DISABLED") or "false").lower() != "true"
+            flush = TRACE_FLUSH_SECONDS if exports else 0
+            if not grace > delay + timeout + flush:
                 problems.append(f"{workload}: terminationGracePeriodSeconds {grace} is not more than "
-                                f"SHUTDOWN_DELAY_SECONDS {delay:g} + SHUTDOWN_TIMEOUT_SECONDS {timeout:g}")
+                                f"SHUTDOWN_DELAY_SECONDS {delay:g} + SHUTDOWN_TIMEOUT_SECONDS {timeout:g}"
+                                + (f" + the trace flush {flush}" if flush else ""))
     return problems
 
 

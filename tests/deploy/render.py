@@ -26,6 +26,7 @@ RENDERS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "base+hpa-pdb+network-policies": (None, COMPONENTS),
     "dev": ("overlays/dev", ()),
     "prod": ("overlays/prod", ()),
+    "dev-faults": ("overlays/dev-faults", ()),
 }
 
 Doc = dict[str, Any]
