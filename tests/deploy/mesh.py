@@ -1,0 +1,467 @@
+"""The Istio mesh (istio/): running Istio's own tools on it, and checks that it agrees with its
+sources of truth (the proto, the rendered ServiceAccounts, Services and pods, the install config).
+
+Each check takes parsed objects and returns a list of problems, empty when all is well, so the
+tests run it on the real renders and on copies broken on purpose."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tools import REPO_ROOT, run
+
+Doc = dict[str, Any]
+
+INSTALL_CONFIG = REPO_ROOT / "istio/install/istio-operator.yaml"
+PROTO_ROOT = REPO_ROOT / "proto"
+PROTOS = ("recommendations/v1/recommendations.proto",)
+
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+# Istio's access-log provider that needs no extension provider: it writes to stdout in the
+# mesh's accessLogEncoding (pilot/pkg/model/telemetry_logging.go, builtinEnvoyAccessLogProvider).
+BUILTIN_ACCESS_LOG_PROVIDERS = {"envoy"}
+
+# Messages of `istioctl analyze` that are expected, each with its reason: (code, resource as
+# istioctl names it, e.g. "Pod marketplace.bookshop", globs allowed) -> why.
+SUPPRESSIONS: dict[tuple[str, str], str] = {}
+
+ISTIOCTL_HINT = ("build it from the pinned module: cd tools && go build -o "
+                 "<cargo target dir>/tools/bin/istioctl istio.io/istio/istioctl/cmd/istioctl "
+                 "(cargo xtask test does this), and put its directory on PATH")
+
+
+# --- the tools -------------------------------------------------------------------------------
+
+def istioctl() -> str:
+    path = shutil.which("istioctl")
+    if path is None:
+        pytest.fail(f"`istioctl` is not on PATH; {ISTIOCTL_HINT}", pytrace=False)
+    return path
+
+
+def env_file(variable: str, what: str) -> Path:
+    value = os.environ.get(variable)
+    if not value:
+        pytest.fail(f"set {variable} to {what}", pytrace=False)
+    path = Path(value)
+    if not path.exists():
+        pytest.fail(f"{variable}={value} does not exist ({what})", pytrace=False)
+    return path
+
+
+def parse(text: str) -> list[Doc]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return [d for d in yaml.load_all(text, Loader=loader) if d]
+
+
+def install_manifest(istioctl_path: str, config: Path = INSTALL_CONFIG) -> str:
+    """`istioctl manifest generate -f CONFIG`: what `istioctl install -f CONFIG` would apply,
+    rendered offline by the same Istio (it also validates the IstioOperator)."""
+    result = run([istioctl_path, "manifest", "generate", "-f", str(config)], timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"istioctl manifest generate -f {config} failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def install_spec(config: Path = INSTALL_CONFIG) -> Doc:
+    [operator] = [d for d in parse(config.read_text()) if d.get("kind") == "IstioOperator"]
+    return operator["spec"]
+
+
+def mesh_config(manifest: list[Doc]) -> Doc:
+    """The mesh config istiod will run with: the `mesh` key of the `istio` ConfigMap that the
+    install renders (the IstioOperator's meshConfig with Istio's defaults merged in)."""
+    for d in manifest:
+        if d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "istio":
+            return yaml.safe_load(d["data"]["mesh"]) or {}
+    raise AssertionError("the install manifest has no ConfigMap `istio` (mesh config)")
+
+
+def gateway_principals(manifest: list[Doc], trust_domain: str) -> set[str]:
+    """The SPIFFE identities of the installed gateways' pods: trust domain, namespace and the
+    service account their Deployment runs as."""
+    principals = set()
+    for d in manifest:
+        if d.get("kind") != "Deployment":
+            continue
+        labels = d["spec"]["template"]["metadata"].get("labels", {})
+        if labels.get("istio") in ("ingressgateway", "egressgateway"):
+            namespace = d["metadata"].get("namespace", "istio-system")
+            account = d["spec"]["template"]["spec"].get("serviceAccountName", "default")
+            principals.add(f"{trust_domain}/ns/{namespace}/sa/{account}")
+    return principals
+
+
+@cache
+def grpc_methods(proto_root: Path = PROTO_ROOT, protos: tuple[str, ...] = PROTOS) -> frozenset[str]:
+    """Every gRPC method path (/package.Service/Method) of the protos, read from the
+    FileDescriptorSet that protoc (grpcio-tools) compiles from them."""
+    try:
+        import grpc_tools
+        from google.protobuf import descriptor_pb2
+        from grpc_tools import protoc
+    except ImportError:
+        pytest.fail("grpcio-tools is missing: pip install -r tests/deploy/requirements.txt", pytrace=False)
+    include = Path(grpc_tools.__file__).parent / "_proto"  # google/protobuf/*.proto
+    with tempfile.TemporaryDirectory(prefix="descriptor-") as tmp:
+        out = Path(tmp) / "set.binpb"
+        code = protoc.main(["protoc", f"-I{proto_root}", f"-I{include}", "--include_imports",
+                            f"--descriptor_set_out={out}", *protos])
+        if code != 0:
+            raise RuntimeError(f"protoc could not compile {protos} (exit {code})")
+        descriptors = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    return frozenset(f"/{f.package}.{s.name}/{m.name}" if f.package else f"/{s.name}/{m.name}"
+                     for f in descriptors.file for s in f.service for m in s.method)
+
+
+def inject(istioctl_path: str, manifest: str, install: list[Doc]) -> str:
+    """`istioctl kube-inject` of the manifest, offline, with the injector's template, values and
+    mesh config as the install renders them: the pods as the sidecar injector would admit them
+    (annotations such as proxy.istio.io/config are parsed on the way)."""
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in install if d.get("kind") == "ConfigMap"}
+    injector = configmaps.get("istio-sidecar-injector")
+    if injector is None or "istio" not in configmaps:
+        raise AssertionError("the install manifest lacks the ConfigMaps istio and istio-sidecar-injector")
+    with tempfile.TemporaryDirectory(prefix="kube-inject-") as tmp:
+        files = {"in.yaml": manifest, "inject.yaml": injector["config"], "values.json": injector["values"],
+                 "mesh.yaml": configmaps["istio"]["mesh"]}
+        for name, text in files.items():
+            (Path(tmp) / name).write_text(text)
+        result = run([istioctl_path, "kube-inject", "-f", f"{tmp}/in.yaml", "--injectConfigFile", f"{tmp}/inject.yaml",
+                      "--valuesFile", f"{tmp}/values.json", "--meshConfigFile", f"{tmp}/mesh.yaml"], timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"istioctl kube-inject failed:\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def pods(docs: list[Doc]) -> list[Doc]:
+    """One Pod per workload, as its controller would create it from the template: the analyzers
+    look at Pods (which policy selects a workload, which pod lacks its proxy), not templates."""
+    out = []
+    for d in _kind(docs, *WORKLOAD_KINDS):
+        template = d["spec"]["template"]
+        metadata = {"name": f"{d['metadata']['name']}-0", "namespace": _ns(d) or "default",
+                    "labels": template["metadata"].get("labels", {}),
+                    "annotations": template["metadata"].get("annotations", {})}
+        out.append({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]})
+    return out
+
+
+def analyze(istioctl_path: str, manifests: list[str], mesh: Doc,
+            suppressions: dict[tuple[str, str], str] = SUPPRESSIONS) -> tuple[list[Doc], str]:
+    """`istioctl analyze --use-kube=false --all-namespaces` of the manifests, with the install's
+    mesh config; its messages (JSON), and its output for failure reports. Every namespace:
+    the default would drop the messages about anything outside `default`."""
+    with tempfile.TemporaryDirectory(prefix="istioctl-analyze-") as tmp:
+        files = []
+        for i, text in enumerate(manifests):
+            path = Path(tmp) / f"{i}.yaml"
+            path.write_text(text)
+            files.append(str(path))
+        mesh_file = Path(tmp) / "mesh.yaml"
+        mesh_file.write_text(yaml.safe_dump(mesh))
+        args = [istioctl_path, "analyze", "--use-kube=false", "--all-namespaces",
+                "--meshConfigFile", str(mesh_file), "--output", "json"]
+        for (code, resource) in suppressions:
+            args += ["--suppress", f"{code}={resource}"]
+        result = run(args + files, timeout=300)
+    try:
+        messages = json.loads(result.stdout) if result.stdout.strip() else []
+    except json.JSONDecodeError:
+        raise AssertionError(f"istioctl analyze gave no JSON (exit {result.returncode}):\n"
+                             f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}") from None
+    if result.stderr.strip() and "Error" in result.stderr:
+        raise AssertionError(f"istioctl analyze could not read the files:\n{result.stderr[-3000:]}")
+    return messages, result.stdout + result.stderr
+
+
+def describe(message: Doc) -> str:
+    origin = message.get("origin", "?")
+    return f"{message.get('level')} [{message.get('code')}] ({origin}) {message.get('message')}"
+
+
+# --- what the render holds -------------------------------------------------------------------
+
+def _kind(docs: list[Doc], *kinds: str) -> list[Doc]:
+    return [d for d in docs if d.get("kind") in kinds]
+
+
+def _ns(doc: Doc) -> str | None:
+    return doc["metadata"].get("namespace")
+
+
+def _name(doc: Doc) -> str:
+    return f"{doc['kind']}/{doc['metadata']['name']}"
+
+
+def _pods(docs: list[Doc]) -> list[tuple[str, str | None, Doc]]:
+    """(Kind/name, namespace, pod template) of every workload."""
+    return [(_name(d), _ns(d), d["spec"]["template"]) for d in _kind(docs, *WORKLOAD_KINDS)]
+
+
+def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def _selected(docs: list[Doc], namespace: str | None, match_labels: dict[str, str] | None) -> list[Doc]:
+    """Pod templates of the namespace that the labels select (None: all of them)."""
+    return [pod for _, ns, pod in _pods(docs) if ns == namespace
+            and (match_labels is None or _matches(match_labels, pod["metadata"].get("labels", {})))]
+
+
+def _container_ports(pod: Doc) -> dict[str, int]:
+    ports: dict[str, int] = {}
+    for container in pod["spec"].get("containers", []):
+        for port in container.get("ports", []):
+            ports[str(port["containerPort"])] = port["containerPort"]
+            if "name" in port:
+                ports[port["name"]] = port["containerPort"]
+    return ports
+
+
+def _service(docs: list[Doc], host: str, namespace: str | None) -> Doc | None:
+    """The Service a mesh host names: `name`, `name.ns`, `name.ns.svc` or
+    `name.ns.svc.cluster.local` (a short name is relative to the referring object's namespace)."""
+    parts = host.split(".")
+    if len(parts) > 2 and ".".join(parts[2:]) not in ("svc", "svc.cluster.local"):
+        return None  # not a Kubernetes Service host
+    name, ns = parts[0], parts[1] if len(parts) > 1 else namespace
+    for service in _kind(docs, "Service"):
+        if service["metadata"]["name"] == name and _ns(service) == ns:
+            return service
+    return None
+
+
+def _is_grpc_pod(pod: Doc) -> bool:
+    return any(p.get("name", "").split("-")[0] == "grpc"
+               for c in pod["spec"].get("containers", []) for p in c.get("ports", []))
+
+
+def _is_grpc_service(service: Doc) -> bool:
+    return any(p.get("appProtocol") == "grpc" or p.get("name", "").split("-")[0] == "grpc"
+               for p in service["spec"].get("ports", []))
+
+
+def _operations(policy: Doc) -> list[Doc]:
+    return [to["operation"] for rule in policy["spec"].get("rules", []) for to in rule.get("to", [])
+            if "operation" in to]
+
+
+def _http_routes(vs: Doc) -> list[Doc]:
+    return vs["spec"].get("http", [])
+
+
+# --- cross-checks ----------------------------------------------------------------------------
+
+def check_grpc_paths(docs: list[Doc], methods: frozenset[str]) -> list[str]:
+    """Every path an AuthorizationPolicy on a gRPC workload or a route to a gRPC Service names
+    is a method of the proto (`/pkg.Service/*` for a whole service of it)."""
+    services = {m.rsplit("/", 1)[0] + "/*" for m in methods}
+
+    def known(path: str) -> bool:
+        return path in methods or path in services
+
+    problems: list[str] = []
+    for policy in _kind(docs, "AuthorizationPolicy"):
+        selector = policy["spec"].get("selector", {}).get("matchLabels")
+        if not any(_is_grpc_pod(pod) for pod in _selected(docs, _ns(policy), selector)):
+            continue
+        for operation in _operations(policy):
+            for path in operation.get("paths", []) + operation.get("notPaths", []):
+                if not known(path):
+                    problems.append(f"{_name(policy)}: path {path} is not a method of the proto "
+                                    f"({sorted(methods)})")
+    for vs in _kind(docs, "VirtualService"):
+        if not any((s := _service(docs, h, _ns(vs))) is not None and _is_grpc_service(s)
+                   for h in vs["spec"].get("hosts", [])):
+            continue
+        for route in _http_routes(vs):
+            for match in route.get("match", []):
+                uri = match.get("uri", {})
+                for kind in ("exact", "prefix"):
+                    if kind in uri and not (known(uri[kind]) or (kind == "prefix" and any(
+                            m.startswith(uri[kind]) for m in methods))):
+                        problems.append(f"{_name(vs)}: uri {kind} {uri[kind]} is no method of the proto")
+    return problems
+
+
+def check_principals(docs: list[Doc], gateways: set[str], trust_domain: str = "cluster.local") -> list[str]:
+    """Every principal a policy names is a ServiceAccount of the render (namespace included)
+    or an installed gateway's identity."""
+    accounts = {f"{trust_domain}/ns/{_ns(sa)}/sa/{sa['metadata']['name']}" for sa in _kind(docs, "ServiceAccount")}
+    problems: list[str] = []
+    for policy in _kind(docs, "AuthorizationPolicy"):
+        for rule in policy["spec"].get("rules", []):
+            for source in (f.get("source", {}) for f in rule.get("from", [])):
+                for principal in source.get("principals", []) + source.get("notPrincipals", []):
+                    if principal not in accounts | gateways:
+                        problems.append(f"{_name(policy)}: principal {principal} is neither a ServiceAccount "
+                                        f"of the render nor an installed gateway's ({sorted(gateways)})")
+    return problems
+
+
+def check_mesh_ports(docs: list[Doc]) -> list[str]:
+    """Every port a policy, route or DestinationRule names exists: an AuthorizationPolicy's
+    ports are container ports of the pods it selects (and it selects some); a route's
+    destination is a Service of the render and its port one of that Service's; a
+    DestinationRule's host is such a Service and its port-level settings name its ports."""
+    problems: list[str] = []
+    for policy in _kind(docs, "AuthorizationPolicy"):
+        selector = policy["spec"].get("selector", {}).get("matchLabels")
+        pods = _selected(docs, _ns(policy), selector)
+        if selector is not None and not pods:
+            problems.append(f"{_name(policy)}: its selector {selector} matches no pod of namespace {_ns(policy)}")
+        for operation in _operations(policy):
+            for port in operation.get("ports", []) + operation.get("notPorts", []):
+                for pod in pods:
+                    if str(port) not in {str(p) for p in _container_ports(pod).values()}:
+                        problems.append(f"{_name(policy)}: port {port} is not a container port of the pods "
+                                        f"labelled {pod['metadata'].get('labels', {}).get('app.kubernetes.io/name')}")
+    for vs in _kind(docs, "VirtualService"):
+        for route in _http_routes(vs) + vs["spec"].get("tcp", []) + vs["spec"].get("tls", []):
+            for destination in (r["destination"] for r in route.get("route", [])):
+                service = _service(docs, destination["host"], _ns(vs))
+                if service is None:
+                    problems.append(f"{_name(vs)}: destination {destination['host']} is not a Service of the render")
+                    continue
+                number = destination.get("port", {}).get("number")
+                if number is not None and number not in [p["port"] for p in service["spec"]["ports"]]:
+                    problems.append(f"{_name(vs)}: port {number} is not a port of Service/{service['metadata']['name']}")
+    for rule in _kind(docs, "DestinationRule"):
+        service = _service(docs, rule["spec"]["host"], _ns(rule))
+        if service is None:
+            problems.append(f"{_name(rule)}: host {rule['spec']['host']} is not a Service of the render")
+            continue
+        for setting in rule["spec"].get("trafficPolicy", {}).get("portLevelSettings", []):
+            number = setting.get("port", {}).get("number")
+            if number not in [p["port"] for p in service["spec"]["ports"]]:
+                problems.append(f"{_name(rule)}: port {number} is not a port of Service/{service['metadata']['name']}")
+    return problems
+
+
+def _allows_nothing(policy: Doc) -> bool:
+    spec = policy.get("spec") or {}
+    return (not spec.get("selector") and not spec.get("targetRef") and not spec.get("targetRefs")
+            and spec.get("action", "ALLOW") == "ALLOW" and not spec.get("rules") and not spec.get("provider"))
+
+
+def check_allow_nothing(docs: list[Doc]) -> list[str]:
+    """Each namespace with workloads has an allow-nothing policy (ALLOW, no selector, no rules):
+    a workload no other policy names is closed."""
+    namespaces = {ns for _, ns, _ in _pods(docs)}
+    covered = {_ns(p) for p in _kind(docs, "AuthorizationPolicy") if _allows_nothing(p)}
+    return [f"namespace {ns}: no allow-nothing AuthorizationPolicy (ALLOW, no selector, no rules)"
+            for ns in sorted(n for n in namespaces - covered if n)]
+
+
+def check_allow_rules_name_principals(docs: list[Doc]) -> list[str]:
+    """Every rule of an ALLOW policy says who: each of its `from` entries names
+    `source.principals` (the mTLS identity), so no rule allows anyone who reaches the port."""
+    problems: list[str] = []
+    for policy in _kind(docs, "AuthorizationPolicy"):
+        if (policy.get("spec") or {}).get("action", "ALLOW") != "ALLOW":
+            continue
+        for i, rule in enumerate(policy["spec"].get("rules", [])):
+            sources = [f.get("source", {}) for f in rule.get("from", [])]
+            if not sources or not all(s.get("principals") for s in sources):
+                problems.append(f"{_name(policy)}: rule {i} allows without naming from.source.principals")
+    return problems
+
+
+def check_telemetry_providers(docs: list[Doc], mesh: Doc) -> list[str]:
+    """Every provider a Telemetry names is an extension provider of the install's mesh config
+    (access logs may use Istio's built-in `envoy`), and tracing goes to an OpenTelemetry one:
+    it propagates W3C traceparent, the only trace header the services read."""
+    providers = {p["name"]: p for p in mesh.get("extensionProviders", [])}
+    problems: list[str] = []
+    for telemetry in _kind(docs, "Telemetry"):
+        for section in ("tracing", "accessLogging", "metrics"):
+            for entry in telemetry.get("spec", {}).get(section, []):
+                for name in (p["name"] for p in entry.get("providers", [])):
+                    if section == "accessLogging" and name in BUILTIN_ACCESS_LOG_PROVIDERS and name not in providers:
+                        continue
+                    if name not in providers:
+                        problems.append(f"{_name(telemetry)}: {section} provider {name} is not an extension provider "
+                                        f"of the install config ({sorted(providers)})")
+                    elif section == "tracing" and "opentelemetry" not in providers[name]:
+                        kind = next((k for k in providers[name] if k != "name"), "?")
+                        problems.append(f"{_name(telemetry)}: tracing provider {name} is {kind}, not opentelemetry: "
+                                        "the services read only W3C traceparent")
+    return problems
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
+
+
+def seconds(duration: str) -> float:
+    match = _DURATION.match(duration)
+    if not match:
+        raise ValueError(f"not a duration: {duration}")
+    return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def check_retry_budget(docs: list[Doc], deadlines: dict[tuple[str, str | None], float]) -> list[str]:
+    """A route to a Service its callers give a deadline ((service, namespace) -> seconds, the
+    smallest of the callers') times out before that deadline, and its tries fit in its
+    timeout: (1 + attempts) x perTryTimeout <= timeout."""
+    problems: list[str] = []
+    for vs in _kind(docs, "VirtualService"):
+        for route in _http_routes(vs):
+            for destination in (r["destination"] for r in route.get("route", [])):
+                service = _service(docs, destination["host"], _ns(vs))
+                if service is None:
+                    continue
+                deadline = deadlines.get((service["metadata"]["name"], _ns(service)))
+                if deadline is None:
+                    continue
+                if "timeout" not in route:
+                    problems.append(f"{_name(vs)}: no timeout for {destination['host']}, whose caller gives up "
+                                    f"after {deadline:g}s")
+                    continue
+                timeout = seconds(route["timeout"])
+                if not timeout < deadline:
+                    problems.append(f"{_name(vs)}: timeout {route['timeout']} is not inside the caller's "
+                                    f"{deadline:g}s deadline")
+                retries = route.get("retries", {})
+                if retries.get("attempts", 0) and "perTryTimeout" in retries:
+                    tries = (1 + retries["attempts"]) * seconds(retries["perTryTimeout"])
+                    if tries > timeout + 1e-9:
+                        problems.append(f"{_name(vs)}: {1 + retries['attempts']} tries of {retries['perTryTimeout']} "
+                                        f"do not fit in the timeout {route['timeout']}")
+    return problems
+
+
+def caller_deadlines(docs: list[Doc], accepted: dict[str, dict[str, str | None]]) -> dict[tuple[str, str | None], float]:
+    """(Service, namespace) -> the smallest deadline its callers give it: a container that calls
+    X_HOST also gives up after X_TIMEOUT_MS (as set, or its binary's default)."""
+    import crosschecks
+
+    deadlines: dict[tuple[str, str | None], float] = {}
+    for d in _kind(docs, *WORKLOAD_KINDS):
+        for container in d["spec"]["template"]["spec"].get("containers", []):
+            values, _ = crosschecks.effective_env(docs, container, accepted.get(container["name"], {}))
+            for host_var in [v for v in values if v.endswith("_HOST")]:
+                prefix = host_var[: -len("_HOST")]
+                host, timeout = values[host_var], values.get(prefix + "_TIMEOUT_MS")
+                if host is None or timeout is None:
+                    continue
+                service = _service(docs, host, _ns(d))
+                if service is not None:
+                    key = (service["metadata"]["name"], _ns(service))
+                    deadlines[key] = min(deadlines.get(key, float("inf")), float(timeout) / 1000)
+    return deadlines
+
+
+def istio_objects(docs: list[Doc]) -> list[Doc]:
+    return [d for d in docs if d.get("apiVersion", "").split("/")[0].endswith("istio.io")]
