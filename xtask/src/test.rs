@@ -1,7 +1,10 @@
 //! `cargo xtask test`: install the tools, then run every check CI runs, in
 //! order from fastest to slowest so a mistake shows early.
 
-use crate::{tools::Tools, workspace};
+use crate::{
+    tools::{Tool, Tools},
+    workspace,
+};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use std::{path::Path, process::Command, time::Instant};
@@ -27,8 +30,50 @@ enum Step {
     Cargo,
     /// the release build the Dockerfiles run (no Docker engine needed)
     Release,
-    /// Dockerfiles, manifests and their cross-checks (tests/deploy)
+    /// Dockerfiles, manifests, the mesh and their cross-checks (tests/deploy)
     Deploy,
+    /// dashboards and alerts against a real Prometheus, traces in a real Jaeger
+    Observability,
+    /// the page in a headless Chromium at phone and desktop widths (tests/ui)
+    Ui,
+}
+
+const PROMETHEUS: Tool = Tool::Debian {
+    command: "promtool",
+    package: "prometheus",
+};
+const CHROMIUM: [Tool; 2] = [
+    Tool::Debian {
+        command: "chromium",
+        package: "chromium",
+    },
+    Tool::Debian {
+        command: "chromedriver",
+        package: "chromium-driver",
+    },
+];
+
+impl Step {
+    /// What the step needs installed: nothing for the cargo-only steps.
+    fn tools(self) -> Vec<Tool> {
+        match self {
+            Step::Fmt | Step::Clippy | Step::Cargo | Step::Release => vec![],
+            Step::BufLint | Step::BufBreaking => vec![Tool::Buf],
+            Step::Deploy => vec![Tool::Python, PROMETHEUS, Tool::Istioctl],
+            Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
+            Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
+        }
+    }
+
+    /// The pytest suite of a step that runs one.
+    fn suite(self) -> Option<&'static str> {
+        match self {
+            Step::Deploy => Some("tests/deploy"),
+            Step::Observability => Some("tests/observability"),
+            Step::Ui => Some("tests/ui"),
+            _ => None,
+        }
+    }
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
@@ -38,11 +83,14 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
         args.steps
     };
     let target_dir = workspace::target_dir()?;
-    let tools = Tools::install(&target_dir)?;
+    let tools = Tools::new(&target_dir);
     let mut timings = Vec::new();
     for step in steps {
         eprintln!("xtask: ── {step:?} ──");
         let start = Instant::now();
+        tools
+            .ensure(&step.tools())
+            .with_context(|| format!("cannot install what step {step:?} needs"))?;
         run_step(step, &tools, &target_dir).with_context(|| format!("step {step:?} failed"))?;
         timings.push((step, start.elapsed()));
     }
@@ -53,7 +101,6 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
 }
 
 fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
-    let root = workspace::root();
     match step {
         Step::Fmt => workspace::run(workspace::cargo().args(["fmt", "--all", "--", "--check"])),
         Step::Clippy => workspace::run(workspace::cargo().args([
@@ -77,42 +124,73 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
             "--package",
             "marketplace",
         ])),
-        Step::Deploy => {
+        Step::Deploy | Step::Observability | Step::Ui => {
+            let suite = step.suite().expect("a pytest step");
             workspace::run(workspace::cargo().args(["build", "--locked", "--bins"]))?;
-            let shared = std::env::var_os("BOOKSHOP_SHARED_DIR")
-                .map(Into::into)
-                .unwrap_or_else(|| root.join("../shared"));
-            workspace::run(
-                tools
-                    .command("python")?
-                    .args(["-m", "pytest", "tests/deploy", "-q"])
-                    .env("BOOKSHOP_BIN_DIR", target_dir.join("debug"))
-                    .env("BOOKSHOP_SHARED_DIR", shared),
-            )
+            let mut pytest = tools.command("python")?;
+            pytest
+                .args(["-m", "pytest", suite, "-q"])
+                .env("BOOKSHOP_BIN_DIR", target_dir.join("debug"))
+                .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts"));
+            if step.tools().contains(&Tool::Istioctl) {
+                // Istio's CRDs and metric names, at the version istioctl is built from.
+                let istio = tools.istio_module()?;
+                pytest
+                    .env(
+                        "BOOKSHOP_ISTIO_CRDS",
+                        istio.join("manifests/charts/base/files/crd-all.gen.yaml"),
+                    )
+                    .env("BOOKSHOP_ISTIO_MODULE", istio);
+            }
+            workspace::run(&mut pytest)
         }
     }
 }
 
-/// Compares the contract with the last committed one: with HEAD when proto/
-/// has uncommitted changes (a developer's machine), else with HEAD's parent
-/// (CI, where the checkout is HEAD itself).
+/// Compares the contract with the previous one: the contract at `main`'s tip
+/// when ours differs from it (a branch, or uncommitted work), else the one
+/// before the newest commit on `main` that changed `proto/` (CI, where the
+/// checkout is `main` itself). Not HEAD~1, which misses a change made two
+/// commits ago.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
-    let changed = !git(&["status", "--porcelain", "--", "proto"])?.is_empty();
-    let base = if changed { "HEAD" } else { "HEAD~1" };
-    let Ok(commit) = git(&[
-        "rev-parse",
-        "--verify",
-        "--quiet",
-        &format!("{base}^{{commit}}"),
-    ]) else {
-        eprintln!("xtask: no earlier commit to compare the contract with");
+    let main = ["main", "origin/main"].into_iter().find(|branch| {
+        git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{branch}^{{commit}}"),
+        ])
+        .is_ok()
+    });
+    let Some(main) = main else {
+        eprintln!("xtask: no main branch to compare the contract with");
         return Ok(());
     };
-    if git(&["ls-tree", "--name-only", &commit, "proto/buf.yaml"])?.is_empty() {
+    let differs_from_main = !git(&["diff", "--name-only", main, "--", "proto"])?.is_empty()
+        || !git(&["ls-files", "--others", "--exclude-standard", "--", "proto"])?.is_empty();
+    let base = if differs_from_main {
+        git(&["rev-parse", main])?
+    } else {
+        let last_change = git(&["log", "-1", "--format=%H", main, "--", "proto"])?;
+        match git(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{last_change}^"),
+        ]) {
+            Ok(parent) => parent,
+            Err(_) => {
+                eprintln!("xtask: the contract has no earlier version to compare with");
+                return Ok(());
+            }
+        }
+    };
+    if git(&["ls-tree", "--name-only", &base, "proto/buf.yaml"])?.is_empty() {
         eprintln!("xtask: {base} has no contract yet; nothing to compare");
         return Ok(());
     }
-    let against = format!(".git#ref={commit},subdir=proto");
+    eprintln!("xtask: comparing the contract with commit {base}");
+    let against = format!(".git#ref={base},subdir=proto");
     workspace::run(
         tools
             .command("buf")?

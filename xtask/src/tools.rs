@@ -1,9 +1,10 @@
-//! Installs the outside tools the checks use, under the cargo target dir so a
-//! fresh machine needs nothing but Rust, Python and Node, and later runs reuse
-//! them: a Python venv (pinned in tests/deploy/requirements.txt) and buf (npm).
+//! Installs the outside tools the checks use, each only when a step needs it,
+//! under the cargo target dir so later runs reuse them: a Python venv (pinned
+//! in `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned
+//! `tools/go.mod` (istioctl, Jaeger) and, as root on Debian only, apt packages.
 
 use crate::workspace;
-use anyhow::Context;
+use anyhow::{Context, bail};
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -12,27 +13,65 @@ use std::{
 
 /// buf, for `buf lint` and `buf breaking` on the proto contract.
 const BUF: &str = "@bufbuild/buf@1.75.0";
-/// Debian packages, by the command each provides: promtool checks the
-/// Prometheus configuration.
-const DEBIAN_PACKAGES: [(&str, &str); 1] = [("promtool", "prometheus")];
-/// The Python tools of the deployment checks, pinned there.
-const PYTHON_REQUIREMENTS: &str = "tests/deploy/requirements.txt";
+/// The Python requirement files, one per test suite; one venv serves all.
+const PYTHON_REQUIREMENTS: [&str; 3] = [
+    "tests/deploy/requirements.txt",
+    "tests/observability/requirements.txt",
+    "tests/ui/requirements.txt",
+];
+/// The Go module that pins the upstream tools the tests build.
+const GO_TOOLS_MODULE: &str = "tools";
+
+/// Something a step needs from outside the workspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// The Python venv: pytest and the deploy, observability and UI suites' tools.
+    Python,
+    /// buf, from npm.
+    Buf,
+    /// `istioctl`, built from the pinned istio.io/istio module (it also holds Istio's CRDs).
+    Istioctl,
+    /// Jaeger v2 (all-in-one), built from the pinned Go module.
+    Jaeger,
+    /// A Debian package, by the command that shows it is there.
+    Debian {
+        command: &'static str,
+        package: &'static str,
+    },
+}
+
+/// The Go programs of `tools/go.mod`: (binary name, package).
+fn go_package(tool: Tool) -> Option<(&'static str, &'static str)> {
+    match tool {
+        Tool::Istioctl => Some(("istioctl", "istio.io/istio/istioctl/cmd/istioctl")),
+        Tool::Jaeger => Some(("jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger")),
+        _ => None,
+    }
+}
 
 pub struct Tools {
     dir: PathBuf,
 }
 
 impl Tools {
-    /// Installs what is missing or out of date, and returns where it is.
-    pub fn install(target_dir: &Path) -> anyhow::Result<Self> {
-        let tools = Self {
+    /// Where the tools live; nothing is installed until `ensure`.
+    pub fn new(target_dir: &Path) -> Self {
+        Self {
             dir: target_dir.join("tools"),
-        };
-        fs::create_dir_all(&tools.dir)?;
-        install_debian_packages()?;
-        tools.install_python()?;
-        tools.install_node()?;
-        Ok(tools)
+        }
+    }
+
+    /// Installs each of `needed` that is missing or out of date.
+    pub fn ensure(&self, needed: &[Tool]) -> anyhow::Result<()> {
+        for tool in needed {
+            match *tool {
+                Tool::Python => self.install_python()?,
+                Tool::Buf => self.install_buf()?,
+                Tool::Istioctl | Tool::Jaeger => self.build_go_tool(*tool)?,
+                Tool::Debian { command, package } => install_debian(command, package)?,
+            }
+        }
+        Ok(())
     }
 
     fn venv(&self) -> PathBuf {
@@ -43,15 +82,25 @@ impl Tools {
         self.dir.join("node")
     }
 
-    fn bin_dirs(&self) -> [PathBuf; 2] {
+    fn go_dir(&self) -> PathBuf {
+        self.dir.join("go")
+    }
+
+    /// Where built Go tools go.
+    fn bin(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    fn bin_dirs(&self) -> [PathBuf; 3] {
         [
             self.venv().join("bin"),
             self.node().join("node_modules/.bin"),
+            self.bin(),
         ]
     }
 
     /// A command for an installed tool, run from the workspace root with the
-    /// tools first on PATH (pytest starts hadolint, checkov… by name).
+    /// tools first on PATH (pytest starts hadolint, istioctl… by name).
     pub fn command(&self, program: &str) -> anyhow::Result<Command> {
         let installed = self
             .bin_dirs()
@@ -70,16 +119,47 @@ impl Tools {
         Ok(command)
     }
 
+    /// The pinned istio.io/istio module's source directory (Istio's CRDs and
+    /// standard metrics are read from there, at the version istioctl is built from).
+    pub fn istio_module(&self) -> anyhow::Result<PathBuf> {
+        let output = self
+            .go()?
+            .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
+            .output()
+            .context("cannot run go list")?;
+        if !output.status.success() {
+            bail!(
+                "go list -m istio.io/istio failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let dir = PathBuf::from(String::from_utf8(output.stdout)?.trim());
+        if !dir.is_dir() {
+            bail!("the istio.io/istio module is not downloaded (looked in {dir:?})");
+        }
+        Ok(dir)
+    }
+
     fn install_python(&self) -> anyhow::Result<()> {
-        let requirements_path = workspace::root().join(PYTHON_REQUIREMENTS);
-        let requirements = fs::read_to_string(&requirements_path)
-            .with_context(|| format!("cannot read {}", requirements_path.display()))?;
+        let root = workspace::root();
+        let mut requirements = String::new();
+        for file in PYTHON_REQUIREMENTS {
+            let path = root.join(file);
+            if path.is_file() {
+                requirements += &fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+            }
+        }
         // The stamp holds the requirements the venv was built from.
         let stamp = self.venv().join("installed-requirements.txt");
         if fs::read_to_string(&stamp).ok().as_deref() == Some(requirements.as_str()) {
             return Ok(());
         }
-        eprintln!("xtask: installing Python tools (first run takes a few minutes)");
+        require_command(
+            "python3",
+            "Python 3 (with the venv module) from your OS packages",
+        )?;
+        eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
         workspace::run(
             Command::new("python3")
                 .arg("-m")
@@ -87,20 +167,24 @@ impl Tools {
                 .arg("--clear")
                 .arg(self.venv()),
         )?;
-        workspace::run(
-            Command::new(self.venv().join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
-                .arg(&requirements_path),
-        )?;
+        let mut pip = Command::new(self.venv().join("bin/pip"));
+        pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+        for file in PYTHON_REQUIREMENTS {
+            if root.join(file).is_file() {
+                pip.arg("-r").arg(root.join(file));
+            }
+        }
+        workspace::run(&mut pip)?;
         fs::write(stamp, requirements)?;
         Ok(())
     }
 
-    fn install_node(&self) -> anyhow::Result<()> {
+    fn install_buf(&self) -> anyhow::Result<()> {
         let stamp = self.node().join("installed.txt");
         if fs::read_to_string(&stamp).ok().as_deref() == Some(BUF) {
             return Ok(());
         }
+        require_command("npm", "Node.js with npm (for buf) from your OS packages")?;
         eprintln!("xtask: installing {BUF} from npm");
         fs::create_dir_all(self.node())?;
         workspace::run(
@@ -112,26 +196,80 @@ impl Tools {
         fs::write(stamp, BUF)?;
         Ok(())
     }
+
+    /// `go` with its module and build caches under the tools dir, in the
+    /// tools module, never switching toolchains behind our back.
+    fn go(&self) -> anyhow::Result<Command> {
+        require_command("go", "Go 1.26 or later (https://go.dev/doc/install)")?;
+        let mut go = Command::new("go");
+        go.current_dir(workspace::root().join(GO_TOOLS_MODULE))
+            .env("GOMODCACHE", self.go_dir().join("mod"))
+            .env("GOCACHE", self.go_dir().join("cache"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=readonly");
+        Ok(go)
+    }
+
+    /// Builds one Go tool unless it was built from the current go.mod/go.sum.
+    fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
+        let (name, package) = go_package(tool).expect("only Go tools are built");
+        let module = workspace::root().join(GO_TOOLS_MODULE);
+        let pins = fs::read_to_string(module.join("go.mod"))?
+            + &fs::read_to_string(module.join("go.sum"))?;
+        let binary = self.bin().join(name);
+        let stamp = self.bin().join(format!("{name}.built-from"));
+        if binary.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
+            return Ok(());
+        }
+        eprintln!(
+            "xtask: building {name} from {GO_TOOLS_MODULE}/go.mod (the first build takes several minutes)"
+        );
+        fs::create_dir_all(self.bin())?;
+        workspace::run(
+            self.go()?
+                .args(["build", "-trimpath", "-o"])
+                .arg(&binary)
+                .arg(package),
+        )?;
+        fs::write(stamp, pins)?;
+        Ok(())
+    }
 }
 
-/// Installs the Debian packages whose commands are missing (CI runs as root).
-fn install_debian_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
-        .iter()
-        .filter(|(command, _)| !on_path(command))
-        .map(|(_, package)| *package)
-        .collect();
-    if missing.is_empty() {
+/// Installs a Debian package when its command is missing: with apt-get as root
+/// on Debian, otherwise it fails with one line saying what to install.
+fn install_debian(command: &str, package: &str) -> anyhow::Result<()> {
+    if on_path(command) {
         return Ok(());
     }
-    eprintln!("xtask: installing Debian packages {missing:?}");
+    let debian = Path::new("/etc/debian_version").is_file();
+    if !debian || !is_root() {
+        bail!(
+            "`{command}` is missing: install it by hand (Debian: `apt-get install --no-install-recommends {package}`), then run again"
+        );
+    }
+    eprintln!("xtask: installing the Debian package {package} (for {command})");
     workspace::run(Command::new("apt-get").args(["update", "-qq"]))?;
     workspace::run(
         Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
+            .args(["install", "-y", "-qq", "--no-install-recommends", package])
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+fn require_command(command: &str, what: &str) -> anyhow::Result<()> {
+    if on_path(command) {
+        Ok(())
+    } else {
+        bail!("`{command}` is not on PATH: install {what}")
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|output| output.stdout.trim_ascii() == b"0")
 }
 
 fn on_path(command: &str) -> bool {
