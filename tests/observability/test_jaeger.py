@@ -1,0 +1,200 @@
+"""Traces in a real Jaeger v2 (built from the Go module tools/go.mod pins, run with
+observability/jaeger/config.yaml: memory storage, OTLP in, query API out) from both real
+services: one page is one trace, SERVER → CLIENT → SERVER across the two services with the
+OpenTelemetry semantic-convention attributes; and a Jaeger that stops mid-run loses spans but
+slows no page."""
+
+from __future__ import annotations
+
+import secrets
+import statistics
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from processes import Bookshop, Process, free_port, get_json, http_get, wait_until
+from tools import JAEGER_CONFIG, require_tool
+
+TRACE_TIMEOUT = 60.0  # the services export in batches every few seconds
+# A page during the outage may take this many times the baseline's (median and 90th percentile)
+# and still count as not slowed: generous, for a shared machine. An export that held pages
+# up would cost them its timeout (seconds), far beyond it.
+SLOWDOWN_RATIO = 10.0
+PAGES = 40
+
+
+class Jaeger:
+    """A Jaeger v2 process on free loopback ports, configured by observability/jaeger/config.yaml."""
+
+    def __init__(self, log_dir: Path, ports: dict[str, int] | None = None) -> None:
+        self.ports = ports or {name: free_port() for name in ("otlp_grpc", "otlp_http", "query_http",
+                                                               "query_grpc", "health", "metrics")}
+        env = {
+            "OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['otlp_grpc']}",
+            "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['otlp_http']}",
+            "JAEGER_QUERY_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['query_http']}",
+            "JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['query_grpc']}",
+            "JAEGER_HEALTH_ENDPOINT": f"127.0.0.1:{self.ports['health']}",
+            "JAEGER_METRICS_HOST": "127.0.0.1",
+            "JAEGER_METRICS_PORT": str(self.ports["metrics"]),
+        }
+        self.process = Process("jaeger", [require_tool("jaeger"), f"--config={JAEGER_CONFIG}"], env, log_dir)
+        self.otlp_endpoint = f"http://127.0.0.1:{self.ports['otlp_grpc']}"
+        self.query = f"http://127.0.0.1:{self.ports['query_http']}"
+
+    def start(self) -> Jaeger:
+        self.process.start()
+        self.process.wait_ready(f"http://127.0.0.1:{self.ports['health']}/status")
+        self.process.wait_ready(f"{self.query}/api/services")
+        return self
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    def traces(self, service: str, since: float) -> list[dict]:
+        params = urllib.parse.urlencode({"service": service, "start": int(since * 1e6),
+                                         "end": int((time.time() + 60) * 1e6), "limit": 1000})
+        return get_json(f"{self.query}/api/traces?{params}")["data"]
+
+    def trace(self, trace_id: str) -> dict | None:
+        status, _ = http_get(f"{self.query}/api/traces/{trace_id}")
+        if status == 404:
+            return None
+        data = get_json(f"{self.query}/api/traces/{trace_id}")["data"]
+        return data[0] if data else None
+
+
+def tags(span: dict) -> dict[str, Any]:
+    return {tag["key"]: tag["value"] for tag in span.get("tags", [])}
+
+
+def service_of(trace: dict, span: dict) -> str:
+    return trace["processes"][span["processID"]]["serviceName"]
+
+
+def parent_id(span: dict) -> str | None:
+    parents = [r["spanID"] for r in span.get("references", []) if r["refType"] == "CHILD_OF"]
+    return parents[0] if parents else None
+
+
+def complete(trace: dict | None) -> bool:
+    """Both services' spans are in: the page's server span and recommendations' server span."""
+    if not trace:
+        return False
+    kinds = {(service_of(trace, s), tags(s).get("span.kind")) for s in trace["spans"]}
+    return {("marketplace", "server"), ("marketplace", "client"), ("recommendations", "server")} <= kinds
+
+
+def one_span(trace: dict, service: str, kind: str) -> dict:
+    found = [s for s in trace["spans"] if service_of(trace, s) == service and tags(s).get("span.kind") == kind]
+    assert len(found) == 1, (service, kind, [(service_of(trace, s), s["operationName"]) for s in trace["spans"]])
+    return found[0]
+
+
+def traceparent() -> tuple[str, str]:
+    trace_id = secrets.token_hex(16)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-01"
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    path = tmp_path / "logs"
+    path.mkdir()
+    return path
+
+
+def test_one_page_is_one_trace_across_both_services(bin_dir: Path, logs: Path) -> None:
+    jaeger = Jaeger(logs).start()
+    shop = Bookshop(bin_dir, logs, otlp_endpoint=jaeger.otlp_endpoint)
+    try:
+        shop.start()
+        since = time.time() - 1
+        status, body = shop.page("?category=science_fiction")
+        assert status == 200 and body.count("<li>") == 3
+
+        def the_page_trace() -> dict | None:
+            traces = [t for t in jaeger.traces("marketplace", since) if complete(t)]
+            return traces[0] if traces else None
+        trace = wait_until("the page's trace in Jaeger", the_page_trace, timeout=TRACE_TIMEOUT)
+        # Anything still in the services' export queues has had time to arrive.
+        time.sleep(1)
+        trace = jaeger.trace(trace["traceID"])
+        assert trace is not None
+
+        # One trace: the only one either service sent since the page, holding both services.
+        assert [t["traceID"] for t in jaeger.traces("marketplace", since)] == [trace["traceID"]]
+        assert [t["traceID"] for t in jaeger.traces("recommendations", since)] == [trace["traceID"]]
+        assert {service_of(trace, s) for s in trace["spans"]} == {"marketplace", "recommendations"}
+
+        page = one_span(trace, "marketplace", "server")
+        call = one_span(trace, "marketplace", "client")
+        served = one_span(trace, "recommendations", "server")
+        # SERVER → CLIENT → SERVER; the page is the root (no traceparent came in).
+        assert parent_id(page) is None
+        assert parent_id(call) == page["spanID"]
+        assert parent_id(served) == call["spanID"]
+
+        assert tags(page) | {"http.request.method": "GET", "http.route": "/", "http.response.status_code": 200} \
+            == tags(page)
+        rpc = {"rpc.system": "grpc", "rpc.service": "recommendations.v1.Recommendations",
+               "rpc.method": "Recommend", "rpc.grpc.status_code": 0}
+        assert tags(call) | rpc == tags(call)
+        assert tags(served) | rpc == tags(served)
+        assert call["operationName"] == served["operationName"] == "recommendations.v1.Recommendations/Recommend"
+    finally:
+        shop.stop()
+        jaeger.stop()
+
+
+def _timed_pages(shop: Bookshop, count: int) -> tuple[list[float], list[str]]:
+    """Latencies of `count` pages, each with its own traceparent; and their trace ids."""
+    latencies, trace_ids = [], []
+    for _ in range(count):
+        trace_id, header = traceparent()
+        started = time.perf_counter()
+        status, body = shop.page(headers={"traceparent": header})
+        latencies.append(time.perf_counter() - started)
+        assert status == 200 and body.count("<li>") == 3, (status, body[:300])
+        trace_ids.append(trace_id)
+    return latencies, trace_ids
+
+
+def p90(values: list[float]) -> float:
+    return statistics.quantiles(values, n=10)[-1]
+
+
+def test_a_jaeger_that_stops_mid_run_loses_spans_but_slows_no_page(bin_dir: Path, logs: Path) -> None:
+    jaeger = Jaeger(logs).start()
+    shop = Bookshop(bin_dir, logs, otlp_endpoint=jaeger.otlp_endpoint)
+    restarted: Jaeger | None = None
+    try:
+        shop.start()
+        _timed_pages(shop, 5)  # warm-up: connections, first export
+        baseline, baseline_ids = _timed_pages(shop, PAGES)
+        wait_until("the baseline's last trace in Jaeger", lambda: complete(jaeger.trace(baseline_ids[-1])),
+                   timeout=TRACE_TIMEOUT)
+
+        jaeger.stop()
+        outage, outage_ids = _timed_pages(shop, PAGES)
+
+        assert statistics.median(outage) <= SLOWDOWN_RATIO * statistics.median(baseline), (baseline, outage)
+        assert p90(outage) <= SLOWDOWN_RATIO * p90(baseline), (baseline, outage)
+
+        # Jaeger back (empty: memory storage) on the same ports: the services export again...
+        restarted = Jaeger(logs, jaeger.ports)
+        restarted.process.log_path = logs / "jaeger-restarted.log"
+        restarted.start()
+        after, after_ids = _timed_pages(shop, 5)
+        wait_until("a trace after the outage in Jaeger", lambda: complete(restarted.trace(after_ids[-1])),
+                   timeout=TRACE_TIMEOUT)
+        # ...but the outage's spans were dropped, not held back for later.
+        delivered = [t for t in outage_ids if restarted.trace(t) is not None]
+        assert len(delivered) < len(outage_ids) // 2, delivered
+    finally:
+        shop.stop()
+        if restarted is not None:
+            restarted.stop()
+        jaeger.stop()
