@@ -1,4 +1,4 @@
-"""Shared fixtures: the renders, the binaries' --help, and the one checkov run per render."""
+"""Session fixtures: the renders, the binaries' --help, and the one checkov run per render."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import clihelp
 import render
 from clihelp import Settings
-from tools import REPO_ROOT, require_tool, required_dir
+from tools import REPO_ROOT, istio_crds_path, require_tool, required_dir
 
 
 @pytest.fixture(scope="session")
@@ -22,11 +22,9 @@ def bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def istio_crds() -> Path:
-    shared = required_dir("BOOKSHOP_SHARED_DIR", "the shared/ directory (normally ../shared)")
-    path = shared / "schemas/istio/crds.yaml"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: BOOKSHOP_SHARED_DIR must hold schemas/istio/crds.yaml", pytrace=False)
-    return path
+    """Istio's CRDs, from the istio.io/istio Go module that tools/go.mod pins (the one istioctl
+    is built from): `manifests/charts/base/files/crd-all.gen.yaml` inside it."""
+    return istio_crds_path()
 
 
 @pytest.fixture(scope="session")

@@ -61,11 +61,17 @@ def parse(text: str) -> list[Doc]:
     return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
+# What the kustomizations reach beyond kustomize/ (the overlays list ../../../istio).
+KUSTOMIZE_TREES = ("kustomize", "istio", "observability")
+
+
 def copy_tree(destination: Path) -> Path:
-    """A copy of kustomize/ under `destination`, for tests that break a manifest."""
-    target = destination / "kustomize"
-    shutil.copytree(KUSTOMIZE, target)
-    return target
+    """A copy of kustomize/ (and the trees beside it that it names) under `destination`, for
+    tests that break a manifest. Returns the copy of kustomize/."""
+    for tree in KUSTOMIZE_TREES:
+        if (REPO_ROOT / tree).is_dir():
+            shutil.copytree(REPO_ROOT / tree, destination / tree)
+    return destination / "kustomize"
 
 
 def break_copy(destination: Path, file: str, old: str, new: str) -> Path:

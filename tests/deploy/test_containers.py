@@ -77,3 +77,47 @@ def test_the_docker_build_context_leaves_out_what_cargo_does_not_read() -> None:
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert "target/" in ignored and ".git/" in ignored
     assert render.KUSTOMIZE.name + "/" in ignored
+
+
+def _workspace_package() -> dict:
+    return tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["workspace"]["package"]
+
+
+@pytest.mark.parametrize("binary", clihelp.BINARIES)
+def test_the_image_carries_the_oci_labels(binary: str) -> None:
+    text = DOCKERFILES[binary].read_text()
+    workspace = _workspace_package()
+    assert crosschecks.check_oci_labels(text, binary, workspace) == []
+    labels, _ = crosschecks.dockerfile_labels(text)
+    assert set(crosschecks.OCI_LABELS) <= set(labels)
+    # Broken copies: a label left out, a title naming the other image.
+    without_source = re.sub(r'^\s*org\.opencontainers\.image\.source=\S+ \\\n', "", text, flags=re.MULTILINE)
+    assert without_source != text
+    assert crosschecks.check_oci_labels(without_source, binary, workspace) == [
+        f"{binary}: the final stage has no LABEL org.opencontainers.image.source"]
+    other = "marketplace" if binary == "recommendations" else "recommendations"
+    retitled = text.replace(f'image.title="{binary}"', f'image.title="{other}"')
+    assert crosschecks.check_oci_labels(retitled, binary, workspace) == [
+        f"{binary}: LABEL org.opencontainers.image.title={other}, expected {binary}"]
+
+
+@pytest.mark.parametrize("binary", clihelp.BINARIES)
+def test_the_version_label_defaults_to_the_workspace_version(binary: str) -> None:
+    text = DOCKERFILES[binary].read_text()
+    workspace = _workspace_package()
+    assert crosschecks.dockerfile_labels(text)[1]["VERSION"] == workspace["version"]
+    stale = re.sub(r"^ARG VERSION=.*$", "ARG VERSION=0.0.1", text, flags=re.MULTILINE)
+    assert crosschecks.check_oci_labels(stale, binary, workspace) == [
+        f"{binary}: ARG VERSION defaults to 0.0.1, the workspace version is {workspace['version']}"]
+    # Declared before the final FROM, the ARG would not reach the LABEL.
+    hoisted = "ARG VERSION=" + workspace["version"] + "\n" + re.sub(r"^ARG VERSION=.*\n", "", text, flags=re.MULTILINE)
+    assert any("ARG VERSION defaults to None" in p for p in crosschecks.check_oci_labels(hoisted, binary, workspace))
+
+
+def test_hadolint_checks_the_label_values(tmp_path) -> None:
+    hadolint = require_tool("hadolint")
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(DOCKERFILES["recommendations"].read_text().replace(
+        'licenses="Apache-2.0"', 'licenses="Apache 2"'))
+    result = run([hadolint, "--config", str(REPO_ROOT / ".hadolint.yaml"), str(broken)])
+    assert result.returncode != 0 and "DL3054" in result.stdout, result.stdout

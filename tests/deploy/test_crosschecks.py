@@ -15,9 +15,14 @@ RENDERS = list(render.RENDERS)
 
 # Checks that need only the manifests, and those that need what the binaries accept.
 MANIFEST_CHECKS = [crosschecks.check_ports, crosschecks.check_images, crosschecks.check_selectors,
-                   crosschecks.check_namespaces]
+                   crosschecks.check_namespaces, crosschecks.check_network_policies,
+                   crosschecks.check_service_ports, crosschecks.check_service_accounts,
+                   crosschecks.check_disruption_budgets]
 BINARY_CHECKS = [crosschecks.check_env, crosschecks.check_grace_period, crosschecks.check_listener_ports,
-                 crosschecks.check_upstreams]
+                 crosschecks.check_upstreams, crosschecks.check_probes, crosschecks.check_scrape_annotations]
+
+# Renders whose images must be pinned by digest, not only by tag.
+PINNED_BY_DIGEST = {"prod"}
 
 
 @pytest.mark.parametrize("check", MANIFEST_CHECKS, ids=lambda c: c.__name__)
@@ -34,6 +39,12 @@ def test_the_manifests_agree_with_the_binaries(name: str, check, docs, accepted)
 
 def _broken(tmp_path: Path, name: str, file: str, old: str, new: str) -> list[dict]:
     return render.parse(render.render(name, render.break_copy(tmp_path, file, old, new)))
+
+
+def _replace_once(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in {path}, expected once"
+    path.write_text(text.replace(old, new))
 
 
 def test_a_scrape_port_that_is_no_container_port_is_caught(tmp_path: Path) -> None:
@@ -57,6 +68,13 @@ def test_an_env_var_the_binary_does_not_accept_is_caught(tmp_path: Path, accepte
     docs = _broken(tmp_path, "base", "base/recommendations.yaml", "name: SHUTDOWN_DELAY_SECONDS",
                    "name: SHUTDOWN_DELAY_SECS")
     assert any("does not accept SHUTDOWN_DELAY_SECS" in p for p in crosschecks.check_env(docs, accepted))
+
+
+def test_a_container_not_named_after_its_image_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "base", "base/marketplace.yaml", "- name: marketplace\n          image: marketplace",
+                   "- name: web\n          image: marketplace")
+    assert crosschecks.check_env(docs, accepted) == [
+        "Deployment/marketplace: container web runs the marketplace image; name it marketplace"]
 
 
 def test_an_unaccepted_variable_in_an_overlay_configmap_is_caught(tmp_path: Path, accepted) -> None:
@@ -109,6 +127,22 @@ def test_an_unpinned_image_is_caught(tmp_path: Path) -> None:
     assert crosschecks.image_problem("app@sha256:" + "a" * 64) is None
 
 
+def test_prod_pins_every_image_by_digest(docs) -> None:
+    for name in PINNED_BY_DIGEST:
+        assert crosschecks.check_images(docs[name], require_digest=True) == []
+
+
+def test_an_image_pinned_only_by_tag_in_prod_is_caught(tmp_path: Path, docs) -> None:
+    # The real dev render uses a tag: fine there, not where a digest is required.
+    assert crosschecks.check_images(docs["dev"]) == []
+    assert any("not pinned by digest" in p for p in crosschecks.check_images(docs["dev"], require_digest=True))
+    root = render.break_copy(tmp_path, "overlays/prod/kustomization.yaml",
+                             "  - name: ghcr.io/example/bookshop/marketplace\n    digest: ", "  - name: unused\n    digest: ")
+    broken = render.parse(render.render("prod", root))
+    assert any("marketplace:0.1.0 is not pinned by digest" in p
+               for p in crosschecks.check_images(broken, require_digest=True))
+
+
 def test_a_disruption_budget_selecting_no_pod_is_caught(tmp_path: Path) -> None:
     docs = _broken(tmp_path, "base+hpa-pdb", "components/hpa-pdb/recommendations.yaml",
                    "app.kubernetes.io/name: recommendations", "app.kubernetes.io/name: recommendation")
@@ -116,7 +150,8 @@ def test_a_disruption_budget_selecting_no_pod_is_caught(tmp_path: Path) -> None:
 
 
 def test_an_object_outside_the_namespace_is_caught(tmp_path: Path) -> None:
-    root = render.break_copy(tmp_path, "overlays/prod/kustomization.yaml", "namespace: bookshop\n", "")
+    # Without the overlay's NamespaceTransformer namespace, the components' objects have none.
+    root = render.break_copy(tmp_path, "overlays/prod/kustomization.yaml", "\n      namespace: bookshop\n", "\n")
     docs = render.parse(render.render("prod", root))
     assert any(p.startswith("HorizontalPodAutoscaler/recommendations: namespace None")
                for p in crosschecks.check_namespaces(docs))
@@ -172,4 +207,221 @@ def test_the_env_check_works_from_help_text_alone(docs) -> None:
     accepted = {"recommendations": clihelp.parse_help(FAKE_LONG_HELP),
                 "marketplace": clihelp.parse_help(FAKE_SHORT_HELP)}
     problems = crosschecks.check_env(docs["base"], accepted)
-    assert "Deployment/marketplace: marketplace does not accept RECOMMENDATIONS_HOST (not in its --help)" in problems
+    assert any(p.startswith("Deployment/marketplace: marketplace does not accept RECOMMENDATIONS_HOST (not in its --help")
+               for p in problems), problems
+
+
+# --- namespaces ------------------------------------------------------------------------------
+
+def test_an_object_in_a_namespace_the_render_does_not_define_is_caught(tmp_path: Path) -> None:
+    docs = _broken(tmp_path, "base", "base/kustomization.yaml", "  - namespace.yaml\n", "")
+    assert any(p.startswith("Deployment/recommendations: namespace bookshop, not one the render defines")
+               for p in crosschecks.check_namespaces(docs))
+
+
+def test_an_object_in_a_misspelt_prerequisite_namespace_is_caught(tmp_path: Path) -> None:
+    # The ingress gateway's Telemetry lives beside the gateway, in Istio's own istio-system.
+    root = render.break_copy(tmp_path, "../istio/telemetry.yaml", "namespace: istio-system", "namespace: istio-sytem")
+    _replace_once(root / "overlays/dev/mesh-sampling.yaml", "namespace: istio-system", "namespace: istio-sytem")
+    docs = render.parse(render.render("dev", root))
+    [problem] = crosschecks.check_namespaces(docs)
+    assert problem.startswith("Telemetry/ingressgateway: namespace istio-sytem, not one the render defines ['bookshop', "
+                              "'istio-system'"), problem
+
+
+def test_a_render_may_define_several_namespaces(docs) -> None:
+    # Another namespace with its own objects is fine; an object in a namespace nobody defines is not.
+    observability = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "observability"}},
+                     {"apiVersion": "v1", "kind": "ServiceAccount",
+                      "metadata": {"name": "jaeger", "namespace": "observability"}},
+                     {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "x"}}]
+    assert crosschecks.check_namespaces(docs["dev"] + observability) == []
+    stray = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stray", "namespace": "observabilty"}}
+    assert crosschecks.check_namespaces(docs["dev"] + observability + [stray]) == [
+        "ConfigMap/stray: namespace observabilty, not one the render defines ['bookshop', 'istio-system', 'observability']"]
+
+
+# --- NetworkPolicies -------------------------------------------------------------------------
+
+def _policy_problems(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
+    return crosschecks.check_network_policies(_broken(tmp_path, "dev", f"components/network-policies/{file}", old, new))
+
+
+def test_a_typo_in_an_allowed_sources_pod_labels_is_caught(tmp_path: Path) -> None:
+    problems = _policy_problems(tmp_path, "recommendations.yaml", "app.kubernetes.io/name: marketplace",
+                                "app.kubernetes.io/name: marketplac")
+    assert any("NetworkPolicy/recommendations ingress rule 1: podSelector" in p for p in problems), problems
+    # ...and the flow it was meant to allow is now blocked.
+    assert any(p.startswith("Deployment/marketplace cannot reach 50051/TCP") for p in problems), problems
+
+
+def test_a_typo_in_an_allowed_peers_namespace_labels_is_caught(tmp_path: Path) -> None:
+    problems = _policy_problems(tmp_path, "mesh.yaml", "kubernetes.io/metadata.name: kube-system",
+                                "kubernetes.io/metadata.name: kube-sytem")
+    assert any("egress rule 1: namespaceSelector" in p and "kube-sytem" in p for p in problems), problems
+    assert any("cannot reach 53/UDP" in p and "(DNS)" in p for p in problems), problems
+
+
+def test_istiod_on_a_port_other_than_15012_is_caught(tmp_path: Path) -> None:
+    problems = _policy_problems(tmp_path, "mesh.yaml", "port: 15012", "port: 15021")
+    assert any("no destination pod serves 15021/TCP (['istio-system/istiod'])" in p for p in problems), problems
+    assert any("cannot reach 15012/TCP on ['istio-system/istiod']" in p for p in problems), problems
+
+
+def test_a_select_all_policy_that_opens_everything_is_caught(tmp_path: Path) -> None:
+    problems = _policy_problems(tmp_path, "default-deny.yaml", "policyTypes: [Ingress, Egress]",
+                                "policyTypes: [Ingress, Egress]\n  ingress:\n    - {}")
+    assert problems == ["NetworkPolicy/default-deny ingress rule 1: allows every peer on every port"]
+
+
+def test_a_port_name_no_selected_container_declares_is_caught(tmp_path: Path) -> None:
+    problems = _policy_problems(tmp_path, "marketplace.yaml", "          port: http\n", "          port: web\n")
+    assert any("NetworkPolicy/marketplace ingress rule 1: port web is not a container port name" in p
+               for p in problems), problems
+    problems = _policy_problems(tmp_path / "egress", "marketplace.yaml", "port: grpc", "port: grpcs")
+    assert any("NetworkPolicy/marketplace egress rule 1: port grpcs is not a container port name" in p
+               for p in problems), problems
+
+
+def test_a_blocked_scrape_is_caught(tmp_path: Path) -> None:
+    # Under a sidecar Prometheus scrapes the agent's merged metrics on 15020.
+    problems = _policy_problems(tmp_path, "mesh.yaml", "port: 15020", "port: 15021")
+    # (Prometheus is observability/prometheus, or the render's own Deployment/prometheus.)
+    assert any("prometheus cannot reach 15020/TCP on ['Deployment/recommendations'] (Prometheus scrape)" in p
+               for p in problems), problems
+
+
+def test_a_typo_in_the_ingress_gateways_labels_is_caught(tmp_path: Path) -> None:
+    problems = _policy_problems(tmp_path, "marketplace.yaml", "istio: ingressgateway", "istio: ingress-gateway")
+    assert any("NetworkPolicy/marketplace ingress rule 1: podSelector" in p for p in problems), problems
+    assert any(p.startswith("istio-system/istio-ingressgateway cannot reach 8080/TCP on ['Deployment/marketplace'] "
+                            "(VirtualService/marketplace via Gateway/bookshop)") for p in problems), problems
+
+
+# --- Services and ServiceAccounts ------------------------------------------------------------
+
+def test_a_service_port_named_without_a_protocol_is_caught(tmp_path: Path) -> None:
+    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "    - name: grpc\n      port: 50051",
+                   "    - name: api\n      port: 50051")
+    assert any("Service/recommendations port api: the name does not start with a protocol" in p
+               for p in crosschecks.check_service_ports(docs))
+
+
+def test_an_app_protocol_disagreeing_with_the_port_name_is_caught(tmp_path: Path) -> None:
+    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "appProtocol: grpc", "appProtocol: http")
+    assert crosschecks.check_service_ports(docs) == [
+        "Service/recommendations port grpc: appProtocol http (HTTP) disagrees with the name (GRPC)"]
+
+
+def test_istio_protocol_names() -> None:
+    assert crosschecks.istio_protocol("http-admin") == "HTTP"
+    assert crosschecks.istio_protocol("grpc-web") == "GRPC-Web"
+    assert crosschecks.istio_protocol("grpcweb") is None
+    assert crosschecks.istio_protocol("admin-http") is None
+    assert crosschecks.istio_protocol("kubernetes.io/h2c", is_app_protocol=True) == "HTTP2"
+
+
+def test_a_pod_whose_service_account_the_render_lacks_is_caught(tmp_path: Path) -> None:
+    docs = _broken(tmp_path, "base", "base/marketplace.yaml", "serviceAccountName: marketplace",
+                   "serviceAccountName: market-place")
+    assert crosschecks.check_service_accounts(docs) == [
+        "Deployment/marketplace: serviceAccountName market-place is no ServiceAccount of the render in namespace bookshop"]
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+def test_a_readiness_probe_on_the_wrong_path_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "base", "base/marketplace.yaml", "path: /readyz", "path: /ready")
+    assert any("Deployment/marketplace container marketplace: readinessProbe httpGet 9465 /ready " in p
+               for p in crosschecks.check_probes(docs, accepted))
+
+
+def test_a_grpc_readiness_probe_on_the_admin_port_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "readinessProbe:\n            grpc:\n              port: 50051",
+                   "readinessProbe:\n            grpc:\n              port: 9464")
+    assert any("container recommendations: readinessProbe grpc 9464" in p for p in crosschecks.check_probes(docs, accepted))
+
+
+def test_a_liveness_probe_on_readyz_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "base", "base/marketplace.yaml",
+                   "livenessProbe:\n            httpGet:\n              path: /healthz",
+                   "livenessProbe:\n            httpGet:\n              path: /readyz")
+    assert any("container marketplace: livenessProbe on /readyz" in p for p in crosschecks.check_probes(docs, accepted))
+    # ...whatever the container.
+    assert any("livenessProbe on /readyz" in p for p in crosschecks.check_probes(docs, {}))
+
+
+def test_a_grpc_health_liveness_probe_is_caught(tmp_path: Path, accepted) -> None:
+    # gRPC health turns NOT_SERVING during the drain: as liveness it would restart a draining pod.
+    docs = _broken(tmp_path, "base", "base/recommendations.yaml",
+                   "livenessProbe:\n            httpGet:\n              path: /healthz\n              port: http-admin",
+                   "livenessProbe:\n            grpc:\n              port: 50051")
+    assert any("container recommendations: livenessProbe grpc 50051  is not /healthz on the admin port 9464" in p
+               for p in crosschecks.check_probes(docs, accepted))
+
+
+# --- disruption budgets ----------------------------------------------------------------------
+
+def test_a_disruption_budget_that_allows_no_eviction_is_caught(tmp_path: Path) -> None:
+    docs = _broken(tmp_path, "base+hpa-pdb", "components/hpa-pdb/recommendations.yaml", "maxUnavailable: 1",
+                   "maxUnavailable: 0")
+    assert crosschecks.check_disruption_budgets(docs) == [
+        "PodDisruptionBudget/recommendations: maxUnavailable 0 lets no pod of Deployment/recommendations be evicted"]
+
+
+def test_min_available_must_stay_below_the_hpas_min_replicas(tmp_path: Path) -> None:
+    # minReplicas is 2 with the component alone, 3 in prod: minAvailable 2 blocks the first only.
+    root = render.break_copy(tmp_path, "components/hpa-pdb/marketplace.yaml", "maxUnavailable: 1", "minAvailable: 2")
+    assert crosschecks.check_disruption_budgets(render.parse(render.render("base+hpa-pdb", root))) == [
+        "PodDisruptionBudget/marketplace: minAvailable 2 with Deployment/marketplace at 2 pod(s) lets none be evicted"]
+    assert crosschecks.check_disruption_budgets(render.parse(render.render("prod", root))) == []
+    path = root / "components/hpa-pdb/marketplace.yaml"
+    path.write_text(path.read_text().replace("minAvailable: 2", 'minAvailable: "100%"'))
+    assert crosschecks.check_disruption_budgets(render.parse(render.render("prod", root))) != []
+
+
+# --- scraping --------------------------------------------------------------------------------
+
+def test_a_scrape_port_that_is_not_the_admin_port_is_caught(tmp_path: Path, accepted) -> None:
+    # 50051 is a container port (check_ports is content), but gRPC, not /metrics.
+    docs = _broken(tmp_path, "base", "base/recommendations.yaml", 'prometheus.io/port: "9464"',
+                   'prometheus.io/port: "50051"')
+    assert crosschecks.check_ports(docs) == []
+    assert crosschecks.check_scrape_annotations(docs, accepted) == [
+        "Deployment/recommendations: prometheus.io/port 50051 is not the admin port (ADMIN_PORT 9464) that serves /metrics"]
+
+
+def test_a_scrape_path_other_than_metrics_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "base", "base/marketplace.yaml", "prometheus.io/path: /metrics",
+                   "prometheus.io/path: /stats")
+    assert crosschecks.check_scrape_annotations(docs, accepted) == [
+        "Deployment/marketplace: prometheus.io/path /stats: the admin listener serves /metrics"]
+
+
+# --- OpenTelemetry SDK variables -------------------------------------------------------------
+
+def test_variables_the_opentelemetry_sdk_reads_are_accepted(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "dev", "overlays/dev/kustomization.yaml", "      - OTEL_TRACES_SAMPLER=",
+                   "      - OTEL_RESOURCE_ATTRIBUTES=deployment.environment.name=dev\n"
+                   "      - OTEL_BSP_SCHEDULE_DELAY=1000\n"
+                   "      - OTEL_TRACES_SAMPLER=")
+    assert crosschecks.check_env(docs, accepted) == []
+
+
+def test_a_misspelt_or_ineffective_sdk_variable_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "dev", "overlays/dev/kustomization.yaml", "      - OTEL_TRACES_SAMPLER=",
+                   "      - OTEL_RESOURCE_ATTRIBUTE=deployment.environment.name=dev\n"
+                   "      - OTEL_EXPORTER_OTLP_TIMEOUT=1000\n"
+                   "      - OTEL_TRACES_SAMPLER=")
+    problems = crosschecks.check_env(docs, accepted)
+    assert any("does not accept OTEL_RESOURCE_ATTRIBUTE (" in p for p in problems), problems
+    assert any("ignores OTEL_EXPORTER_OTLP_TIMEOUT: the binary sets the export timeout in code" in p
+               for p in problems), problems
+
+
+def test_the_sdk_allow_list_is_no_binary_setting_and_documents_each_entry(accepted) -> None:
+    for name, meaning in {**crosschecks.OTEL_SDK_ENV, **crosschecks.OTEL_SDK_ENV_WITHOUT_EFFECT}.items():
+        assert name.startswith("OTEL_") and meaning
+        # A variable a binary parses itself belongs to its --help, not to this list.
+        assert all(name not in settings for settings in accepted.values()), name
+    assert not set(crosschecks.OTEL_SDK_ENV) & set(crosschecks.OTEL_SDK_ENV_WITHOUT_EFFECT)

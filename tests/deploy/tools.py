@@ -46,3 +46,22 @@ def required_dir(variable: str, what: str) -> Path:
     if not path.is_dir():
         pytest.fail(f"{variable}={value} is not a directory ({what})", pytrace=False)
     return path
+
+
+ISTIO_CRDS_VARIABLE = "BOOKSHOP_ISTIO_CRDS"
+ISTIO_CRDS_IN_MODULE = "manifests/charts/base/files/crd-all.gen.yaml"
+
+
+def istio_crds_path() -> Path:
+    """The file BOOKSHOP_ISTIO_CRDS names: Istio's CRDs from the istio.io/istio module that
+    tools/go.mod pins. `cargo xtask test deploy` downloads that module and sets the variable."""
+    value = os.environ.get(ISTIO_CRDS_VARIABLE)
+    if not value:
+        pytest.fail(f"{ISTIO_CRDS_VARIABLE} is not set: run the deploy checks through `cargo xtask test deploy`, "
+                    f"which sets it to {ISTIO_CRDS_IN_MODULE} of the istio.io/istio module pinned in tools/go.mod",
+                    pytrace=False)
+    path = Path(value)
+    if not path.is_file():
+        pytest.fail(f"{ISTIO_CRDS_VARIABLE}={value} is not a file: it must name {ISTIO_CRDS_IN_MODULE} of the "
+                    "istio.io/istio module pinned in tools/go.mod (`cargo xtask test deploy` sets it)", pytrace=False)
+    return path
