@@ -77,6 +77,13 @@ def test_a_container_not_named_after_its_image_is_caught(tmp_path: Path, accepte
         "Deployment/marketplace: container web runs the marketplace image; name it marketplace"]
 
 
+def test_a_container_of_ours_running_another_image_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "base", "base/kustomization.yaml", "newName: ghcr.io/example/bookshop/marketplace",
+                   "newName: ghcr.io/example/bookshop/shop")
+    assert crosschecks.check_env(docs, accepted) == [
+        "Deployment/marketplace: container marketplace runs ghcr.io/example/bookshop/shop:0.1.0, not the marketplace image"]
+
+
 def test_an_unaccepted_variable_in_an_overlay_configmap_is_caught(tmp_path: Path, accepted) -> None:
     docs = _broken(tmp_path, "dev", "overlays/dev/kustomization.yaml", "OTEL_TRACES_SAMPLER=",
                    "OTEL_TRACE_SAMPLER=")
@@ -328,6 +335,12 @@ def test_a_pod_whose_service_account_the_render_lacks_is_caught(tmp_path: Path) 
         "Deployment/marketplace: serviceAccountName market-place is no ServiceAccount of the render in namespace bookshop"]
 
 
+def test_a_pod_without_a_service_account_is_caught(tmp_path: Path) -> None:
+    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "      serviceAccountName: recommendations\n", "")
+    assert crosschecks.check_service_accounts(docs) == [
+        "Deployment/recommendations: no serviceAccountName (it would run as the namespace's default)"]
+
+
 # --- probes ----------------------------------------------------------------------------------
 
 def test_a_readiness_probe_on_the_wrong_path_is_caught(tmp_path: Path, accepted) -> None:
@@ -340,6 +353,13 @@ def test_a_grpc_readiness_probe_on_the_admin_port_is_caught(tmp_path: Path, acce
     docs = _broken(tmp_path, "base", "base/recommendations.yaml", "readinessProbe:\n            grpc:\n              port: 50051",
                    "readinessProbe:\n            grpc:\n              port: 9464")
     assert any("container recommendations: readinessProbe grpc 9464" in p for p in crosschecks.check_probes(docs, accepted))
+
+
+def test_a_startup_probe_no_listener_answers_is_caught(tmp_path: Path, accepted) -> None:
+    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "startupProbe:\n            grpc:\n              port: 50051",
+                   "startupProbe:\n            grpc:\n              port: 9464")
+    assert crosschecks.check_probes(docs, accepted) == [
+        "Deployment/recommendations container recommendations: startupProbe grpc 9464  asks no listener that answers it"]
 
 
 def test_a_liveness_probe_on_readyz_is_caught(tmp_path: Path, accepted) -> None:
