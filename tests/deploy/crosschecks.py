@@ -990,3 +990,20 @@ def check_oci_labels(dockerfile: str, binary: str, workspace: Doc) -> list[str]:
         problems.append(f"{binary}: ARG VERSION defaults to {args.get('VERSION')}, the workspace version is "
                         f"{workspace['version']}")
     return problems
+
+
+def check_image_overrides(kustomization: Doc, docs: list[Doc]) -> list[str]:
+    """Every `images:` entry of a kustomization shows in its render. kustomize silently skips an
+    entry whose name matches no image: an overlay naming `recommendations` after base has
+    already renamed it to the registry's path would leave the old image (or a placeholder
+    digest) deployed."""
+    images = {c.get("image", "") for _, pod in _workloads(docs) for c in _containers(pod)}
+    problems = []
+    for entry in kustomization.get("images", []):
+        repository = entry.get("newName", entry["name"])
+        suffix = f"@{entry['digest']}" if "digest" in entry else (f":{entry['newTag']}" if "newTag" in entry else "")
+        if not any(image.split("@", 1)[0].rsplit(":", 1)[0] == repository and image.endswith(suffix)
+                   for image in images):
+            problems.append(f"images entry {entry['name']}: no image of the render is {repository}{suffix} "
+                            "(kustomize found no image by that name)")
+    return problems

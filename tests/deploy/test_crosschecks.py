@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 import clihelp
 import crosschecks
@@ -148,6 +149,31 @@ def test_an_image_pinned_only_by_tag_in_prod_is_caught(tmp_path: Path, docs) -> 
     broken = render.parse(render.render("prod", root))
     assert any("marketplace:0.1.0 is not pinned by digest" in p
                for p in crosschecks.check_images(broken, require_digest=True))
+
+
+# kustomizations with an `images:` list -> the render that shows its effect.
+IMAGE_OVERRIDES = {"base/kustomization.yaml": "base", "overlays/prod/kustomization.yaml": "prod"}
+
+
+@pytest.mark.parametrize("file", IMAGE_OVERRIDES)
+def test_every_images_entry_takes_effect(file: str, docs) -> None:
+    kustomization = yaml.safe_load((render.KUSTOMIZE / file).read_text())
+    assert kustomization.get("images")
+    assert crosschecks.check_image_overrides(kustomization, docs[IMAGE_OVERRIDES[file]]) == []
+
+
+def test_an_images_entry_matching_no_image_is_caught(tmp_path: Path) -> None:
+    # After base's `images:`, the image is ghcr.io/example/bookshop/recommendations: an overlay
+    # entry for `recommendations` matches nothing, and kustomize says nothing.
+    root = render.copy_tree(tmp_path)
+    path = root / "overlays/prod/kustomization.yaml"
+    kustomization = yaml.safe_load(path.read_text())
+    kustomization["images"].append({"name": "recommendations", "newName": "registry.example/recommendations",
+                                    "digest": "sha256:" + "1" * 64})
+    path.write_text(yaml.safe_dump(kustomization))
+    assert crosschecks.check_image_overrides(kustomization, render.parse(render.render("prod", root))) == [
+        "images entry recommendations: no image of the render is registry.example/recommendations@sha256:" + "1" * 64
+        + " (kustomize found no image by that name)"]
 
 
 def test_a_disruption_budget_selecting_no_pod_is_caught(tmp_path: Path) -> None:
