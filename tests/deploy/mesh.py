@@ -32,13 +32,25 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
 # mesh's accessLogEncoding (pilot/pkg/model/telemetry_logging.go, builtinEnvoyAccessLogProvider).
 BUILTIN_ACCESS_LOG_PROVIDERS = {"envoy"}
 
-# Messages of `istioctl analyze` that are expected, each with its reason: (code, resource as
-# istioctl names it, e.g. "Pod marketplace.bookshop", globs allowed) -> why.
-SUPPRESSIONS: dict[tuple[str, str], str] = {}
+# Messages of Istio's analyzers that are expected: (code, resource as istioctl names it, e.g.
+# "Namespace observability", globs allowed) -> (the renders it applies to, why).
+SUPPRESSIONS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
+    ("IST0102", "Namespace observability"): (("dev", "dev-faults"),
+        "NamespaceNotInjected (Info): the observability stack (dev's observability Component) stays "
+        "outside the mesh on purpose: Prometheus scrapes the sidecars' plaintext :15020, and Jaeger "
+        "takes OTLP from sidecars and apps, which fall back to plaintext for a pod without a sidecar"),
+}
+
+
+def suppressions_for(render_name: str) -> dict[tuple[str, str], str]:
+    return {key: reason for key, (renders, reason) in SUPPRESSIONS.items() if render_name in renders}
 
 ISTIOCTL_HINT = ("build it from the pinned module: cd tools && go build -o "
                  "<cargo target dir>/tools/bin/istioctl istio.io/istio/istioctl/cmd/istioctl "
                  "(cargo xtask test does this), and put its directory on PATH")
+MESH_ANALYZE_HINT = ("build it from the pinned module: cd tools && go build -o "
+                     "<cargo target dir>/tools/bin/mesh-analyze ../istio/analyze/main.go "
+                     "(cargo xtask test does this), and put its directory on PATH")
 
 
 # --- the tools -------------------------------------------------------------------------------
@@ -47,6 +59,13 @@ def istioctl() -> str:
     path = shutil.which("istioctl")
     if path is None:
         pytest.fail(f"`istioctl` is not on PATH; {ISTIOCTL_HINT}", pytrace=False)
+    return path
+
+
+def mesh_analyze() -> str:
+    path = shutil.which("mesh-analyze")
+    if path is None:
+        pytest.fail(f"`mesh-analyze` is not on PATH; {MESH_ANALYZE_HINT}", pytrace=False)
     return path
 
 
@@ -138,7 +157,9 @@ def inject(istioctl_path: str, manifest: str, install: list[Doc]) -> str:
                  "mesh.yaml": configmaps["istio"]["mesh"]}
         for name, text in files.items():
             (Path(tmp) / name).write_text(text)
-        result = run([istioctl_path, "kube-inject", "-f", f"{tmp}/in.yaml", "--injectConfigFile", f"{tmp}/inject.yaml",
+        # --revision default: otherwise istioctl asks a cluster which revision is the default.
+        result = run([istioctl_path, "kube-inject", "--revision", "default", "-f", f"{tmp}/in.yaml",
+                      "--injectConfigFile", f"{tmp}/inject.yaml",
                       "--valuesFile", f"{tmp}/values.json", "--meshConfigFile", f"{tmp}/mesh.yaml"], timeout=120)
     if result.returncode != 0:
         raise RuntimeError(f"istioctl kube-inject failed:\n{result.stderr[-3000:]}")
@@ -158,32 +179,85 @@ def pods(docs: list[Doc]) -> list[Doc]:
     return out
 
 
-def analyze(istioctl_path: str, manifests: list[str], mesh: Doc,
-            suppressions: dict[tuple[str, str], str] = SUPPRESSIONS) -> tuple[list[Doc], str]:
-    """`istioctl analyze --use-kube=false --all-namespaces` of the manifests, with the install's
-    mesh config; its messages (JSON), and its output for failure reports. Every namespace:
-    the default would drop the messages about anything outside `default`."""
-    with tempfile.TemporaryDirectory(prefix="istioctl-analyze-") as tmp:
-        files = []
-        for i, text in enumerate(manifests):
-            path = Path(tmp) / f"{i}.yaml"
-            path.write_text(text)
-            files.append(str(path))
-        mesh_file = Path(tmp) / "mesh.yaml"
-        mesh_file.write_text(yaml.safe_dump(mesh))
-        args = [istioctl_path, "analyze", "--use-kube=false", "--all-namespaces",
-                "--meshConfigFile", str(mesh_file), "--output", "json"]
-        for (code, resource) in suppressions:
-            args += ["--suppress", f"{code}={resource}"]
-        result = run(args + files, timeout=300)
+def _suppress_args(suppressions: dict[tuple[str, str], str]) -> list[str]:
+    return [arg for (code, resource) in suppressions for arg in ("--suppress", f"{code}={resource}")]
+
+
+def _messages(result, what: str) -> list[Doc]:
     try:
-        messages = json.loads(result.stdout) if result.stdout.strip() else []
+        return (json.loads(result.stdout) if result.stdout.strip() else None) or []
     except json.JSONDecodeError:
-        raise AssertionError(f"istioctl analyze gave no JSON (exit {result.returncode}):\n"
+        raise AssertionError(f"{what} gave no JSON (exit {result.returncode}):\n"
                              f"{result.stdout[-2000:]}\n{result.stderr[-2000:]}") from None
-    if result.stderr.strip() and "Error" in result.stderr:
+
+
+def _write(tmp: str, manifests: list[str], mesh: Doc) -> tuple[list[str], str]:
+    files = []
+    for i, text in enumerate(manifests):
+        path = Path(tmp) / f"{i}.yaml"
+        path.write_text(text)
+        files.append(str(path))
+    mesh_file = Path(tmp) / "mesh.yaml"
+    mesh_file.write_text(yaml.safe_dump(mesh))
+    return files, str(mesh_file)
+
+
+def istioctl_analyze(istioctl_path: str, manifests: list[str], mesh: Doc,
+                     suppressions: dict[tuple[str, str], str]) -> list[Doc]:
+    """`istioctl analyze --use-kube=false --all-namespaces` of the manifests with the install's
+    mesh config: its messages (JSON). Every namespace: the default keeps only the messages about
+    `default`. istioctl drops the files' Services, Pods and Namespaces (it expects those from a
+    cluster), so the analyzers that need them do not run here: see analyze()."""
+    with tempfile.TemporaryDirectory(prefix="istioctl-analyze-") as tmp:
+        files, mesh_file = _write(tmp, manifests, mesh)
+        result = run([istioctl_path, "analyze", "--use-kube=false", "--all-namespaces", "--meshConfigFile", mesh_file,
+                      "--output", "json", *_suppress_args(suppressions), *files], timeout=300)
+    if "Error(s) adding files" in result.stderr:
         raise AssertionError(f"istioctl analyze could not read the files:\n{result.stderr[-3000:]}")
-    return messages, result.stdout + result.stderr
+    return _messages(result, "istioctl analyze")
+
+
+def analyze(analyzer_path: str, manifests: list[str], mesh: Doc,
+            suppressions: dict[tuple[str, str], str]) -> list[Doc]:
+    """Every analyzer of istioctl analyze, on the manifests with their Services, Pods and
+    Namespaces as a cluster would hold them (istio/analyze/main.go, built from the same pinned
+    module), in every namespace, with the install's mesh config: the messages (JSON)."""
+    with tempfile.TemporaryDirectory(prefix="mesh-analyze-") as tmp:
+        files, mesh_file = _write(tmp, manifests, mesh)
+        result = run([analyzer_path, "--mesh-config", mesh_file, *_suppress_args(suppressions), *files], timeout=300)
+    if result.returncode != 0:
+        raise AssertionError(f"mesh-analyze failed (exit {result.returncode}):\n{result.stderr[-3000:]}")
+    return _messages(result, "mesh-analyze")
+
+
+def certificate_secrets(docs: list[Doc], gateway_namespace: str = "istio-system") -> list[Doc]:
+    """What the cluster's operator provides before applying prod: for each Gateway server's
+    `credentialName`, a kubernetes.io/tls Secret in the gateway's namespace holding a
+    certificate for the server's hosts (made here, self-signed, valid for a day), so the
+    analyzers check the reference like any other instead of reporting the Secret missing."""
+    import base64
+
+    secrets = []
+    for gateway in _kind(docs, "Gateway"):
+        for server in gateway["spec"].get("servers", []):
+            name = server.get("tls", {}).get("credentialName")
+            if not name:
+                continue
+            openssl = shutil.which("openssl")
+            if openssl is None:
+                pytest.fail("`openssl` is not on PATH (it makes a throwaway certificate): apt-get install openssl",
+                            pytrace=False)
+            host = server["hosts"][0].split("/")[-1].replace("*", "wildcard")
+            with tempfile.TemporaryDirectory(prefix="certificate-") as tmp:
+                result = run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                              "-nodes", "-days", "1", "-subj", f"/CN={host}", "-keyout", f"{tmp}/tls.key",
+                              "-out", f"{tmp}/tls.crt"], timeout=60)
+                if result.returncode != 0:
+                    raise RuntimeError(f"openssl could not make a certificate:\n{result.stderr}")
+                data = {key: base64.b64encode((Path(tmp) / key).read_bytes()).decode() for key in ("tls.crt", "tls.key")}
+            secrets.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                            "metadata": {"name": name, "namespace": gateway_namespace}, "data": data})
+    return secrets
 
 
 def describe(message: Doc) -> str:
@@ -356,10 +430,17 @@ def _allows_nothing(policy: Doc) -> bool:
             and spec.get("action", "ALLOW") == "ALLOW" and not spec.get("rules") and not spec.get("provider"))
 
 
+def mesh_namespaces(docs: list[Doc]) -> set[str]:
+    """The render's namespaces whose pods get a sidecar (labelled for injection)."""
+    return {d["metadata"]["name"] for d in _kind(docs, "Namespace")
+            if d["metadata"].get("labels", {}).get("istio-injection") == "enabled"
+            or "istio.io/rev" in d["metadata"].get("labels", {})}
+
+
 def check_allow_nothing(docs: list[Doc]) -> list[str]:
-    """Each namespace with workloads has an allow-nothing policy (ALLOW, no selector, no rules):
-    a workload no other policy names is closed."""
-    namespaces = {ns for _, ns, _ in _pods(docs)}
+    """Each mesh namespace with workloads has an allow-nothing policy (ALLOW, no selector, no
+    rules): a workload no other policy names is closed."""
+    namespaces = {ns for _, ns, _ in _pods(docs)} & mesh_namespaces(docs)
     covered = {_ns(p) for p in _kind(docs, "AuthorizationPolicy") if _allows_nothing(p)}
     return [f"namespace {ns}: no allow-nothing AuthorizationPolicy (ALLOW, no selector, no rules)"
             for ns in sorted(n for n in namespaces - covered if n)]
@@ -465,3 +546,69 @@ def caller_deadlines(docs: list[Doc], accepted: dict[str, dict[str, str | None]]
 
 def istio_objects(docs: list[Doc]) -> list[Doc]:
     return [d for d in docs if d.get("apiVersion", "").split("/")[0].endswith("istio.io")]
+
+
+def check_container_metrics(docs: list[Doc]) -> list[str]:
+    """An HPA scales on its target's app container (ContainerResource), never on the whole pod
+    (`Resource` would average in the sidecar's CPU): the container exists in the target's
+    template and requests the resource."""
+    problems: list[str] = []
+    workloads = {(d["kind"], d["metadata"]["name"]): d for d in _kind(docs, *WORKLOAD_KINDS)}
+    for hpa in _kind(docs, "HorizontalPodAutoscaler"):
+        target = hpa["spec"]["scaleTargetRef"]
+        workload = workloads.get((target["kind"], target["name"]))
+        containers = {c["name"]: c for c in workload["spec"]["template"]["spec"].get("containers", [])} if workload else {}
+        for metric in hpa["spec"].get("metrics", []):
+            if metric["type"] == "Resource":
+                problems.append(f"{_name(hpa)}: a Resource metric counts the sidecar's "
+                                f"{metric['resource']['name']} too; use ContainerResource")
+            elif metric["type"] == "ContainerResource":
+                spec = metric["containerResource"]
+                container = containers.get(spec["container"])
+                if container is None:
+                    problems.append(f"{_name(hpa)}: container {spec['container']} is not in "
+                                    f"{target['kind']}/{target['name']} ({sorted(containers)})")
+                elif spec["name"] not in container.get("resources", {}).get("requests", {}):
+                    problems.append(f"{_name(hpa)}: container {spec['container']} requests no {spec['name']}")
+    return problems
+
+
+def _sampler_percentage(values: dict[str, str | None]) -> float | None:
+    """The percentage of root traces an OpenTelemetry sampler setting keeps (None: unknown)."""
+    sampler = (values.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").removeprefix("parentbased_")
+    if sampler == "always_on":
+        return 100.0
+    if sampler == "always_off":
+        return 0.0
+    if sampler == "traceidratio":
+        return 100 * float(values.get("OTEL_TRACES_SAMPLER_ARG") or 1.0)
+    return None
+
+
+def check_sampling(docs: list[Doc], accepted: dict[str, dict[str, str | None]]) -> list[str]:
+    """One sampling rate per render: the Telemetry percentages (the gateway's root decision and
+    the sidecars') equal the services' own sampler ratio, which applies to the traces they
+    start themselves; and the services' samplers are parent-based, so they follow the ingress."""
+    import crosschecks
+
+    problems: list[str] = []
+    rates: dict[str, float] = {}
+    for d in _kind(docs, *WORKLOAD_KINDS):
+        for container in d["spec"]["template"]["spec"].get("containers", []):
+            values, _ = crosschecks.effective_env(docs, container, accepted.get(container["name"], {}))
+            if not values.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+                continue
+            if not (values.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").startswith("parentbased_"):
+                problems.append(f"{_name(d)}: OTEL_TRACES_SAMPLER {values.get('OTEL_TRACES_SAMPLER')} ignores the "
+                                "ingress's decision (use a parentbased_ sampler)")
+            percentage = _sampler_percentage(values)
+            if percentage is not None:
+                rates[_name(d)] = percentage
+    for telemetry in _kind(docs, "Telemetry"):
+        for tracing in telemetry["spec"].get("tracing", []):
+            percentage = tracing.get("randomSamplingPercentage")
+            for workload, rate in rates.items():
+                if percentage is not None and abs(percentage - rate) > 1e-9:
+                    problems.append(f"{_name(telemetry)} ({_ns(telemetry)}): randomSamplingPercentage {percentage:g} "
+                                    f"but {workload} samples {rate:g}%")
+    return problems
