@@ -32,6 +32,10 @@ pub struct Config {
     )]
     pub recommendations_timeout_ms: u64,
 
+    /// Jaeger's web UI, e.g. http://localhost:16686: pages then link to their trace.
+    #[arg(long, env = "JAEGER_UI_URL", value_parser = platform::config::http_url)]
+    pub jaeger_ui_url: Option<String>,
+
     #[command(flatten)]
     pub common: platform::config::CommonArgs,
 }
@@ -73,6 +77,25 @@ mod tests {
         assert_eq!(config.admin_port, 9465);
         assert_eq!(config.recommendations_uri(), "http://localhost:50051");
         assert_eq!(config.recommendations_timeout(), Duration::from_millis(500));
+        assert_eq!(config.jaeger_ui_url, None);
+    }
+
+    #[test]
+    fn the_jaeger_ui_url_must_be_an_http_url() {
+        let config = Config::try_parse_from([
+            "marketplace",
+            "--jaeger-ui-url",
+            "https://jaeger.example/ui",
+        ])
+        .unwrap();
+        assert_eq!(
+            config.jaeger_ui_url.as_deref(),
+            Some("https://jaeger.example/ui")
+        );
+        for bad in ["jaeger:16686", "ftp://jaeger", "http://"] {
+            let err = Config::try_parse_from(["marketplace", "--jaeger-ui-url", bad]).unwrap_err();
+            assert!(err.to_string().contains("JAEGER_UI_URL"), "{bad}: {err}");
+        }
     }
 
     #[test]

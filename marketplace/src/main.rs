@@ -6,17 +6,25 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     // A bad setting exits here with one line and EX_USAGE, before anything binds.
-    let config = platform::config::parse::<Config>();
+    let config: Config = platform::config::parse();
     let telemetry = match platform::telemetry::init("marketplace", &config.common) {
         Ok(telemetry) => telemetry,
         Err(err) => {
-            eprintln!("error: cannot start telemetry: {err:#}");
+            eprintln!("error: cannot set up telemetry: {err:#}");
             return ExitCode::FAILURE;
         }
     };
 
-    let result = serve(config).await;
-    // Flushed last, so the shutdown's own log lines are exported too.
+    let app = match App::bind(config).await {
+        Ok(app) => app,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = app.run(platform::shutdown::signal()).await;
+
+    // Last, so that the shutdown's own logs and spans are flushed too.
     telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -25,9 +33,4 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-async fn serve(config: Config) -> anyhow::Result<()> {
-    let app = App::bind(config).await?;
-    app.run(platform::shutdown::signal()).await
 }

@@ -1,6 +1,8 @@
 //! The web pages: routes, handlers and their tera templates.
 
-use crate::{Book, Category, Recommendations, RecommendationsError, metrics::Metrics};
+use crate::{
+    Book, Category, Recommendations, RecommendationsError, StartupError, metrics::Metrics,
+};
 use axum::{
     Router,
     extract::{Query, State, rejection::QueryRejection},
@@ -8,7 +10,7 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
-use platform::http::HttpServerMetrics;
+use platform::{http::HttpServerMetrics, telemetry::TraceParent};
 use serde::Serialize;
 use std::{sync::Arc, time::Duration};
 use tera::{Context, Tera};
@@ -36,29 +38,47 @@ pub struct AppState {
     templates: Arc<Tera>,
     timeout: Duration,
     metrics: Metrics,
-    /// Observed by the layers around every route, not by the handlers.
-    http_metrics: HttpServerMetrics,
+    /// Jaeger's UI, without a trailing slash: pages link to `{it}/trace/{trace_id}`.
+    jaeger_ui: Option<Arc<str>>,
 }
 
 impl AppState {
-    /// `timeout` bounds each page's wait for recommendations; the marketplace's
-    /// metrics, the `http_server_*` ones included, are registered in `registry`.
+    /// `timeout` bounds each page's wait for recommendations; the page metrics
+    /// are registered in `registry`.
     pub fn new(
         recommendations: Arc<dyn Recommendations>,
         timeout: Duration,
         registry: &prometheus::Registry,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, StartupError> {
         Ok(Self {
             recommendations,
             templates: Arc::new(templates()?),
             timeout,
             metrics: Metrics::register(registry)?,
-            http_metrics: HttpServerMetrics::register(registry)?,
+            jaeger_ui: None,
         })
     }
 
-    fn render(&self, status: StatusCode, template: &str, context: &Context) -> Response {
-        match self.templates.render(template, context) {
+    /// Pages link to their trace in the Jaeger UI at `url`, when there is one.
+    pub fn with_jaeger_ui(self, url: Option<String>) -> Self {
+        Self {
+            jaeger_ui: url.map(|url| url.trim_end_matches('/').into()),
+            ..self
+        }
+    }
+
+    /// Renders `template`; every page also gets `trace_id` (when tracing is on)
+    /// and `trace_url` (when a Jaeger UI is configured too), for its footer.
+    fn render(&self, status: StatusCode, template: &str, mut context: Context) -> Response {
+        // The handler runs inside the request's SERVER span (platform::http).
+        if let Some(ids) = TraceParent::of(&tracing::Span::current()) {
+            let trace_id = ids.trace_id.to_string();
+            if let Some(base) = &self.jaeger_ui {
+                context.insert("trace_url", &format!("{base}/trace/{trace_id}"));
+            }
+            context.insert("trace_id", &trace_id);
+        }
+        match self.templates.render(template, &context) {
             Ok(html) => (status, Html(html)).into_response(),
             Err(err) => {
                 tracing::error!(%err, template, "cannot render page");
@@ -71,7 +91,7 @@ impl AppState {
         let mut context = Context::new();
         context.insert("heading", heading);
         context.insert("message", message);
-        self.render(status, "error.html", &context)
+        self.render(status, "error.html", context)
     }
 }
 
@@ -81,7 +101,7 @@ struct NavLink {
     label: &'static str,
 }
 
-fn templates() -> anyhow::Result<Tera> {
+fn templates() -> Result<Tera, tera::Error> {
     let mut tera = Tera::new();
     tera.add_raw_templates(TEMPLATES)?;
     let nav: Vec<NavLink> = Category::ALL
@@ -96,8 +116,8 @@ fn templates() -> anyhow::Result<Tera> {
 }
 
 /// The marketplace's routes, with the security headers every page carries,
-/// each request traced, logged and counted.
-pub fn router(state: AppState) -> Router {
+/// each request traced, logged and counted in `http_metrics`.
+pub fn router(state: AppState, http_metrics: HttpServerMetrics) -> Router {
     // Nothing is loaded from elsewhere; the one stylesheet is inline.
     let csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
     let headers = ServiceBuilder::new()
@@ -113,15 +133,13 @@ pub fn router(state: AppState) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ));
-    let observability = platform::http::layers(state.http_metrics.clone());
-    Router::new()
+    let pages = Router::new()
         .route("/", get(recommendations_page))
         .fallback(not_found)
         .with_state(state)
-        .layer(headers)
-        // Outermost, so the span and the timing cover the header layers too;
-        // `Router::layer` wraps the fallback as well, so 404s are counted.
-        .layer(observability)
+        .layer(headers);
+    // Outermost, so the span and the timing cover the header layers too.
+    platform::http::instrument(pages, http_metrics)
 }
 
 /// `GET /?category=…`: three books of the category, or a notice when
@@ -139,6 +157,8 @@ async fn recommendations_page(
     };
 
     let mut context = Context::new();
+    // The shelf shown, for the navigation to mark.
+    context.insert("current", category.slug());
     context.insert(
         "heading",
         &format!("{} books you may like", category.label()),
@@ -163,7 +183,7 @@ async fn recommendations_page(
             context.insert("unavailable", &true);
         }
     }
-    state.render(StatusCode::OK, "recommendations.html", &context)
+    state.render(StatusCode::OK, "recommendations.html", context)
 }
 
 /// The category a query asks for: mystery when it names none, `None` when

@@ -4,32 +4,50 @@
 use crate::{AppState, Config, GrpcRecommendations, Recommendations, router};
 use anyhow::Context as _;
 use axum::Router;
-use platform::shutdown::Shutdown;
+use platform::{
+    admin::Admin, grpc::LayersError, http::HttpServerMetrics, listener::BindError,
+    shutdown::Shutdown,
+};
 use prometheus::Registry;
 use std::{future::Future, net::SocketAddr, sync::Arc};
 use tokio::net::TcpListener;
 
-/// A bound marketplace, ready to [`run`](App::run).
+/// Why the marketplace could not start; every one is the environment's problem
+/// or a bug (exit 1): bad settings never get this far.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Listen(#[from] BindError),
+    #[error("invalid recommendations address: {0}")]
+    Address(#[source] tonic::transport::Error),
+    #[error("cannot set up the gRPC middleware: {0}")]
+    Middleware(#[from] LayersError),
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("cannot compile the page templates: {0}")]
+    Templates(#[from] tera::Error),
+}
+
+/// A bound, not yet serving, marketplace.
 pub struct App {
-    http: TcpListener,
-    admin: TcpListener,
+    http_listener: TcpListener,
+    http_addr: SocketAddr,
     pages: Router,
-    admin_routes: Router,
+    admin: Admin,
     shutdown: Shutdown,
 }
 
 impl App {
     /// Binds both listeners, with the gRPC client of the configured
     /// recommendations service (which connects on first use).
-    pub async fn bind(config: Config) -> anyhow::Result<App> {
+    pub async fn bind(config: Config) -> Result<App, StartupError> {
         // The client's grpc_client_* metrics go to the same registry as the rest.
         let registry = registry();
         let client = GrpcRecommendations::new(
             config.recommendations_uri(),
             config.recommendations_timeout(),
             &registry,
-        )
-        .context("cannot set up the recommendations client")?;
+        )?;
         Self::bind_with(config, Arc::new(client), registry).await
     }
 
@@ -37,7 +55,7 @@ impl App {
     pub async fn bind_with_client(
         config: Config,
         recommendations: Arc<dyn Recommendations>,
-    ) -> anyhow::Result<App> {
+    ) -> Result<App, StartupError> {
         Self::bind_with(config, recommendations, registry()).await
     }
 
@@ -45,59 +63,60 @@ impl App {
         config: Config,
         recommendations: Arc<dyn Recommendations>,
         registry: Registry,
-    ) -> anyhow::Result<App> {
-        let http = platform::listener::bind("http", config.http_port).await?;
-        let admin = platform::listener::bind("admin", config.admin_port).await?;
-        let state = AppState::new(recommendations, config.recommendations_timeout(), &registry)?;
+    ) -> Result<App, StartupError> {
+        let (http_listener, http_addr) = platform::listener::bind("http", config.http_port).await?;
         let shutdown = Shutdown::new(
             config.common.shutdown_delay(),
             config.common.shutdown_timeout(),
         );
+        let state = AppState::new(recommendations, config.recommendations_timeout(), &registry)?
+            .with_jaeger_ui(config.jaeger_ui_url);
+        let pages = router(state, HttpServerMetrics::register(&registry)?);
         // Readiness follows shutdown only: a down recommendations service must
         // not take the marketplace out of rotation too (pages degrade instead).
-        let admin_routes = platform::admin::router(shutdown.readiness().clone(), registry);
+        let admin = Admin::bind(config.admin_port, shutdown.readiness().clone(), registry).await?;
         Ok(App {
-            http,
+            http_listener,
+            http_addr,
+            pages,
             admin,
-            pages: router(state),
-            admin_routes,
             shutdown,
         })
     }
 
+    /// The pages listener's address (the real port when the config asked for 0).
     pub fn http_addr(&self) -> SocketAddr {
-        self.http
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.http_addr
     }
 
+    /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.admin.local_addr()
     }
 
-    /// Serves until `trigger` resolves, then shuts down gracefully.
+    /// Serves until `trigger` resolves, then shuts down as docs/design.md describes.
     pub async fn run(
         self,
         trigger: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(http_addr = %self.http_addr(), admin_addr = %self.admin_addr(), "listening");
         let App {
-            http,
-            admin,
+            http_listener,
             pages,
-            admin_routes,
+            admin,
             shutdown,
+            ..
         } = self;
-        let serve_pages = axum::serve(http, pages).with_graceful_shutdown(shutdown.stopped());
-        let serve_admin = platform::admin::serve(admin, admin_routes, shutdown.stopped());
-        let serve_both =
-            async { tokio::try_join!(serve_pages.into_future(), serve_admin).map(|_| ()) };
-        shutdown
-            .run(trigger, serve_both)
-            .await
-            .context("serving failed")
+        let pages = axum::serve(http_listener, pages).with_graceful_shutdown(shutdown.stopped());
+        let admin = admin.serve(shutdown.stopped());
+        let serve_both = async {
+            tokio::try_join!(
+                async { pages.await.context("the pages server failed") },
+                async { admin.await.context("the admin server failed") },
+            )?;
+            Ok(())
+        };
+        shutdown.run(trigger, serve_both).await
     }
 }
 

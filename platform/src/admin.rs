@@ -1,12 +1,16 @@
 //! The admin listener every service runs beside its main one:
 //! `GET /metrics`, `GET /healthz` and `GET /readyz`.
 
-use crate::{health::Readiness, metrics};
+use crate::{
+    listener::{self, BindError},
+    metrics,
+    readiness::Readiness,
+};
 use axum::{
     Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
 };
 use prometheus::Registry;
-use std::future::Future;
+use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
 
 #[derive(Clone)]
@@ -15,8 +19,47 @@ struct AdminState {
     registry: Registry,
 }
 
+/// A bound admin listener, ready to [`serve`](Admin::serve).
+#[derive(Debug)]
+pub struct Admin {
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+}
+
+impl Admin {
+    /// Binds `0.0.0.0:port` for the admin routes over `readiness` and `registry`.
+    pub async fn bind(
+        port: u16,
+        readiness: Readiness,
+        registry: Registry,
+    ) -> Result<Self, BindError> {
+        let (listener, addr) = listener::bind("admin", port).await?;
+        Ok(Self {
+            listener,
+            addr,
+            router: router(readiness, registry),
+        })
+    }
+
+    /// The address bound (the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves the admin routes until `stop` resolves, then lets open requests finish.
+    pub async fn serve(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop)
+            .await
+    }
+}
+
 /// The admin routes, over the service's readiness and metrics registry.
-pub fn router(readiness: Readiness, registry: Registry) -> Router {
+fn router(readiness: Readiness, registry: Registry) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
@@ -25,17 +68,6 @@ pub fn router(readiness: Readiness, registry: Registry) -> Router {
             readiness,
             registry,
         })
-}
-
-/// Serves the admin routes until `stop` resolves, then lets open requests finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(stop)
-        .await
 }
 
 async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
@@ -90,6 +122,33 @@ mod tests {
         );
         assert_eq!(get_status(admin.clone(), "/healthz").await, StatusCode::OK);
         assert_eq!(get_status(admin, "/nope").await, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn a_bound_admin_listener_reports_its_port_and_serves_until_stopped() {
+        let admin = Admin::bind(0, Readiness::new(), Registry::new())
+            .await
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], admin.local_addr().port()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(admin.serve(async {
+            let _ = stopped.await;
+        }));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        stop.send(()).unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), serving)
+            .await
+            .expect("the admin listener stops")
+            .unwrap()
+            .unwrap();
     }
 
     #[tokio::test]

@@ -1,4 +1,4 @@
-//! Settings shared by every service, and parsing that fails the way DESIGN.md
+//! Settings shared by every service, and parsing that fails the way docs/design.md
 //! asks: one line naming the setting, exit code 64 (EX_USAGE).
 
 use clap::{ArgAction, Args, Parser, ValueEnum, builder::BoolishValueParser, error::ErrorKind};
@@ -36,7 +36,7 @@ pub struct CommonArgs {
 pub struct TraceArgs {
     /// OTLP/gRPC collector, e.g. http://localhost:4317; traces are exported
     /// only when it is set.
-    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = parse_endpoint)]
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", value_parser = http_url)]
     pub otel_exporter_otlp_endpoint: Option<String>,
 
     /// The `service.name` of traces (default: the binary's name).
@@ -86,7 +86,9 @@ pub enum Sampler {
     ParentbasedTraceIdRatio,
 }
 
-fn parse_endpoint(value: &str) -> Result<String, String> {
+/// Accepts an `http://` or `https://` URL with a host: a clap value parser for
+/// settings that name a server.
+pub fn http_url(value: &str) -> Result<String, String> {
     let uri: axum::http::Uri = value.parse().map_err(|e| format!("{e}"))?;
     match (uri.scheme_str(), uri.host()) {
         (Some("http" | "https"), Some(_)) => Ok(value.to_owned()),

@@ -4,11 +4,9 @@
 pub mod admin;
 pub mod config;
 pub mod grpc;
-pub mod health;
 pub mod http;
 pub mod listener;
 pub mod metrics;
+pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;
-#[cfg(test)]
-mod test_support;

@@ -3,6 +3,12 @@
 
 use prometheus::{IntGaugeVec, Opts, Registry, TextEncoder};
 
+/// The buckets of every latency histogram, in seconds: from half a millisecond (an
+/// in-process answer, a cached page) to ten seconds (well past any deadline we set).
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// A registry holding the process collector and `build_info`.
 pub fn registry(service: &str, version: &str) -> Registry {
     let registry = Registry::new();

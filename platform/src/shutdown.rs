@@ -1,9 +1,9 @@
-//! The graceful-shutdown sequence of DESIGN.md: on SIGTERM or Ctrl-C turn
+//! The graceful-shutdown sequence of docs/design.md: on SIGTERM or Ctrl-C turn
 //! not-ready at once, keep serving for the delay (so endpoints and sidecars
 //! stop routing here), then stop accepting and give in-flight requests a
 //! bounded time to finish.
 
-use crate::health::Readiness;
+use crate::readiness::Readiness;
 use std::{future::Future, time::Duration};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 

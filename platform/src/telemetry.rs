@@ -2,6 +2,9 @@
 //! OpenTelemetry traces, exported over OTLP/gRPC when an endpoint is set.
 
 mod export;
+mod propagation;
+
+pub use propagation::{TraceParent, continue_trace, inject_trace};
 
 use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
 use anyhow::Context as _;
@@ -221,7 +224,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::LogBuffer;
+    use bookshop_testing::logs::LogBuffer;
 
     fn json_args() -> CommonArgs {
         CommonArgs {

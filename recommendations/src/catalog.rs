@@ -73,7 +73,7 @@ pub enum CatalogError {
 
 /// Every book, grouped by category.
 ///
-/// A category with no books is allowed: DESIGN.md answers "fewer books than asked" with what
+/// A category with no books is allowed: docs/design.md answers "fewer books than asked" with what
 /// there is, and none is the limit of that. The `recommendations_catalog_books` gauge shows it.
 #[derive(Debug, Clone)]
 pub struct Catalog {

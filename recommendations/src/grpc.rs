@@ -61,7 +61,7 @@ fn recommendation(book: Book) -> BookRecommendation {
 }
 
 /// The one place a domain error becomes a status: INVALID_ARGUMENT with a
-/// `google.rpc.BadRequest` field violation, as DESIGN.md promises clients.
+/// `google.rpc.BadRequest` field violation, as docs/design.md promises clients.
 impl From<InvalidRequest> for Status {
     fn from(err: InvalidRequest) -> Self {
         Status::with_error_details(

@@ -1,4 +1,4 @@
-//! Recommending: request validation as DESIGN.md states it, and random sampling of a shelf.
+//! Recommending: request validation as docs/design.md states it, and random sampling of a shelf.
 
 use crate::catalog::{Book, Catalog, Category};
 use rand::seq::IndexedRandom;

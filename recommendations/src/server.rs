@@ -8,10 +8,12 @@ use crate::{
     recommend::BookSource,
 };
 use anyhow::Context;
-use platform::{grpc::ServerLayers, health::Readiness, shutdown::Shutdown};
+use platform::{
+    admin::Admin, grpc::ServerLayers, listener::BindError, readiness::Readiness, shutdown::Shutdown,
+};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use recommendations_proto::v1::{
-    FILE_DESCRIPTOR_SET, SERVICE_NAME, recommendations_server::RecommendationsServer,
+    FILE_DESCRIPTOR_SET, recommendations_server::RecommendationsServer,
 };
 use std::{future::Future, net::SocketAddr, time::Duration};
 use tokio::net::TcpListener;
@@ -41,23 +43,24 @@ const MAX_CALLS_PER_CONNECTION: usize = 128;
 pub enum StartupError {
     #[error(transparent)]
     Catalog(#[from] CatalogError),
-    // `:#` keeps the cause ("Address already in use") on the same line.
-    #[error("{0:#}")]
-    Listen(anyhow::Error),
+    #[error(transparent)]
+    Listen(#[from] BindError),
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("cannot set up the gRPC middleware: {0}")]
     Middleware(#[from] platform::grpc::LayersError),
 }
 
+/// The gRPC service as health reports it; `NamedService::NAME` does not depend on
+/// the book source, so one instance of the generic names them all.
+type Served = RecommendationsServer<RecommendationsService<Catalog>>;
+
 /// A bound, not yet serving, recommendations service.
 pub struct App {
     grpc_listener: TcpListener,
-    admin_listener: TcpListener,
     grpc_addr: SocketAddr,
-    admin_addr: SocketAddr,
     grpc: Router<Stack<ServerLayers, Identity>>,
-    admin: axum::Router,
+    admin: Admin,
     health: HealthReporter,
     shutdown: Shutdown,
 }
@@ -74,22 +77,17 @@ impl App {
         config: Config,
         source: B,
     ) -> Result<App, StartupError> {
-        let grpc_listener = platform::listener::bind("gRPC", config.grpc_port)
-            .await
-            .map_err(StartupError::Listen)?;
-        let admin_listener = platform::listener::bind("admin", config.admin_port)
-            .await
-            .map_err(StartupError::Listen)?;
-        let grpc_addr = local_addr(&grpc_listener, "gRPC")?;
-        let admin_addr = local_addr(&admin_listener, "admin")?;
+        let (grpc_listener, grpc_addr) = platform::listener::bind("gRPC", config.grpc_port).await?;
+        let shutdown = Shutdown::new(
+            config.common.shutdown_delay(),
+            config.common.shutdown_timeout(),
+        );
 
         let registry = platform::metrics::registry("recommendations", env!("CARGO_PKG_VERSION"));
         register_catalog_books(&registry, &source);
 
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-            .await;
+        health.set_serving::<Served>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -117,17 +115,11 @@ impl App {
             .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
             .add_service(reflection.max_decoding_message_size(MAX_REQUEST_BYTES));
 
-        let shutdown = Shutdown::new(
-            config.common.shutdown_delay(),
-            config.common.shutdown_timeout(),
-        );
-        let admin = platform::admin::router(shutdown.readiness().clone(), registry);
+        let admin = Admin::bind(config.admin_port, shutdown.readiness().clone(), registry).await?;
 
         Ok(App {
             grpc_listener,
-            admin_listener,
             grpc_addr,
-            admin_addr,
             grpc,
             admin,
             health,
@@ -142,30 +134,28 @@ impl App {
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.admin.local_addr()
     }
 
-    /// Serves until `trigger` resolves, then shuts down as DESIGN.md describes.
+    /// Serves until `trigger` resolves, then shuts down as docs/design.md describes.
     pub async fn run(
         self,
         trigger: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        tracing::info!(grpc_addr = %self.grpc_addr(), admin_addr = %self.admin_addr(), "listening");
         let App {
             grpc_listener,
-            admin_listener,
-            grpc_addr,
-            admin_addr,
             grpc,
             admin,
             health,
             shutdown,
+            ..
         } = self;
-        tracing::info!(%grpc_addr, %admin_addr, "listening");
 
         // gRPC messages are small: Nagle's algorithm would only add latency.
         let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let grpc = grpc.serve_with_incoming_shutdown(incoming, shutdown.stopped());
-        let admin = platform::admin::serve(admin_listener, admin, shutdown.stopped());
+        let admin = admin.serve(shutdown.stopped());
         let health = not_serving_once_not_ready(health, shutdown.readiness().clone());
         let serve_both = async {
             tokio::try_join!(
@@ -180,13 +170,6 @@ impl App {
         };
         shutdown.run(trigger, serve_both).await
     }
-}
-
-fn local_addr(listener: &TcpListener, name: &str) -> Result<SocketAddr, StartupError> {
-    listener
-        .local_addr()
-        .with_context(|| format!("cannot read the {name} listener's address"))
-        .map_err(StartupError::Listen)
 }
 
 /// Sets `recommendations_catalog_books{category}` once: the catalog never changes.
@@ -217,9 +200,9 @@ fn register_catalog_books(registry: &Registry, source: &impl BookSource) {
 /// the moment shutdown begins, so probes and balancers drain us during the delay.
 async fn not_serving_once_not_ready(health: HealthReporter, readiness: Readiness) {
     readiness.not_ready().await;
-    for service in ["", SERVICE_NAME] {
-        health
-            .set_service_status(service, ServingStatus::NotServing)
-            .await;
-    }
+    health.set_not_serving::<Served>().await;
+    // The whole server has no service type to name it: "" is what the protocol uses.
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
 }

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use marketplace::{
     App, AppState, Book, Category, Config, Recommendations, RecommendationsError, router,
 };
+use platform::http::HttpServerMetrics;
 use recommendations_proto::v1::{
     BookRecommendation, RecommendationRequest, RecommendationResponse, recommendations_server,
 };
@@ -60,14 +61,16 @@ pub fn test_config() -> Config {
         recommendations_host: "127.0.0.1".into(),
         recommendations_port: 50051,
         recommendations_timeout_ms: 500,
+        jaeger_ui_url: None,
         common: platform::config::CommonArgs::default(),
     }
 }
 
 /// The page router over `fake`, for `oneshot` tests without a socket.
 pub fn router_with(fake: FakeRecommendations, timeout: Duration) -> axum::Router {
-    let state = AppState::new(Arc::new(fake), timeout, &prometheus::Registry::new()).unwrap();
-    router(state)
+    let registry = prometheus::Registry::new();
+    let state = AppState::new(Arc::new(fake), timeout, &registry).unwrap();
+    router(state, HttpServerMetrics::register(&registry).unwrap())
 }
 
 /// A marketplace serving in the background; it shuts down when dropped.

@@ -19,11 +19,6 @@ use std::{
 use tonic::Status;
 use tower::{Layer, Service};
 
-/// From 0.5 ms (an in-process answer) to 10 s (well past any deadline we set).
-const BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// The series of one method, looked up once so a call costs no label hashing.
 #[derive(Debug)]
 struct Series {
@@ -98,7 +93,7 @@ impl MetricsLayer {
                 format!("{prefix}_handling_seconds"),
                 format!("Time from start to completion of {subject}."),
             )
-            .buckets(BUCKETS.to_vec()),
+            .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
             &labels,
         )?;
         registry.register(Box::new(started.clone()))?;

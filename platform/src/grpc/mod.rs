@@ -1,18 +1,18 @@
 //! gRPC middleware as tower layers (the Rust form of gRPC interceptors): a span and
 //! an access line per call ([`trace`]), the `grpc_server_*`/`grpc_client_*` metrics
-//! ([`metrics`]), one log line per failed call ([`errors`]) and panics turned into
+//! ([`metrics`]), one log line per failed call ([`error_log`]) and panics turned into
 //! INTERNAL ([`panic`]). [`server_layers`] and [`client_layers`] stack them in the
 //! one order that works; apply them with `Server::builder().layer(…)` or around a
 //! `Channel`.
 
-pub mod errors;
+pub mod error_log;
 pub mod methods;
 pub mod metrics;
 pub mod panic;
 mod status;
 pub mod trace;
 
-pub use errors::{ErrorLog, ErrorLogLayer};
+pub use error_log::{ErrorLog, ErrorLogLayer};
 pub use methods::{Methods, Rpc};
 pub use metrics::{Metrics, MetricsLayer};
 pub use panic::PanicAnswer;

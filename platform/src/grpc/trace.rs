@@ -8,8 +8,6 @@ use super::{
     status::{BoxError, EndBody, EndFuture, OnEnd, code_name, is_server_fault},
 };
 use http::{Request, Response};
-use opentelemetry::global;
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use std::{
     sync::Arc,
     task::{Context, Poll},
@@ -18,7 +16,6 @@ use std::{
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::{Level, Span, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 /// Wraps services in [`Trace`].
 #[derive(Debug, Clone)]
@@ -126,12 +123,7 @@ fn span(side: Side, rpc: &Rpc) -> Span {
 /// when there is none).
 fn server_span<B>(rpc: &Rpc, request: &Request<B>) -> Span {
     let span = span(Side::Server, rpc);
-    let parent = global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Fails only when no OpenTelemetry layer is installed (the SDK disabled, some
-    // tests): then there is no trace to continue.
-    let _ = span.set_parent(parent);
+    crate::telemetry::continue_trace(&span, request.headers());
     span
 }
 
@@ -139,10 +131,7 @@ fn server_span<B>(rpc: &Rpc, request: &Request<B>) -> Span {
 /// to the server (`traceparent`, `tracestate`, `baggage`).
 fn client_span<B>(rpc: &Rpc, request: &mut Request<B>) -> Span {
     let span = span(Side::Client, rpc);
-    let context = span.context();
-    global::get_text_map_propagator(|propagator| {
-        propagator.inject_context(&context, &mut HeaderInjector(request.headers_mut()));
-    });
+    crate::telemetry::inject_trace(&span, request.headers_mut());
     span
 }
 

@@ -3,27 +3,12 @@
 
 use super::{UNMATCHED_ROUTE, known_method, route_of};
 use axum::{
-    extract::MatchedPath,
-    http::{Request, Response},
+    extract::{MatchedPath, Request, State},
+    middleware::Next,
+    response::Response,
 };
-use pin_project_lite::pin_project;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll, ready},
-    time::Instant,
-};
-use tower::{Layer, Service};
-
-/// The `status` of a request whose service failed instead of answering
-/// (never under axum, whose services are infallible).
-const FAILED_STATUS: &str = "error";
-
-/// From half a millisecond (a cached page) to ten seconds (past any deadline).
-const DURATION_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use std::time::Instant;
 
 const LABELS: [&str; 3] = ["method", "route", "status"];
 
@@ -49,7 +34,7 @@ impl HttpServerMetrics {
                 "http_server_request_duration_seconds",
                 "Time from receiving an HTTP request to its response head, in seconds.",
             )
-            .buckets(DURATION_BUCKETS.to_vec()),
+            .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
             &LABELS,
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -65,116 +50,35 @@ impl HttpServerMetrics {
     }
 }
 
-/// Wraps services in [`Metrics`].
-#[derive(Clone, Debug)]
-pub struct MetricsLayer {
-    metrics: HttpServerMetrics,
-}
-
-impl MetricsLayer {
-    pub fn new(metrics: HttpServerMetrics) -> Self {
-        Self { metrics }
-    }
-}
-
-impl<S> Layer<S> for MetricsLayer {
-    type Service = Metrics<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Metrics {
-            inner,
-            metrics: self.metrics.clone(),
-        }
-    }
-}
-
-/// Counts and times every request `S` answers.
-#[derive(Clone, Debug)]
-pub struct Metrics<S> {
-    inner: S,
-    metrics: HttpServerMetrics,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Metrics<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let pending = Pending {
-            metrics: self.metrics.clone(),
-            method: known_method(request.method()),
-            route: route_of(&request).cloned(),
-            started: Instant::now(),
-        };
-        ResponseFuture {
-            inner: self.inner.call(request),
-            pending: Some(pending),
-        }
-    }
-}
-
-/// What a request's observation needs once its status is known.
-struct Pending {
-    metrics: HttpServerMetrics,
-    method: &'static str,
-    route: Option<MatchedPath>,
-    started: Instant,
-}
-
-pin_project! {
-    /// The response future of [`Metrics`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        pending: Option<Pending>,
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.inner.poll(cx));
-        if let Some(pending) = this.pending.take() {
-            let route = pending
-                .route
-                .as_ref()
-                .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-            let status = result.as_ref().map(|response| response.status());
-            let status = match &status {
-                Ok(status) => status.as_str(),
-                Err(_) => FAILED_STATUS,
-            };
-            pending
-                .metrics
-                .observe(&[pending.method, route, status], pending.started);
-        }
-        Poll::Ready(result)
-    }
+/// Counts and times one request (axum's services are infallible: every
+/// request ends with a response and its status).
+pub(super) async fn record(
+    State(metrics): State<HttpServerMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let method = known_method(request.method());
+    let route = route_of(&request).cloned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    metrics.observe(&[method, route, response.status().as_str()], started);
+    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::Request;
     use axum::{
         Router,
         body::Body,
         http::{Method, StatusCode},
+        middleware::from_fn_with_state,
         routing::get,
     };
-    use prometheus::proto::{MetricFamily, MetricType};
+    use bookshop_testing::metrics::{Labels, labels, series};
+    use std::collections::BTreeMap;
     use tower::ServiceExt;
 
     fn app(registry: &Registry) -> Router {
@@ -185,8 +89,9 @@ mod tests {
                 "/broken",
                 get(|| async { StatusCode::INTERNAL_SERVER_ERROR }),
             )
-            .layer(MetricsLayer::new(
+            .layer(from_fn_with_state(
                 HttpServerMetrics::register(registry).unwrap(),
+                record,
             ))
     }
 
@@ -199,38 +104,9 @@ mod tests {
         app.clone().oneshot(request).await.unwrap().status()
     }
 
-    /// Every series of `family` in `registry`, as its labels and its value:
-    /// the count for counters, the sample count for histograms.
-    fn series(registry: &Registry, family: &str) -> Vec<([String; 3], u64)> {
-        let families: Vec<MetricFamily> = registry.gather();
-        let Some(family) = families.iter().find(|found| found.name() == family) else {
-            return Vec::new();
-        };
-        let mut series: Vec<_> = family
-            .get_metric()
-            .iter()
-            .map(|metric| {
-                let label = |name: &str| {
-                    metric
-                        .get_label()
-                        .iter()
-                        .find(|pair| pair.name() == name)
-                        .map(|pair| pair.value().to_owned())
-                        .unwrap_or_default()
-                };
-                let value = match family.get_field_type() {
-                    MetricType::HISTOGRAM => metric.get_histogram().get_sample_count(),
-                    _ => metric.get_counter().get_value() as u64,
-                };
-                ([label("method"), label("route"), label("status")], value)
-            })
-            .collect();
-        series.sort();
-        series
-    }
-
-    fn labels(method: &str, route: &str, status: &str) -> [String; 3] {
-        [method.into(), route.into(), status.into()]
+    /// The labels of one request's series.
+    fn request(method: &str, route: &str, status: &str) -> Labels {
+        labels(&[("method", method), ("route", route), ("status", status)])
     }
 
     #[tokio::test]
@@ -245,11 +121,11 @@ mod tests {
         );
         assert_eq!(send(&app, Method::GET, "/").await, StatusCode::OK);
 
-        let expected = vec![
-            (labels("GET", "/", "200"), 1),
-            (labels("GET", "/books/{id}", "200"), 2),
-            (labels("GET", "/broken", "500"), 1),
-        ];
+        let expected = BTreeMap::from([
+            (request("GET", "/", "200"), 1.0),
+            (request("GET", "/books/{id}", "200"), 2.0),
+            (request("GET", "/broken", "500"), 1.0),
+        ]);
         assert_eq!(series(&registry, "http_server_requests_total"), expected);
         assert_eq!(
             series(&registry, "http_server_request_duration_seconds"),
@@ -266,7 +142,7 @@ mod tests {
         }
         assert_eq!(
             series(&registry, "http_server_requests_total"),
-            vec![(labels("GET", UNMATCHED_ROUTE, "404"), 3)]
+            BTreeMap::from([(request("GET", UNMATCHED_ROUTE, "404"), 3.0)])
         );
     }
 
@@ -285,10 +161,10 @@ mod tests {
         );
         assert_eq!(
             series(&registry, "http_server_requests_total"),
-            vec![
-                (labels("POST", "/", "405"), 1),
-                (labels("_OTHER", "/", "405"), 1),
-            ]
+            BTreeMap::from([
+                (request("POST", "/", "405"), 1.0),
+                (request("_OTHER", "/", "405"), 1.0),
+            ])
         );
     }
 
@@ -298,8 +174,9 @@ mod tests {
         let app = Router::new()
             .route("/", get(|| async { "home" }))
             .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })
-            .layer(MetricsLayer::new(
+            .layer(from_fn_with_state(
                 HttpServerMetrics::register(&registry).unwrap(),
+                record,
             ));
         assert_eq!(send(&app, Method::GET, "/").await, StatusCode::OK);
         assert_eq!(
@@ -308,10 +185,10 @@ mod tests {
         );
         assert_eq!(
             series(&registry, "http_server_requests_total"),
-            vec![
-                (labels("GET", "/", "200"), 1),
-                (labels("GET", UNMATCHED_ROUTE, "404"), 1),
-            ]
+            BTreeMap::from([
+                (request("GET", "/", "200"), 1.0),
+                (request("GET", UNMATCHED_ROUTE, "404"), 1.0),
+            ])
         );
     }
 

@@ -1,33 +1,30 @@
-//! HTTP server middleware: a SERVER span and an access log line per request
+//! HTTP server middleware for axum routers, written as `axum::middleware::from_fn`:
+//! a SERVER span, an access log line and a `traceresponse` header per request
 //! ([`trace`]), and the `http_server_*` Prometheus metrics ([`metrics`]).
 //!
 //! Both name a request by its route template (axum's [`MatchedPath`]), never
-//! by its raw path, so apply them with `Router::layer`, where routing is done.
+//! by its raw path, so they go on with `Router::layer`, where routing is done.
 
 mod metrics;
 mod trace;
 
-pub use metrics::{HttpServerMetrics, Metrics, MetricsLayer};
-pub use trace::{Trace, TraceLayer};
+pub use metrics::HttpServerMetrics;
+pub use trace::TRACERESPONSE;
 
-use axum::{extract::MatchedPath, http::Method};
-use tower::{
-    ServiceBuilder,
-    layer::util::{Identity, Stack},
-};
+use axum::{Router, extract::MatchedPath, http::Method, middleware};
 
-/// The layers [`layers`] returns, in a nameable type.
-pub type HttpServerLayers = ServiceBuilder<Stack<MetricsLayer, Stack<TraceLayer, Identity>>>;
-
-/// Every request's span, access log line and metrics, in one layer for
-/// `Router::layer` (not `route_layer`: the fallback's 404s count too).
-pub fn layers(metrics: HttpServerMetrics) -> HttpServerLayers {
-    // Trace is outermost so its span is current while everything inside runs:
-    // the handler's log lines and client spans hang off it, and the metrics
-    // time the same work the span does.
-    ServiceBuilder::new()
-        .layer(TraceLayer::new())
-        .layer(MetricsLayer::new(metrics))
+/// Traces, logs and counts every request `router` answers: `Router::layer`, not
+/// `route_layer`, so the fallback's 404s count too.
+pub fn instrument<S>(router: Router<S>, metrics: HttpServerMetrics) -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    // The layer added last is outermost. Trace is, so its span is current while
+    // everything inside runs: the handler's log lines and client spans hang off
+    // it, and the metrics time the same work the span does.
+    router
+        .layer(middleware::from_fn_with_state(metrics, metrics::record))
+        .layer(middleware::from_fn(trace::trace))
 }
 
 /// The route template a request matched, `None` when it matched no route
@@ -64,8 +61,8 @@ const OTHER_METHOD: &str = "_OTHER";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::trace::tests::{Captured, attribute};
-    use axum::{Router, body::Body, http::Request, routing::get};
+    use axum::{body::Body, http::Request, routing::get};
+    use bookshop_testing::spans::{Captured, attribute};
     use opentelemetry::Value;
     use prometheus::Registry;
     use tower::ServiceExt;
@@ -74,9 +71,10 @@ mod tests {
     async fn the_layers_trace_log_and_count_each_request_once() {
         let captured = Captured::install();
         let registry = Registry::new();
-        let app = Router::new()
-            .route("/", get(|| async { "home" }))
-            .layer(layers(HttpServerMetrics::register(&registry).unwrap()));
+        let app = instrument(
+            Router::new().route("/", get(|| async { "home" })),
+            HttpServerMetrics::register(&registry).unwrap(),
+        );
 
         let response = app
             .oneshot(Request::get("/").body(Body::empty()).unwrap())
@@ -84,15 +82,10 @@ mod tests {
             .unwrap();
         assert!(response.status().is_success());
 
-        let span = captured.server_span();
+        let span = captured.spans.server_span();
         assert_eq!(span.name, "GET /");
         assert_eq!(attribute(&span, "http.route"), Some(Value::from("/")));
-        let access_lines = captured
-            .log_lines()
-            .into_iter()
-            .filter(|line| line["message"] == "request finished")
-            .count();
-        assert_eq!(access_lines, 1);
+        assert_eq!(captured.logs.with_message("request finished").len(), 1);
         let text = crate::metrics::render(&registry).unwrap();
         assert!(
             text.contains(r#"http_server_requests_total{method="GET",route="/",status="200"} 1"#),

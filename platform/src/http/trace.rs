@@ -1,87 +1,59 @@
-//! A SERVER span per HTTP request, continuing the caller's trace, and one
-//! access log line when the request is answered.
-//!
-//! Hand-written rather than tower-http's `TraceLayer`: its `OnResponse` sees
-//! the response but not the request, and the access line needs both.
+//! A SERVER span per HTTP request, continuing the caller's trace, one access log
+//! line when the request is answered, and the span's ids in a `traceresponse`
+//! header so a person (or a test) can find the trace of a page.
 
 use super::{OTHER_METHOD, UNMATCHED_ROUTE, known_method, route_of};
+use crate::telemetry::{TraceParent, continue_trace};
 use axum::{
-    extract::MatchedPath,
-    http::{Method, Request, Response},
+    extract::{MatchedPath, Request},
+    http::HeaderValue,
+    middleware::Next,
+    response::Response,
 };
-use opentelemetry_http::HeaderExtractor;
-use pin_project_lite::pin_project;
-use std::{
-    fmt::Display,
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll, ready},
-    time::Instant,
-};
-use tower::{Layer, Service};
-use tracing::{Span, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use std::time::Instant;
+use tracing::{Instrument as _, Span, field::Empty};
 
-/// Wraps services in [`Trace`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TraceLayer {
-    _private: (),
-}
+/// The response header naming the request's trace, in the `traceparent` format
+/// (W3C Trace Context level 2's `traceresponse`); absent when tracing is off.
+pub const TRACERESPONSE: &str = "traceresponse";
 
-impl TraceLayer {
-    pub fn new() -> Self {
-        Self::default()
+/// Runs the rest of the stack inside the request's SERVER span, named
+/// `{method} {route}`, then logs the access line.
+pub(super) async fn trace(request: Request, next: Next) -> Response {
+    let span = server_span(&request);
+    let method = request.method().clone();
+    let route = route_of(&request).cloned();
+    let path = request.uri().path().to_owned();
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+
+    let _entered = span.enter();
+    let status = response.status();
+    // An i64: OpenTelemetry has no unsigned integers, and tracing-opentelemetry
+    // would turn a u16 into a string.
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    // Only 5xx: a 4xx is the client's mistake, not a server failure.
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
     }
-}
-
-impl<S> Layer<S> for TraceLayer {
-    type Service = Trace<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Trace { inner }
+    if let Some(ids) = TraceParent::of(&span) {
+        let value = HeaderValue::try_from(ids.to_string())
+            .expect("hex digits and dashes are a valid header value");
+        response.headers_mut().insert(TRACERESPONSE, value);
     }
-}
-
-/// Runs `S` inside a SERVER span named `{method} {route}` and logs one line
-/// per answered request.
-#[derive(Clone, Debug)]
-pub struct Trace<S> {
-    inner: S,
-}
-
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Trace<S>
-where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    S::Error: Display,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let span = server_span(&request);
-        let access = Access {
-            method: request.method().clone(),
-            route: route_of(&request).cloned(),
-            path: request.uri().path().to_owned(),
-            started: Instant::now(),
-        };
-        // Entered for the call too: some services start their work in `call`.
-        let inner = span.in_scope(|| self.inner.call(request));
-        ResponseFuture {
-            inner,
-            span,
-            access: Some(access),
-        }
-    }
+    tracing::info!(
+        method = method.as_str(),
+        route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
+        path,
+        status = status.as_u16(),
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request finished"
+    );
+    response
 }
 
 /// The request's span, a child of the trace context its headers carry.
-fn server_span<B>(request: &Request<B>) -> Span {
+fn server_span(request: &Request) -> Span {
     let method = known_method(request.method());
     let route = route_of(request).map(MatchedPath::as_str);
     // Semantic conventions: `{method} {route}`, just `{method}` when no route
@@ -109,175 +81,26 @@ fn server_span<B>(request: &Request<B>) -> Span {
     if method == OTHER_METHOD {
         span.record("http.request.method_original", request.method().as_str());
     }
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Fails only when no OpenTelemetry layer is installed (the SDK disabled,
-    // some tests): then there is no trace to continue.
-    let _ = span.set_parent(parent);
+    continue_trace(&span, request.headers());
     span
 }
 
-/// What the access line says besides the status.
-struct Access {
-    method: Method,
-    route: Option<MatchedPath>,
-    path: String,
-    started: Instant,
-}
-
-pin_project! {
-    /// The response future of [`Trace`].
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-        span: Span,
-        access: Option<Access>,
-    }
-}
-
-impl<F, ResBody, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<ResBody>, E>>,
-    E: Display,
-{
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let _entered = this.span.enter();
-        let result = ready!(this.inner.poll(cx));
-        let Some(access) = this.access.take() else {
-            return Poll::Ready(result);
-        };
-        let duration_ms = access.started.elapsed().as_secs_f64() * 1000.0;
-        let method = access.method.as_str();
-        let route = access
-            .route
-            .as_ref()
-            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-        let path = access.path.as_str();
-        match &result {
-            Ok(response) => {
-                let status = response.status();
-                // An i64: OpenTelemetry has no unsigned integers, and
-                // tracing-opentelemetry would turn a u16 into a string.
-                this.span
-                    .record("http.response.status_code", i64::from(status.as_u16()));
-                // Only 5xx: a 4xx is the client's mistake, not a server failure.
-                if status.is_server_error() {
-                    this.span.record("otel.status_code", "ERROR");
-                }
-                tracing::info!(
-                    method,
-                    route,
-                    path,
-                    status = status.as_u16(),
-                    duration_ms,
-                    "request finished"
-                );
-            }
-            Err(err) => {
-                this.span.record("otel.status_code", "ERROR");
-                tracing::error!(method, route, path, duration_ms, %err, "request failed");
-            }
-        }
-        Poll::Ready(result)
-    }
-}
-
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
     use super::*;
-    use crate::test_support::LogBuffer;
-    use axum::{Router, body::Body, http::StatusCode, routing::get};
+    use axum::{
+        Router,
+        body::Body,
+        http::{Method, StatusCode},
+        middleware::from_fn,
+        routing::get,
+    };
+    use bookshop_testing::spans::{Captured, attribute};
     use opentelemetry::{
         Value,
-        trace::{SpanId, SpanKind, Status, TraceId, TracerProvider as _},
+        trace::{SpanId, Status, TraceId},
     };
-    use opentelemetry_sdk::{
-        error::OTelSdkResult,
-        propagation::TraceContextPropagator,
-        trace::{SdkTracerProvider, SpanData, SpanExporter},
-    };
-    use std::sync::{Arc, Mutex};
     use tower::ServiceExt;
-    use tracing::subscriber::DefaultGuard;
-    use tracing_subscriber::layer::SubscriberExt as _;
-
-    /// Keeps ended spans in memory.
-    #[derive(Clone, Debug, Default)]
-    struct Spans(Arc<Mutex<Vec<SpanData>>>);
-
-    impl SpanExporter for Spans {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
-
-    /// Spans and JSON log lines of this thread, while it lives. Tests run on a
-    /// current-thread runtime, so everything the request does is captured.
-    pub(in crate::http) struct Captured {
-        spans: Spans,
-        logs: LogBuffer,
-        _provider: SdkTracerProvider,
-        _default: DefaultGuard,
-    }
-
-    impl Captured {
-        pub(in crate::http) fn install() -> Self {
-            opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-            let spans = Spans::default();
-            // The simple processor exports as each span ends: no flush to wait for.
-            let provider = SdkTracerProvider::builder()
-                .with_simple_exporter(spans.clone())
-                .build();
-            let logs = LogBuffer::default();
-            let writer = logs.clone();
-            let subscriber = tracing_subscriber::registry()
-                .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_writer(writer),
-                );
-            Self {
-                spans,
-                logs,
-                _provider: provider,
-                _default: tracing::subscriber::set_default(subscriber),
-            }
-        }
-
-        /// The spans that ended so far, in the order they ended.
-        pub(in crate::http) fn spans(&self) -> Vec<SpanData> {
-            self.spans.0.lock().unwrap().clone()
-        }
-
-        /// The one ended server span.
-        pub(in crate::http) fn server_span(&self) -> SpanData {
-            let mut servers: Vec<_> = self
-                .spans()
-                .into_iter()
-                .filter(|span| span.span_kind == SpanKind::Server)
-                .collect();
-            assert_eq!(servers.len(), 1, "{servers:#?}");
-            servers.remove(0)
-        }
-
-        pub(in crate::http) fn log_lines(&self) -> Vec<serde_json::Value> {
-            self.logs.json_lines()
-        }
-    }
-
-    pub(in crate::http) fn attribute(span: &SpanData, key: &str) -> Option<Value> {
-        span.attributes
-            .iter()
-            .find(|pair| pair.key.as_str() == key)
-            .map(|pair| pair.value.clone())
-    }
 
     fn app() -> Router {
         Router::new()
@@ -293,7 +116,7 @@ pub(super) mod tests {
                     tracing::info_span!("client call").in_scope(|| "called");
                 }),
             )
-            .layer(TraceLayer::new())
+            .layer(from_fn(trace))
     }
 
     async fn send(request: Request<Body>) -> StatusCode {
@@ -309,7 +132,7 @@ pub(super) mod tests {
         let captured = Captured::install();
         assert_eq!(send(get_request("/books/7")).await, StatusCode::OK);
 
-        let span = captured.server_span();
+        let span = captured.spans.server_span();
         assert_eq!(span.name, "GET /books/{id}");
         let expected = [
             ("http.request.method", Value::from("GET")),
@@ -329,11 +152,34 @@ pub(super) mod tests {
     }
 
     #[tokio::test]
+    async fn the_response_names_the_server_span_in_a_traceresponse_header() {
+        let captured = Captured::install();
+        let response = app().oneshot(get_request("/books/7")).await.unwrap();
+        let header = response.headers()[TRACERESPONSE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let ids = captured.spans.server_span().span_context;
+        assert_eq!(
+            header,
+            format!("00-{}-{}-01", ids.trace_id(), ids.span_id())
+        );
+    }
+
+    #[tokio::test]
+    async fn without_tracing_there_is_no_traceresponse_header() {
+        // No OpenTelemetry layer in this thread: tracing is off.
+        let response = app().oneshot(get_request("/books/7")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(response.headers().get(TRACERESPONSE).is_none());
+    }
+
+    #[tokio::test]
     async fn an_unmatched_request_is_named_by_its_method_and_has_no_route() {
         let captured = Captured::install();
         assert_eq!(send(get_request("/nope")).await, StatusCode::NOT_FOUND);
 
-        let span = captured.server_span();
+        let span = captured.spans.server_span();
         assert_eq!(span.name, "GET");
         assert_eq!(attribute(&span, "http.route"), None);
         assert_eq!(
@@ -354,7 +200,7 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(send(request).await, StatusCode::METHOD_NOT_ALLOWED);
 
-        let span = captured.server_span();
+        let span = captured.spans.server_span();
         assert_eq!(span.name, "HTTP /books/{id}");
         assert_eq!(
             attribute(&span, "http.request.method"),
@@ -373,7 +219,7 @@ pub(super) mod tests {
             send(get_request("/broken")).await,
             StatusCode::INTERNAL_SERVER_ERROR
         );
-        let span = captured.server_span();
+        let span = captured.spans.server_span();
         assert!(matches!(span.status, Status::Error { .. }), "{span:#?}");
         assert_eq!(
             attribute(&span, "http.response.status_code"),
@@ -393,7 +239,7 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(send(request).await, StatusCode::OK);
 
-        let span = captured.server_span();
+        let span = captured.spans.server_span();
         assert_eq!(
             span.span_context.trace_id(),
             TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap()
@@ -410,9 +256,10 @@ pub(super) mod tests {
         let captured = Captured::install();
         assert_eq!(send(get_request("/nested")).await, StatusCode::OK);
 
-        let server = captured.server_span();
+        let server = captured.spans.server_span();
         let client = captured
-            .spans()
+            .spans
+            .all()
             .into_iter()
             .find(|span| span.name == "client call")
             .expect("the handler's span ended");
@@ -429,7 +276,7 @@ pub(super) mod tests {
         assert_eq!(send(get_request("/books/7")).await, StatusCode::OK);
         assert_eq!(send(get_request("/nope")).await, StatusCode::NOT_FOUND);
 
-        let lines = captured.log_lines();
+        let lines = captured.logs.json_lines();
         let access: Vec<_> = lines
             .iter()
             .filter(|line| line["message"] == "request finished")

@@ -2,7 +2,7 @@
 //! and a client through the client layers, each with its own registry), captured
 //! log lines and finished spans, and a scrape of the registries.
 
-use dummy_grpc::v1::{
+use bookshop_testing::dummy::v1::{
     EchoRequest, EchoResponse, FILE_DESCRIPTOR_SET,
     dummy_client::DummyClient,
     dummy_server::{self, DummyServer},

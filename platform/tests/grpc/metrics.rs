@@ -1,7 +1,7 @@
 //! The grpc_server_* and grpc_client_* series: codes, labels, cancellation.
 
 use crate::helpers::{echo_labels, hang, sample, spawn_app};
-use dummy_grpc::v1::{EchoRequest, EchoResponse};
+use bookshop_testing::dummy::v1::{EchoRequest, EchoResponse};
 use platform::grpc::ClientStack;
 use std::time::Duration;
 use tonic::{Code, Request, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel};

@@ -1,7 +1,7 @@
 //! A panicking handler: INTERNAL for the caller, counted and logged, server up.
 
 use crate::helpers::{ECHO, echo_labels, sample, spawn_app};
-use dummy_grpc::v1::EchoRequest;
+use bookshop_testing::dummy::v1::EchoRequest;
 use tonic::Code;
 use tracing::Level;
 

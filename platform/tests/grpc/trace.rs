@@ -1,7 +1,7 @@
 //! Spans and access lines: one trace from the client span to the server span.
 
 use crate::helpers::{ECHO, attribute, spawn_app};
-use dummy_grpc::v1::EchoRequest;
+use bookshop_testing::dummy::v1::EchoRequest;
 use opentelemetry::trace::{SpanKind, Status as SpanStatus};
 use tonic::Code;
 use tracing::Instrument as _;
@@ -143,7 +143,7 @@ async fn an_unknown_method_gets_a_fixed_span_name_and_its_path_only_in_the_acces
     let app = spawn_app().await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.unwrap();
-    grpc.unary::<_, dummy_grpc::v1::EchoResponse, _>(
+    grpc.unary::<_, bookshop_testing::dummy::v1::EchoResponse, _>(
         tonic::Request::new(EchoRequest::default()),
         tonic::codegen::http::uri::PathAndQuery::from_static("/dummy.v1.Dummy/Nope"),
         tonic_prost::ProstCodec::default(),

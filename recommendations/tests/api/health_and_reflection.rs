@@ -1,7 +1,7 @@
 //! The standard gRPC services beside ours: grpc.health.v1 and server reflection v1.
 
 use crate::helpers::spawn_app;
-use recommendations_proto::v1::SERVICE_NAME;
+use recommendations_proto::v1::recommendations_server::SERVICE_NAME;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };

@@ -3,7 +3,8 @@
 
 use crate::helpers::connect;
 use recommendations_proto::v1::{
-    BookCategory, RecommendationRequest, RecommendationResponse, SERVICE_NAME,
+    BookCategory, RecommendationRequest, RecommendationResponse,
+    recommendations_server::SERVICE_NAME,
 };
 use serde_json::Value;
 use std::{net::SocketAddr, process::Stdio, time::Duration};

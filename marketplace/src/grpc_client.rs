@@ -1,7 +1,7 @@
-//! The client boundary to the recommendations service: a trait the pages
-//! depend on, and its gRPC implementation.
+//! The gRPC client of the recommendations service: [`Recommendations`] over a
+//! channel wrapped in platform's client middleware.
 
-use anyhow::Context as _;
+use crate::{Book, Category, Recommendations, RecommendationsError, StartupError};
 use async_trait::async_trait;
 use platform::grpc::ClientStack;
 use prometheus::Registry;
@@ -9,48 +9,11 @@ use recommendations_proto::v1::{
     BookCategory, FILE_DESCRIPTOR_SET, RecommendationRequest,
     recommendations_client::RecommendationsClient,
 };
-use serde::Serialize;
 use std::time::Duration;
 use tonic::{
     Code, Status,
     transport::{Channel, Endpoint},
 };
-
-/// A shelf of the bookstore, as the marketplace names it in URLs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Category {
-    Mystery,
-    ScienceFiction,
-    SelfHelp,
-}
-
-impl Category {
-    pub const ALL: [Category; 3] = [Self::Mystery, Self::ScienceFiction, Self::SelfHelp];
-
-    /// The value of `?category=` that selects this shelf.
-    pub fn slug(self) -> &'static str {
-        match self {
-            Self::Mystery => "mystery",
-            Self::ScienceFiction => "science_fiction",
-            Self::SelfHelp => "self_help",
-        }
-    }
-
-    pub fn from_slug(slug: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|category| category.slug() == slug)
-    }
-
-    /// The shelf's name as people read it.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Mystery => "Mystery",
-            Self::ScienceFiction => "Science fiction",
-            Self::SelfHelp => "Self-help",
-        }
-    }
-}
 
 impl From<Category> for BookCategory {
     fn from(category: Category) -> Self {
@@ -58,38 +21,6 @@ impl From<Category> for BookCategory {
             Category::Mystery => Self::Mystery,
             Category::ScienceFiction => Self::ScienceFiction,
             Category::SelfHelp => Self::SelfHelp,
-        }
-    }
-}
-
-/// One recommended book.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Book {
-    pub id: i32,
-    pub title: String,
-}
-
-/// Why no recommendations could be had; the page shows a notice instead.
-#[derive(Debug, thiserror::Error)]
-pub enum RecommendationsError {
-    #[error("recommendations is unavailable: {0}")]
-    Unavailable(String),
-    #[error("recommendations did not answer within its deadline")]
-    DeadlineExceeded,
-    #[error("recommendations answered with an invalid response: {0}")]
-    InvalidResponse(String),
-    #[error("recommendations failed: {0}")]
-    Failed(String),
-}
-
-impl RecommendationsError {
-    /// The `reason` label of `marketplace_recommendations_fallback_total`:
-    /// one of a fixed few values, never the error's text.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Unavailable(_) => "unavailable",
-            Self::DeadlineExceeded => "deadline_exceeded",
-            Self::InvalidResponse(_) | Self::Failed(_) => "error",
         }
     }
 }
@@ -104,17 +35,6 @@ impl From<Status> for RecommendationsError {
             code => Self::Failed(format!("{code:?}: {}", status.message())),
         }
     }
-}
-
-/// What the pages need from the recommendations service.
-#[async_trait]
-pub trait Recommendations: Send + Sync {
-    /// At most `max_results` books of `category`.
-    async fn recommend(
-        &self,
-        category: Category,
-        max_results: u32,
-    ) -> Result<Vec<Book>, RecommendationsError>;
 }
 
 /// The marketplace has no accounts: every request speaks for the same user,
@@ -138,9 +58,9 @@ impl GrpcRecommendations {
     /// A call that runs out of time counts as `grpc_code="Canceled"` whichever
     /// deadline ends it: tonic's (`grpc-timeout`, which it reports as CANCELLED)
     /// or the page's, which drops the call.
-    pub fn new(uri: String, timeout: Duration, registry: &Registry) -> anyhow::Result<Self> {
+    pub fn new(uri: String, timeout: Duration, registry: &Registry) -> Result<Self, StartupError> {
         let channel = Endpoint::from_shared(uri)
-            .context("invalid recommendations address")?
+            .map_err(StartupError::Address)?
             .connect_timeout(timeout)
             .connect_lazy();
         let layers = platform::grpc::client_layers(registry, &[FILE_DESCRIPTOR_SET])?;
@@ -189,13 +109,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_category_round_trips_through_its_slug_and_maps_to_the_proto() {
-        for category in Category::ALL {
-            assert_eq!(Category::from_slug(category.slug()), Some(category));
-            assert_ne!(BookCategory::from(category), BookCategory::Unspecified);
-        }
-        assert_eq!(Category::from_slug("Mystery"), None);
-        assert_eq!(Category::from_slug(""), None);
+    fn every_category_maps_to_its_proto_value() {
+        let wire: Vec<_> = Category::ALL.into_iter().map(BookCategory::from).collect();
+        assert_eq!(
+            wire,
+            [
+                BookCategory::Mystery,
+                BookCategory::ScienceFiction,
+                BookCategory::SelfHelp
+            ]
+        );
     }
 
     #[test]

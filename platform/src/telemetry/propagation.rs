@@ -1,0 +1,90 @@
+//! W3C Trace Context across process boundaries: continuing a caller's trace from
+//! request headers, sending ours out in them, and naming a span's trace in the
+//! `traceparent` format.
+
+use http::HeaderMap;
+use opentelemetry::{
+    global,
+    trace::{SpanId, TraceContextExt as _, TraceId},
+};
+use opentelemetry_http::{HeaderExtractor, HeaderInjector};
+use std::fmt;
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+/// Makes `span` the child of the trace context `headers` carry (`traceparent`,
+/// `tracestate`, `baggage`); with none, `span` stays the root of a new trace.
+pub fn continue_trace(span: &Span, headers: &HeaderMap) {
+    let parent =
+        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
+    // Fails only when no OpenTelemetry layer is installed (the SDK disabled, some
+    // tests): then there is no trace to continue.
+    let _ = span.set_parent(parent);
+}
+
+/// Writes `span`'s trace context into `headers`, for the next process to continue.
+pub fn inject_trace(span: &Span, headers: &mut HeaderMap) {
+    let context = span.context();
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut HeaderInjector(headers));
+    });
+}
+
+/// The ids of one span, written as a W3C `traceparent` (level 2) value:
+/// `00-<trace_id>-<span_id>-<flags>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    pub sampled: bool,
+}
+
+impl TraceParent {
+    /// The ids of `span`, `None` when tracing is off (no OpenTelemetry layer).
+    pub fn of(span: &Span) -> Option<Self> {
+        let context = span.context();
+        let otel = context.span();
+        let ids = otel.span_context();
+        ids.is_valid().then(|| Self {
+            trace_id: ids.trace_id(),
+            span_id: ids.span_id(),
+            sampled: ids.is_sampled(),
+        })
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flags = u8::from(self.sampled);
+        write!(f, "00-{}-{}-{flags:02x}", self.trace_id, self.span_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trace_parent_is_written_in_the_w3c_format() {
+        let mut parent = TraceParent {
+            trace_id: TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+            span_id: SpanId::from_hex("00f067aa0ba902b7").unwrap(),
+            sampled: true,
+        };
+        assert_eq!(
+            parent.to_string(),
+            "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
+        );
+        parent.sampled = false;
+        assert!(parent.to_string().ends_with("-00"));
+    }
+
+    #[test]
+    fn a_span_without_an_opentelemetry_layer_has_no_trace_parent() {
+        let subscriber = tracing_subscriber::registry();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("untraced");
+            assert_eq!(TraceParent::of(&span), None);
+        });
+    }
+}
