@@ -4,6 +4,7 @@ the real renders and the break on copies broken on purpose."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -516,3 +517,56 @@ def test_prod_autoscaling_budgets_and_spread_suit_a_sidecar(name: str, docs) -> 
         assert _one(docs[name], "PodDisruptionBudget", service)["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
         spread = _one(docs[name], "Deployment", service)["spec"]["template"]["spec"]["topologySpreadConstraints"]
         assert {c.get("nodeTaintsPolicy") for c in spread} == {"Honor"}
+
+
+# --- the pods as Istio's injector makes them (what docs/mesh.md claims) ------------------------
+
+def _injected_pod(injected: dict[str, list[dict]], name: str, service: str) -> dict:
+    return _one(injected[name], "Deployment", service)["spec"]["template"]
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
+def test_the_sidecar_is_native_and_sized_per_pod(name: str, injected) -> None:
+    for service in ("recommendations", "marketplace"):
+        spec = _injected_pod(injected, name, service)["spec"]
+        [proxy] = [c for c in spec["initContainers"] if c["name"] == "istio-proxy"]
+        assert proxy["restartPolicy"] == "Always"  # a native sidecar: up before the app, down after it
+        assert proxy["resources"] == {"requests": {"cpu": "20m", "memory": "64Mi"},
+                                      "limits": {"cpu": "500m", "memory": "128Mi"}}
+        env = {e["name"]: e.get("value") for e in proxy.get("env", [])}
+        assert env["EXIT_ON_ZERO_ACTIVE_CONNECTIONS"] == "true"
+        # Istio CNI: no privileged istio-init container.
+        assert "istio-init" not in [c["name"] for c in spec["initContainers"]]
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
+def test_every_container_meets_the_restricted_pod_security_standard(name: str, injected) -> None:
+    for service in ("recommendations", "marketplace"):
+        spec = _injected_pod(injected, name, service)["spec"]
+        pod_context = spec.get("securityContext", {})
+        for container in spec["containers"] + spec.get("initContainers", []):
+            context = {**pod_context, **container.get("securityContext", {})}
+            assert context.get("allowPrivilegeEscalation") is False, container["name"]
+            assert context.get("capabilities", {}).get("drop") == ["ALL"], container["name"]
+            assert not set(context.get("capabilities", {}).get("add", [])) - {"NET_BIND_SERVICE"}, container["name"]
+            assert context.get("runAsNonRoot") is True or context.get("runAsUser", 0) != 0, container["name"]
+            assert (context.get("seccompProfile") or pod_context.get("seccompProfile", {})).get("type") == "RuntimeDefault"
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
+def test_probes_and_scrapes_go_through_the_sidecar_agent(name: str, injected, docs) -> None:
+    # Under STRICT mTLS the kubelet and Prometheus reach the agent on 15020, never an intercepted port.
+    for service, admin in (("recommendations", "9464"), ("marketplace", "9465")):
+        pod = _injected_pod(injected, name, service)
+        [app] = [c for c in pod["spec"]["containers"] if c["name"] == service]
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            assert app[probe]["httpGet"]["port"] == 15020, (service, probe)
+            assert app[probe]["httpGet"]["path"].startswith(f"/app-health/{service}/")
+        annotations = pod["metadata"]["annotations"]
+        assert (annotations["prometheus.io/port"], annotations["prometheus.io/path"]) == ("15020", "/stats/prometheus")
+        [proxy] = [c for c in pod["spec"]["initContainers"] if c["name"] == "istio-proxy"]
+        merged = {e["name"]: e.get("value") for e in proxy["env"]}["ISTIO_PROMETHEUS_ANNOTATIONS"]
+        assert json.loads(merged) == {"scrape": "true", "path": "/metrics", "port": admin}
+        # The render itself still names the app's admin port (the merge source).
+        assert _one(docs[name], "Deployment", service)["spec"]["template"]["metadata"]["annotations"][
+            "prometheus.io/port"] == admin
