@@ -60,3 +60,11 @@ def test_no_committed_file_points_beside_the_repository() -> None:
             continue
         found += [f"{name}: {needle}" for needle in FORBIDDEN if needle in text]
     assert found == []
+
+
+def test_without_the_istio_crds_variable_the_suite_says_how_to_run_it(tmp_path: Path) -> None:
+    env = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
+    result = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(tmp_path / "t"),
+                  "tests/deploy/test_kustomize.py::test_istio_objects_validate_against_istio_crds"], env=env)
+    assert result.returncode == 1, result.stdout
+    assert f"{ISTIO_CRDS_VARIABLE} is not set: run the deploy checks through `cargo xtask test deploy`" in result.stdout
