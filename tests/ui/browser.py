@@ -128,6 +128,12 @@ return {
   })),
   nav_lists: document.querySelectorAll('nav ul, nav ol, nav li').length,
   notice: one('[role=status]'),
+  trace: (() => {
+    const code = document.querySelector('footer code');
+    if (!code) return null;
+    const link = code.closest('a');
+    return {...box(code), href: link && link.getAttribute('href')};
+  })(),
   resources: performance.getEntriesByType('resource').map((entry) => entry.name),
   scripts: document.scripts.length,
 };

@@ -32,7 +32,8 @@ def artifacts_dir() -> Path:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    terminalreporter.write_line(f"tests/ui: screenshots and logs in {artifacts_dir()}")
+    if artifacts_dir.cache_info().currsize:  # Only when a test made some.
+        terminalreporter.write_line(f"tests/ui: screenshots and logs in {artifacts_dir()}")
 
 
 @pytest.fixture(scope="session")

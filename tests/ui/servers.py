@@ -18,6 +18,8 @@ import pytest
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 10.0
 POLL_INTERVAL_SECONDS = 0.1
+# Given to the shop so its footer links each page's trace; never followed (nothing listens).
+JAEGER_UI = "http://127.0.0.1:16686"
 
 
 def free_ports(count: int) -> list[int]:
@@ -123,8 +125,7 @@ def running_shop(bin_dir: Path, logs: Path, label: str, catalog: Path | None = N
             bin_dir / "marketplace",
             {"HTTP_PORT": str(http), "ADMIN_PORT": str(marketplace_admin),
              "RECOMMENDATIONS_HOST": "127.0.0.1", "RECOMMENDATIONS_PORT": str(grpc),
-             # So the footer links its trace (never followed: nothing listens there).
-             "JAEGER_UI_URL": "http://127.0.0.1:16686"},
+             "JAEGER_UI_URL": JAEGER_UI},
             marketplace_admin, logs / f"{label}-marketplace.log")
         try:
             yield f"http://127.0.0.1:{http}"

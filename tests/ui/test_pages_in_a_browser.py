@@ -5,6 +5,7 @@ sticks out sideways."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 import browser
 import servers
 from browser import PHONE, VIEWPORTS, Viewport
+from servers import JAEGER_UI
 
 CATEGORIES = [
     ("mystery", "Mystery"),
@@ -111,6 +113,24 @@ def test_the_home_page_is_the_mystery_shelf(driver: Any, shop: str, screenshots:
 
     assert page["h1"] == ["Mystery books you may like"]
     assert len(page["items"]) == 3
+
+
+def test_the_footer_links_the_page_trace_to_jaeger(driver: Any, shop: str, screenshots: Path) -> None:
+    page = look(driver, f"{shop}/?category=mystery", PHONE, screenshots / f"mystery-{PHONE.name}.png")
+
+    trace = page["trace"]
+    assert trace, "tracing is on, so the footer names the trace"
+    assert re.fullmatch(r"[0-9a-f]{32}", trace["text"]), trace
+    assert trace["href"] == f"{JAEGER_UI}/trace/{trace['text']}", trace
+
+
+def test_without_a_jaeger_address_the_footer_names_the_trace_without_a_link(
+        driver: Any, degraded_shop: str, screenshots: Path) -> None:
+    page = look(driver, f"{degraded_shop}/", PHONE, screenshots / f"degraded-home-{PHONE.name}.png")
+
+    trace = page["trace"]
+    assert trace and re.fullmatch(r"[0-9a-f]{32}", trace["text"]), trace
+    assert trace["href"] is None, trace
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=lambda viewport: viewport.name)
