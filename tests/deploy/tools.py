@@ -19,6 +19,7 @@ INSTALL_HINTS = {
     "yamllint": "pip install -r tests/deploy/requirements.txt",
     "check-jsonschema": "pip install -r tests/deploy/requirements.txt",
     "promtool": "apt-get install --no-install-recommends prometheus",
+    "git": "apt-get install --no-install-recommends git (test_self_contained.py clones the repository)",
 }
 
 
