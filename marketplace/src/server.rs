@@ -34,6 +34,7 @@ pub struct App {
     http_addr: SocketAddr,
     pages: Router,
     admin: Admin,
+    registry: Registry,
     shutdown: Shutdown,
 }
 
@@ -74,12 +75,18 @@ impl App {
         let pages = router(state, HttpServerMetrics::register(&registry)?);
         // Readiness follows shutdown only: a down recommendations service must
         // not take the marketplace out of rotation too (pages degrade instead).
-        let admin = Admin::bind(config.admin_port, shutdown.readiness().clone(), registry).await?;
+        let admin = Admin::bind(
+            config.admin_port,
+            shutdown.readiness().clone(),
+            registry.clone(),
+        )
+        .await?;
         Ok(App {
             http_listener,
             http_addr,
             pages,
             admin,
+            registry,
             shutdown,
         })
     }
@@ -92,6 +99,11 @@ impl App {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr()
+    }
+
+    /// The metrics registry `/metrics` serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Serves until `trigger` resolves, then shuts down as docs/design.md describes.

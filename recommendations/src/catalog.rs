@@ -148,6 +148,13 @@ mod tests {
     }
 
     #[test]
+    fn categories_are_named_as_in_the_json_and_in_the_metrics_labels() {
+        let names: Vec<&str> = Category::ALL.into_iter().map(Category::as_str).collect();
+        assert_eq!(names, ["mystery", "science_fiction", "self_help"]);
+        assert_eq!(Category::ScienceFiction.to_string(), "science_fiction");
+    }
+
+    #[test]
     fn the_embedded_catalog_has_at_least_ten_books_per_category_and_unique_ids() {
         let catalog = Catalog::embedded().unwrap();
         let mut ids = HashSet::new();

@@ -61,6 +61,7 @@ pub struct App {
     grpc_addr: SocketAddr,
     grpc: Router<Stack<ServerLayers, Identity>>,
     admin: Admin,
+    registry: Registry,
     health: HealthReporter,
     shutdown: Shutdown,
 }
@@ -115,13 +116,19 @@ impl App {
             .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
             .add_service(reflection.max_decoding_message_size(MAX_REQUEST_BYTES));
 
-        let admin = Admin::bind(config.admin_port, shutdown.readiness().clone(), registry).await?;
+        let admin = Admin::bind(
+            config.admin_port,
+            shutdown.readiness().clone(),
+            registry.clone(),
+        )
+        .await?;
 
         Ok(App {
             grpc_listener,
             grpc_addr,
             grpc,
             admin,
+            registry,
             health,
             shutdown,
         })
@@ -135,6 +142,11 @@ impl App {
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin.local_addr()
+    }
+
+    /// The metrics registry `/metrics` serves.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Serves until `trigger` resolves, then shuts down as docs/design.md describes.

@@ -1,10 +1,10 @@
 //! Both real servers in-process on port 0: the marketplace's gRPC client
 //! against the real recommendations service, including it going away.
 
-use crate::helpers::{
-    count_li, get_page, labels, parse_metrics, series, spawn_app_with, test_config,
-};
+use crate::helpers::{WAIT, count_li, get_page, spawn_app_with, test_config};
+use bookshop_testing::metrics::{Labels, labels, nonzero};
 use platform::config::CommonArgs;
+use prometheus::Registry;
 use recommendations::catalog::{Catalog, Category};
 use recommendations_proto::v1::{
     BookCategory, RecommendationRequest, recommendations_client::RecommendationsClient,
@@ -18,7 +18,7 @@ use tokio::{sync::oneshot, task::JoinHandle};
 /// A recommendations server that the test can stop and start again.
 struct Recommendations {
     port: u16,
-    admin_url: String,
+    registry: Registry,
     stop: oneshot::Sender<()>,
     serving: JoinHandle<anyhow::Result<()>>,
 }
@@ -35,14 +35,14 @@ impl Recommendations {
             .await
             .expect("recommendations binds");
         let port = app.grpc_addr().port();
-        let admin_url = format!("http://127.0.0.1:{}", app.admin_addr().port());
+        let registry = app.registry().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(app.run(async {
             let _ = stopped.await;
         }));
         Self {
             port,
-            admin_url,
+            registry,
             stop,
             serving,
         }
@@ -51,8 +51,9 @@ impl Recommendations {
     /// Stops the server and waits until its listener is closed.
     async fn stop(self) -> u16 {
         self.stop.send(()).expect("the server is running");
-        self.serving
+        tokio::time::timeout(WAIT, self.serving)
             .await
+            .expect("the server stops in time")
             .expect("the server task ends")
             .expect("the server stops cleanly");
         self.port
@@ -149,24 +150,8 @@ async fn the_page_degrades_while_recommendations_is_down_and_recovers_when_it_re
     assert_eq!((status.as_u16(), count_li(&html)), (200, 3), "{html}");
 }
 
-/// The non-zero samples of `name` whose labels include all of `with`.
-async fn scrape(
-    admin_url: &str,
-    name: &str,
-    with: &[(&str, &str)],
-) -> BTreeMap<BTreeMap<String, String>, f64> {
-    let (status, text) = get_page(&format!("{admin_url}/metrics")).await;
-    assert_eq!(status, 200, "{text}");
-    series(&parse_metrics(&text), name)
-        .into_iter()
-        .filter(|(labels, value)| {
-            *value != 0.0 && with.iter().all(|(key, want)| labels[*key] == *want)
-        })
-        .collect()
-}
-
 /// `labels` of a Recommend series, plus `extra`.
-fn recommend(extra: &[(&str, &str)]) -> BTreeMap<String, String> {
+fn recommend(extra: &[(&str, &str)]) -> Labels {
     let mut all = labels(&[
         ("grpc_type", "unary"),
         ("grpc_service", "recommendations.v1.Recommendations"),
@@ -209,21 +194,21 @@ async fn both_services_count_a_known_mix_of_requests_exactly() {
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
     }
 
-    let server = &recommendations.admin_url;
+    let server = &recommendations.registry;
     let on_recommend = [("grpc_method", "Recommend")];
     assert_eq!(
-        scrape(server, "grpc_server_started_total", &on_recommend).await,
+        nonzero(server, "grpc_server_started_total", &on_recommend),
         BTreeMap::from([(recommend(&[]), 4.0)])
     );
     assert_eq!(
-        scrape(server, "grpc_server_handled_total", &on_recommend).await,
+        nonzero(server, "grpc_server_handled_total", &on_recommend),
         BTreeMap::from([
             (recommend(&[("grpc_code", "OK")]), 2.0),
             (recommend(&[("grpc_code", "InvalidArgument")]), 2.0),
         ])
     );
     assert_eq!(
-        scrape(server, "grpc_server_handling_seconds_count", &on_recommend).await,
+        nonzero(server, "grpc_server_handling_seconds", &on_recommend),
         BTreeMap::from([(recommend(&[]), 4.0)])
     );
 
@@ -233,7 +218,7 @@ async fn both_services_count_a_known_mix_of_requests_exactly() {
     assert_eq!(status, 200);
     assert!(html.contains("recommendations are unavailable"), "{html}");
 
-    let admin = &marketplace.admin_url;
+    let admin = &marketplace.registry;
     let pages = BTreeMap::from([
         (
             labels(&[("method", "GET"), ("route", "/"), ("status", "200")]),
@@ -248,31 +233,28 @@ async fn both_services_count_a_known_mix_of_requests_exactly() {
             1.0,
         ),
     ]);
+    assert_eq!(nonzero(admin, "http_server_requests_total", &[]), pages);
     assert_eq!(
-        scrape(admin, "http_server_requests_total", &[]).await,
+        nonzero(admin, "http_server_request_duration_seconds", &[]),
         pages
     );
     assert_eq!(
-        scrape(admin, "http_server_request_duration_seconds_count", &[]).await,
-        pages
-    );
-    assert_eq!(
-        scrape(admin, "grpc_client_started_total", &[]).await,
+        nonzero(admin, "grpc_client_started_total", &[]),
         BTreeMap::from([(recommend(&[]), 3.0)])
     );
     assert_eq!(
-        scrape(admin, "grpc_client_handled_total", &[]).await,
+        nonzero(admin, "grpc_client_handled_total", &[]),
         BTreeMap::from([
             (recommend(&[("grpc_code", "OK")]), 2.0),
             (recommend(&[("grpc_code", "Unavailable")]), 1.0),
         ])
     );
     assert_eq!(
-        scrape(admin, "grpc_client_handling_seconds_count", &[]).await,
+        nonzero(admin, "grpc_client_handling_seconds", &[]),
         BTreeMap::from([(recommend(&[]), 3.0)])
     );
     assert_eq!(
-        scrape(admin, "marketplace_recommendations_fallback_total", &[]).await,
+        nonzero(admin, "marketplace_recommendations_fallback_total", &[]),
         BTreeMap::from([(labels(&[("reason", "unavailable")]), 1.0)])
     );
 }

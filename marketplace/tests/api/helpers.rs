@@ -1,16 +1,22 @@
 //! What the tests share: fakes of the recommendations service and
-//! `spawn_app()`, a real marketplace on port 0.
+//! `spawn_app()`, a real marketplace on port 0. Every wait is bounded by
+//! [`WAIT`].
 
 use async_trait::async_trait;
+pub use bookshop_testing::WAIT;
 use marketplace::{
     App, AppState, Book, Category, Config, Recommendations, RecommendationsError, router,
 };
 use platform::http::HttpServerMetrics;
+use prometheus::Registry;
 use recommendations_proto::v1::{
     BookRecommendation, RecommendationRequest, RecommendationResponse, recommendations_server,
 };
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc, time::Duration};
-use tokio::sync::{mpsc, oneshot, watch};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::timeout,
+};
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// A stand-in for the recommendations client.
@@ -66,17 +72,45 @@ pub fn test_config() -> Config {
     }
 }
 
+/// A config whose recommendations service is at `upstream`, with a deadline.
+pub fn config_for(upstream: SocketAddr, timeout_ms: u64) -> Config {
+    Config {
+        recommendations_host: upstream.ip().to_string(),
+        recommendations_port: upstream.port(),
+        recommendations_timeout_ms: timeout_ms,
+        ..test_config()
+    }
+}
+
 /// The page router over `fake`, for `oneshot` tests without a socket.
 pub fn router_with(fake: FakeRecommendations, timeout: Duration) -> axum::Router {
-    let registry = prometheus::Registry::new();
-    let state = AppState::new(Arc::new(fake), timeout, &registry).unwrap();
-    router(state, HttpServerMetrics::register(&registry).unwrap())
+    router_over(AppState::new(Arc::new(fake), timeout, &Registry::new()).unwrap())
+}
+
+/// [`router_with`] three books, its pages linking to a Jaeger UI at `jaeger_ui`.
+pub fn router_with_jaeger_ui(jaeger_ui: &str) -> axum::Router {
+    let state = AppState::new(
+        Arc::new(FakeRecommendations::Books),
+        Duration::from_secs(5),
+        &Registry::new(),
+    )
+    .unwrap();
+    router_over(state.with_jaeger_ui(Some(jaeger_ui.into())))
+}
+
+fn router_over(state: AppState) -> axum::Router {
+    router(
+        state,
+        HttpServerMetrics::register(&Registry::new()).unwrap(),
+    )
 }
 
 /// A marketplace serving in the background; it shuts down when dropped.
 pub struct TestApp {
     pub http_url: String,
     pub admin_url: String,
+    /// What `/metrics` serves, read with `bookshop_testing::metrics`.
+    pub registry: Registry,
     _stop: oneshot::Sender<()>,
 }
 
@@ -103,6 +137,7 @@ pub async fn spawn_app_with_client(
 async fn serve(app: App) -> TestApp {
     let http_url = format!("http://127.0.0.1:{}", app.http_addr().port());
     let admin_url = format!("http://127.0.0.1:{}", app.admin_addr().port());
+    let registry = app.registry().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     // Dropping the sender resolves the receiver: the app stops with the test.
     tokio::spawn(app.run(async {
@@ -111,94 +146,21 @@ async fn serve(app: App) -> TestApp {
     TestApp {
         http_url,
         admin_url,
+        registry,
         _stop: stop,
     }
 }
 
-/// GETs `url` over real HTTP; returns the status and the body.
+/// GETs `url` over real HTTP, within [`WAIT`]; returns the status and the body.
 pub async fn get_page(url: &str) -> (reqwest::StatusCode, String) {
-    let response = reqwest::get(url).await.expect("the request is answered");
-    let status = response.status();
-    (status, response.text().await.expect("the body is text"))
-}
-
-/// One sample of a Prometheus text exposition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// Parses the Prometheus text format (version 0.0.4): every sample line,
-/// its label values unescaped; `#` lines are skipped. Panics on a malformed
-/// line, which is a bug in what the app exposes.
-pub fn parse_metrics(text: &str) -> Vec<Sample> {
-    text.lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|line| parse_sample(line).unwrap_or_else(|| panic!("malformed sample: {line}")))
-        .collect()
-}
-
-fn parse_sample(line: &str) -> Option<Sample> {
-    let name_end = line.find(['{', ' ', '\t'])?;
-    let name = line[..name_end].to_owned();
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(mut inner) = rest.strip_prefix('{') {
-        loop {
-            inner = inner.trim_start_matches([',', ' ']);
-            if let Some(after) = inner.strip_prefix('}') {
-                rest = after;
-                break;
-            }
-            let (label, after) = inner.split_once('=')?;
-            let mut chars = after.strip_prefix('"')?.char_indices();
-            let mut value = String::new();
-            let end = loop {
-                match chars.next()? {
-                    (at, '"') => break at,
-                    (_, '\\') => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        escaped => value.push(escaped),
-                    },
-                    (_, other) => value.push(other),
-                }
-            };
-            labels.insert(label.trim().to_owned(), value);
-            inner = &after[1 + end + 1..];
-        }
-    }
-    // A timestamp may follow the value; the exposition here writes none.
-    let value = match rest.split_whitespace().next()? {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        number => number.parse().ok()?,
+    let answer = async {
+        let response = reqwest::get(url).await.expect("the request is answered");
+        let status = response.status();
+        (status, response.text().await.expect("the body is text"))
     };
-    Some(Sample {
-        name,
-        labels,
-        value,
-    })
-}
-
-/// The samples named `name`, each as its labels and value.
-pub fn series(samples: &[Sample], name: &str) -> BTreeMap<BTreeMap<String, String>, f64> {
-    samples
-        .iter()
-        .filter(|sample| sample.name == name)
-        .map(|sample| (sample.labels.clone(), sample.value))
-        .collect()
-}
-
-/// A label set from pairs, to compare with [`series`].
-pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect()
+    timeout(WAIT, answer)
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {url} within {WAIT:?}"))
 }
 
 /// How many list items a page holds.
@@ -211,12 +173,18 @@ pub fn count_li(html: &str) -> usize {
 pub struct FakeRecommendationsServer {
     pub addr: SocketAddr,
     /// Receives each request as it arrives, so tests know one is in flight.
-    pub requests: mpsc::UnboundedReceiver<tonic::Request<RecommendationRequest>>,
+    requests: mpsc::UnboundedReceiver<tonic::Request<RecommendationRequest>>,
     release: watch::Sender<bool>,
 }
 
 impl FakeRecommendationsServer {
+    /// Answers as many books as asked for.
     pub async fn start() -> Self {
+        Self::answering(None).await
+    }
+
+    /// Answers `books` books whatever was asked (`None`: as many as asked).
+    pub async fn answering(books: Option<i32>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (requests_tx, requests) = mpsc::unbounded_channel();
@@ -224,6 +192,7 @@ impl FakeRecommendationsServer {
         let service = recommendations_server::RecommendationsServer::new(HeldAnswers {
             requests: requests_tx,
             released,
+            books,
         });
         tokio::spawn(
             tonic::transport::Server::builder()
@@ -241,11 +210,20 @@ impl FakeRecommendationsServer {
     pub fn release(&self) {
         self.release.send_replace(true);
     }
+
+    /// The next request to arrive, within [`WAIT`].
+    pub async fn next_request(&mut self) -> tonic::Request<RecommendationRequest> {
+        timeout(WAIT, self.requests.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no request reached the fake within {WAIT:?}"))
+            .expect("the fake serves while the test holds it")
+    }
 }
 
 struct HeldAnswers {
     requests: mpsc::UnboundedSender<tonic::Request<RecommendationRequest>>,
     released: watch::Receiver<bool>,
+    books: Option<i32>,
 }
 
 #[tonic::async_trait]
@@ -254,12 +232,12 @@ impl recommendations_server::Recommendations for HeldAnswers {
         &self,
         request: tonic::Request<RecommendationRequest>,
     ) -> Result<tonic::Response<RecommendationResponse>, tonic::Status> {
-        let max_results = request.get_ref().max_results;
+        let books = self.books.unwrap_or(request.get_ref().max_results);
         let _ = self.requests.send(request);
         let mut released = self.released.clone();
         // Fails only if the test dropped the server, and then nobody listens.
         let _ = released.wait_for(|released| *released).await;
-        let recommendations = (1..=max_results)
+        let recommendations = (1..=books)
             .map(|id| BookRecommendation {
                 id,
                 title: format!("Held book {id}"),
@@ -269,33 +247,4 @@ impl recommendations_server::Recommendations for HeldAnswers {
             recommendations,
         }))
     }
-}
-
-#[test]
-fn the_metrics_parser_unescapes_label_values_and_reads_special_values() {
-    let text = "# HELP x_total A help line.\n# TYPE x_total counter\n\
-                x_total{a=\"q\\\"uo,te}\",b=\"back\\\\slash\\nline\"} 3\n\
-                plain 1.5e-3\n\
-                h_bucket{le=\"+Inf\"} +Inf\n";
-    let samples = parse_metrics(text);
-    assert_eq!(
-        samples,
-        vec![
-            Sample {
-                name: "x_total".into(),
-                labels: labels(&[("a", "q\"uo,te}"), ("b", "back\\slash\nline")]),
-                value: 3.0,
-            },
-            Sample {
-                name: "plain".into(),
-                labels: BTreeMap::new(),
-                value: 0.0015,
-            },
-            Sample {
-                name: "h_bucket".into(),
-                labels: labels(&[("le", "+Inf")]),
-                value: f64::INFINITY,
-            },
-        ]
-    );
 }

@@ -6,3 +6,4 @@ mod helpers;
 mod pages;
 mod server;
 mod shutdown;
+mod trace_footer;

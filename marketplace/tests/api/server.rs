@@ -1,10 +1,13 @@
 //! A real marketplace on port 0, over real HTTP: pages, admin and the gRPC client.
 
 use crate::helpers::{
-    FakeRecommendations, FakeRecommendationsServer, count_li, get_page, labels, parse_metrics,
-    series, spawn_app, spawn_app_with, spawn_app_with_client, test_config,
+    FakeRecommendations, FakeRecommendationsServer, config_for, count_li, get_page, spawn_app,
+    spawn_app_with, spawn_app_with_client, test_config,
 };
-use marketplace::Config;
+use bookshop_testing::{
+    metrics::{buckets, labels, series, value},
+    net::RefusedPort,
+};
 use reqwest::StatusCode;
 use std::sync::Arc;
 
@@ -48,6 +51,14 @@ async fn a_degraded_page_is_counted_and_leaves_the_app_ready() {
         "{metrics}"
     );
     assert!(metrics.contains("build_info{"), "{metrics}");
+    assert_eq!(
+        value(
+            &app.registry,
+            "marketplace_recommendations_fallback_total",
+            &[("reason", "unavailable")]
+        ),
+        Some(1.0)
+    );
     // No cascading failure: the pods stay in rotation while recommendations is down.
     assert_eq!(
         get_page(&format!("{}/readyz", app.admin_url)).await.0,
@@ -67,9 +78,6 @@ async fn http_metrics_count_each_request_by_route_template_and_status() {
         assert_eq!(status, expected, "{path}");
     }
 
-    let (status, text) = get_page(&format!("{}/metrics", app.admin_url)).await;
-    assert_eq!(status, StatusCode::OK);
-    let samples = parse_metrics(&text);
     // Exactly these series: the raw path `/nope` never becomes a label value.
     let expected = [
         (
@@ -87,35 +95,26 @@ async fn http_metrics_count_each_request_by_route_template_and_status() {
     ]
     .into_iter()
     .collect();
-    assert_eq!(series(&samples, "http_server_requests_total"), expected);
     assert_eq!(
-        series(&samples, "http_server_request_duration_seconds_count"),
+        series(&app.registry, "http_server_requests_total"),
         expected
     );
-    let home_buckets: Vec<(&str, f64)> = samples
-        .iter()
-        .filter(|sample| sample.name == "http_server_request_duration_seconds_bucket")
-        .filter(|sample| sample.labels["status"] == "200")
-        .map(|sample| (sample.labels["le"].as_str(), sample.value))
-        .collect();
-    let bounds: Vec<&str> = home_buckets.iter().map(|(le, _)| *le).collect();
+    assert_eq!(
+        series(&app.registry, "http_server_request_duration_seconds"),
+        expected
+    );
+    let (bounds, count) = buckets(
+        &app.registry,
+        "http_server_request_duration_seconds",
+        &[("method", "GET"), ("route", "/"), ("status", "200")],
+    );
     assert_eq!(
         bounds,
         [
-            "0.0005", "0.001", "0.0025", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
-            "1", "2.5", "5", "10", "+Inf"
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
         ]
     );
-    assert_eq!(home_buckets.last().unwrap().1, 1.0, "{home_buckets:?}");
-}
-
-fn config_for(upstream: std::net::SocketAddr, timeout_ms: u64) -> Config {
-    Config {
-        recommendations_host: upstream.ip().to_string(),
-        recommendations_port: upstream.port(),
-        recommendations_timeout_ms: timeout_ms,
-        ..test_config()
-    }
+    assert_eq!(count, 1);
 }
 
 #[tokio::test]
@@ -129,7 +128,7 @@ async fn the_grpc_client_asks_for_three_books_with_a_grpc_timeout() {
     assert_eq!(count_li(&html), 3, "{html}");
     assert!(html.contains("<li>Held book 1</li>"), "{html}");
 
-    let request = upstream.requests.recv().await.unwrap();
+    let request = upstream.next_request().await;
     assert_eq!(request.get_ref().max_results, 3);
     assert_eq!(
         request.get_ref().category,
@@ -141,19 +140,17 @@ async fn the_grpc_client_asks_for_three_books_with_a_grpc_timeout() {
 
 #[tokio::test]
 async fn the_grpc_client_degrades_when_nothing_listens_upstream() {
-    // A port that was free a moment ago: connecting is refused.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let app = spawn_app_with(config_for(closed, 5000)).await;
+    let refused = RefusedPort::bind();
+    let app = spawn_app_with(config_for(refused.addr, 5000)).await;
     let (status, html) = get_page(&app.http_url).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("recommendations are unavailable"), "{html}");
-    let (_, metrics) = get_page(&format!("{}/metrics", app.admin_url)).await;
-    assert!(
-        metrics.contains(r#"marketplace_recommendations_fallback_total{reason="unavailable"} 1"#),
-        "{metrics}"
+    assert_eq!(
+        value(
+            &app.registry,
+            "marketplace_recommendations_fallback_total",
+            &[("reason", "unavailable")]
+        ),
+        Some(1.0)
     );
 }

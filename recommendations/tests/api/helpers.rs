@@ -1,5 +1,6 @@
 //! Starting the service in-process on port 0, and clients for it.
 
+use bookshop_testing::WAIT;
 use platform::config::CommonArgs;
 use recommendations::{
     App, Config,
@@ -52,10 +53,13 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], addr.port()))
 }
 
-/// A new HTTP/2 connection to the gRPC listener at `addr`.
+/// A new HTTP/2 connection to the gRPC listener at `addr`; connecting and each
+/// call's answer are bounded by [`WAIT`].
 pub async fn connect(addr: SocketAddr) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
         .expect("a valid URI")
+        .connect_timeout(WAIT)
+        .timeout(WAIT)
         .connect()
         .await
         .expect("the gRPC listener accepts")

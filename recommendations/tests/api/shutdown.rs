@@ -2,18 +2,17 @@
 //! and single stderr line of a bad setting.
 
 use crate::helpers::connect;
+use bookshop_testing::{
+    WAIT,
+    net::RefusedPort,
+    process::{self, Spawned, logged_addr},
+};
 use recommendations_proto::v1::{
     BookCategory, RecommendationRequest, RecommendationResponse,
     recommendations_server::SERVICE_NAME,
 };
-use serde_json::Value;
-use std::{net::SocketAddr, process::Stdio, time::Duration};
-use tokio::{
-    io::{AsyncBufReadExt, BufReader},
-    process::{Child, ChildStdout, Command},
-    sync::mpsc,
-    time::timeout,
-};
+use std::time::Duration;
+use tokio::{process::Command, sync::mpsc, time::timeout};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, codec::Streaming, codegen::http::uri::PathAndQuery};
 use tonic_health::pb::{
@@ -22,79 +21,23 @@ use tonic_health::pb::{
 };
 use tonic_prost::ProstCodec;
 
-/// The most any step waits for the child; generous, as it only bounds a failing test.
-const WAIT: Duration = Duration::from_secs(10);
-
 const RECOMMEND_PATH: &str = "/recommendations.v1.Recommendations/Recommend";
 
 /// What `platform::shutdown` logs once the listeners stop accepting.
 const LISTENERS_CLOSED: &str = "listeners closed; waiting for in-flight requests";
 
+/// Long enough for the checks made while it runs, on a loaded machine: the test
+/// waits on health updates and log lines, not on this.
+const SHUTDOWN_DELAY_SECONDS: &str = "3";
+
 /// The binary with only the settings a test gives it.
 fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_recommendations"));
+    let mut command = process::command(env!("CARGO_BIN_EXE_recommendations"));
     command
-        .env_clear()
         .env("RUST_LOG", "info")
-        .env("LOG_FORMAT", "json")
         .env("GRPC_PORT", "0")
-        .env("ADMIN_PORT", "0")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
+        .env("ADMIN_PORT", "0");
     command
-}
-
-/// The child's JSON log lines, as they are written.
-struct Logs {
-    lines: mpsc::UnboundedReceiver<Value>,
-}
-
-impl Logs {
-    fn follow(stdout: ChildStdout) -> Self {
-        let (sender, lines) = mpsc::unbounded_channel();
-        // Reads to the end, so the child never blocks on a full pipe.
-        tokio::spawn(async move {
-            let mut reader = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = reader.next_line().await {
-                if let Ok(value) = serde_json::from_str(&line) {
-                    let _ = sender.send(value);
-                }
-            }
-        });
-        Self { lines }
-    }
-
-    /// The next log line whose message is `message`.
-    async fn wait_for(&mut self, message: &str) -> Value {
-        let found = timeout(WAIT, async {
-            while let Some(line) = self.lines.recv().await {
-                if line["message"] == message {
-                    return Some(line);
-                }
-            }
-            None
-        });
-        match found.await {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!("the child's stdout ended before {message:?}"),
-            Err(_) => panic!("no {message:?} log line within {WAIT:?}"),
-        }
-    }
-}
-
-/// The loopback address of a logged `0.0.0.0:port`.
-fn logged_addr(value: &Value) -> SocketAddr {
-    let addr: SocketAddr = value.as_str().unwrap().parse().unwrap();
-    SocketAddr::from(([127, 0, 0, 1], addr.port()))
-}
-
-fn terminate(child: &Child) {
-    let pid = child.id().expect("the child is running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 async fn next_status(watch: &mut Streaming<HealthCheckResponse>) -> ServingStatus {
@@ -108,13 +51,8 @@ async fn next_status(watch: &mut Streaming<HealthCheckResponse>) -> ServingStatu
 
 #[tokio::test]
 async fn sigterm_turns_health_not_serving_drains_the_in_flight_call_and_exits_zero() {
-    let mut child = binary()
-        .env("SHUTDOWN_DELAY_SECONDS", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut logs = Logs::follow(child.stdout.take().unwrap());
-    let listening = logs.wait_for("listening").await;
+    let mut child = Spawned::spawn(binary().env("SHUTDOWN_DELAY_SECONDS", SHUTDOWN_DELAY_SECONDS));
+    let listening = child.logs.wait_for("listening").await;
     let grpc_addr = logged_addr(&listening["grpc_addr"]);
     let admin_addr = logged_addr(&listening["admin_addr"]);
 
@@ -141,7 +79,7 @@ async fn sigterm_turns_health_not_serving_drains_the_in_flight_call_and_exits_ze
         .into_inner();
     assert_eq!(next_status(&mut watch).await, ServingStatus::Serving);
 
-    terminate(&child);
+    child.terminate();
     assert_eq!(next_status(&mut watch).await, ServingStatus::NotServing);
     // An open watch is an in-flight call too: it would hold the drain to its timeout.
     drop(watch);
@@ -155,13 +93,14 @@ async fn sigterm_turns_health_not_serving_drains_the_in_flight_call_and_exits_ze
         .unwrap()
         .into_inner();
     assert_eq!(fresh.status(), ServingStatus::NotServing);
-    let readyz = reqwest::get(format!("http://{admin_addr}/readyz"))
+    let readyz = timeout(WAIT, reqwest::get(format!("http://{admin_addr}/readyz")))
         .await
+        .expect("readyz answers in time")
         .unwrap();
     assert_eq!(readyz.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
 
     // Only once the listeners closed does the held message go: the call is drained, not cut.
-    logs.wait_for(LISTENERS_CLOSED).await;
+    child.logs.wait_for(LISTENERS_CLOSED).await;
     release
         .send(RecommendationRequest {
             user_id: 1,
@@ -178,10 +117,7 @@ async fn sigterm_turns_health_not_serving_drains_the_in_flight_call_and_exits_ze
         .expect("the in-flight call succeeds");
     assert_eq!(response.into_inner().recommendations.len(), 3);
 
-    let status = timeout(WAIT, child.wait())
-        .await
-        .expect("the child exits in time")
-        .unwrap();
+    let status = child.exit_status(WAIT).await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -192,10 +128,7 @@ async fn a_bad_catalog_file_exits_64_with_one_line_naming_the_file() {
         std::process::id()
     ));
     std::fs::write(&path, r#"[{"id": 1, "category": "romance", "title": "A"}]"#).unwrap();
-    let output = timeout(WAIT, binary().env("CATALOG_PATH", &path).output())
-        .await
-        .expect("the child exits in time")
-        .unwrap();
+    let output = process::output(binary().env("CATALOG_PATH", &path)).await;
     std::fs::remove_file(&path).unwrap();
 
     assert_eq!(output.status.code(), Some(64));
@@ -207,10 +140,7 @@ async fn a_bad_catalog_file_exits_64_with_one_line_naming_the_file() {
 
 #[tokio::test]
 async fn a_bad_grpc_port_exits_64_with_one_line_naming_grpc_port() {
-    let output = timeout(WAIT, binary().env("GRPC_PORT", "abc").output())
-        .await
-        .expect("the child exits in time")
-        .unwrap();
+    let output = process::output(binary().env("GRPC_PORT", "abc")).await;
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -219,18 +149,13 @@ async fn a_bad_grpc_port_exits_64_with_one_line_naming_grpc_port() {
 
 #[tokio::test]
 async fn with_the_trace_collector_down_calls_succeed_with_one_warning_and_shutdown_stays_bounded() {
-    // A port that was free a moment ago: connecting to it is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let endpoint = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
-    let mut child = binary()
-        .env("SHUTDOWN_DELAY_SECONDS", "0")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut logs = Logs::follow(child.stdout.take().unwrap());
-    let listening = logs.wait_for("listening").await;
+    let collector = RefusedPort::bind();
+    let mut child = Spawned::spawn(
+        binary()
+            .env("SHUTDOWN_DELAY_SECONDS", "0")
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url()),
+    );
+    let listening = child.logs.wait_for("listening").await;
     let grpc_addr = logged_addr(&listening["grpc_addr"]);
 
     // Enough spans for several export batches (512 spans each) to fail.
@@ -253,21 +178,18 @@ async fn with_the_trace_collector_down_calls_succeed_with_one_warning_and_shutdo
         assert_eq!(response.into_inner().recommendations.len(), 3);
     }
 
-    terminate(&child);
+    child.terminate();
     // Delay 0 + draining + the telemetry flush bound (5 s), with room to spare.
-    let status = timeout(Duration::from_secs(15), child.wait())
-        .await
-        .expect("the process exits within the bound")
-        .unwrap();
+    let status = child.exit_status(Duration::from_secs(5) + WAIT).await;
     assert_eq!(status.code(), Some(0));
 
-    let mut complaints = Vec::new();
-    while let Some(line) = logs.lines.recv().await {
-        let level = line["level"].as_str().unwrap_or_default();
-        if level == "WARN" || level == "ERROR" {
-            complaints.push(line);
-        }
-    }
+    let complaints: Vec<_> = child
+        .logs
+        .rest()
+        .await
+        .into_iter()
+        .filter(|line| matches!(line["level"].as_str(), Some("WARN" | "ERROR")))
+        .collect();
     let messages: Vec<&str> = complaints
         .iter()
         .map(|line| line["message"].as_str().unwrap_or_default())
