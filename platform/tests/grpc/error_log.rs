@@ -66,7 +66,7 @@ async fn server_faults_are_logged_as_errors_and_successes_not_at_all() {
 async fn a_call_its_caller_gives_up_is_logged_once_as_canceled() {
     let mut app = spawn_app().await;
     app.give_up_on_a_call().await;
-    app.abandoned.recv().await.unwrap();
+    app.wait_until_abandoned().await;
 
     let [line] = app
         .logs

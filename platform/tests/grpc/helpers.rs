@@ -7,11 +7,11 @@ use bookshop_testing::dummy::v1::{
     dummy_client::DummyClient,
     dummy_server::{self, DummyServer},
 };
+use bookshop_testing::{WAIT, spans::Spans};
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry_sdk::{
-    error::OTelSdkResult,
     propagation::TraceContextPropagator,
-    trace::{SdkTracerProvider, SpanData, SpanExporter},
+    trace::{SdkTracerProvider, SpanData},
 };
 use platform::grpc::{ClientStack, client_layers, server_layers};
 use prometheus::Registry;
@@ -64,9 +64,7 @@ impl Drop for TestApp {
 pub async fn spawn_app() -> TestApp {
     let logs = Logs::default();
     let spans = Spans::default();
-    let provider = SdkTracerProvider::builder()
-        .with_simple_exporter(spans.clone())
-        .build();
+    let provider = spans.provider();
     let subscriber = tracing_subscriber::registry()
         // Info and up, as platform::telemetry exports.
         .with(
@@ -148,11 +146,24 @@ impl TestApp {
     pub async fn give_up_on_a_call(&mut self) {
         let mut client = self.client.clone();
         let mut call = Box::pin(client.echo(hang()));
-        tokio::select! {
-            _ = &mut call => panic!("a hanging call answered"),
-            _ = self.arrived.recv() => {}
-        }
+        let arrived = tokio::time::timeout(WAIT, async {
+            tokio::select! {
+                _ = &mut call => panic!("a hanging call answered"),
+                _ = self.arrived.recv() => {}
+            }
+        });
+        arrived
+            .await
+            .expect("the hanging call reaches its handler in time");
         drop(call);
+    }
+
+    /// Waits, within [`WAIT`], until a `hang` handler was dropped.
+    pub async fn wait_until_abandoned(&mut self) {
+        tokio::time::timeout(WAIT, self.abandoned.recv())
+            .await
+            .expect("the handler is dropped in time")
+            .expect("the server is still up");
     }
 }
 
@@ -197,28 +208,6 @@ impl Drop for SignalOnDrop {
     fn drop(&mut self) {
         let _ = self.0.send(());
     }
-}
-
-/// The value of the sample `name{labels}` in `registry`'s text exposition, if any.
-pub fn sample(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let text = platform::metrics::render(registry).unwrap();
-    let mut wanted: Vec<String> = labels
-        .iter()
-        .map(|(key, value)| format!("{key}=\"{value}\""))
-        .collect();
-    wanted.sort();
-    text.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, labels) = series.split_once('{').unwrap_or((series, "}"));
-        let mut have: Vec<String> = labels
-            .strip_suffix('}')?
-            .split(',')
-            .filter(|label| !label.is_empty())
-            .map(str::to_owned)
-            .collect();
-        have.sort();
-        (metric == name && have == wanted).then(|| value.parse().unwrap())
-    })
 }
 
 /// The labels of the dummy's Echo method, plus `extra`.
@@ -304,30 +293,6 @@ impl tracing::field::Visit for Fields {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.0.insert(field.name().to_owned(), format!("{value:?}"));
-    }
-}
-
-/// The spans that ended, as the SDK would export them.
-#[derive(Debug, Clone, Default)]
-pub struct Spans(Arc<Mutex<Vec<SpanData>>>);
-
-impl Spans {
-    /// The ended spans named `name`.
-    pub fn named(&self, name: &str) -> Vec<SpanData> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|span| span.name == name)
-            .cloned()
-            .collect()
-    }
-}
-
-impl SpanExporter for Spans {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.0.lock().unwrap().extend(batch);
-        Ok(())
     }
 }
 

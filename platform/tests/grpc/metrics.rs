@@ -1,7 +1,8 @@
 //! The grpc_server_* and grpc_client_* series: codes, labels, cancellation.
 
-use crate::helpers::{echo_labels, hang, sample, spawn_app};
+use crate::helpers::{echo_labels, hang, spawn_app};
 use bookshop_testing::dummy::v1::{EchoRequest, EchoResponse};
+use bookshop_testing::metrics::{buckets, value};
 use platform::grpc::ClientStack;
 use std::time::Duration;
 use tonic::{Code, Request, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel};
@@ -36,14 +37,14 @@ async fn every_series_of_a_known_method_exists_at_zero_before_any_call() {
         (&app.client_registry, "client"),
     ] {
         let started = format!("grpc_{side}_started_total");
-        assert_eq!(sample(registry, &started, &echo_labels(&[])), Some(0.0));
+        assert_eq!(value(registry, &started, &echo_labels(&[])), Some(0.0));
         for (_, name) in CODES {
             let handled = format!("grpc_{side}_handled_total");
             let labels = echo_labels(&[("grpc_code", name)]);
-            assert_eq!(sample(registry, &handled, &labels), Some(0.0), "{name}");
+            assert_eq!(value(registry, &handled, &labels), Some(0.0), "{name}");
         }
-        let seconds = format!("grpc_{side}_handling_seconds_count");
-        assert_eq!(sample(registry, &seconds, &echo_labels(&[])), Some(0.0));
+        let seconds = format!("grpc_{side}_handling_seconds");
+        assert_eq!(value(registry, &seconds, &echo_labels(&[])), Some(0.0));
     }
 }
 
@@ -60,23 +61,23 @@ async fn each_code_is_counted_once_under_its_name_on_both_sides() {
         (&app.client_registry, "client"),
     ] {
         let started = format!("grpc_{side}_started_total");
-        assert_eq!(sample(registry, &started, &echo_labels(&[])), Some(17.0));
+        assert_eq!(value(registry, &started, &echo_labels(&[])), Some(17.0));
         for (_, name) in CODES {
             let handled = format!("grpc_{side}_handled_total");
             let labels = echo_labels(&[("grpc_code", name)]);
             assert_eq!(
-                sample(registry, &handled, &labels),
+                value(registry, &handled, &labels),
                 Some(1.0),
                 "{side} {name}"
             );
         }
-        let seconds = format!("grpc_{side}_handling_seconds_count");
-        assert_eq!(sample(registry, &seconds, &echo_labels(&[])), Some(17.0));
-        let fastest = format!("grpc_{side}_handling_seconds_bucket");
-        let first_bucket = echo_labels(&[("le", "0.0005")]);
-        let last_bucket = echo_labels(&[("le", "10")]);
-        assert!(sample(registry, &fastest, &first_bucket).is_some());
-        assert_eq!(sample(registry, &fastest, &last_bucket), Some(17.0));
+        let seconds = format!("grpc_{side}_handling_seconds");
+        assert_eq!(value(registry, &seconds, &echo_labels(&[])), Some(17.0));
+        let (bounds, count) = buckets(registry, &seconds, &echo_labels(&[]));
+        assert_eq!(
+            (bounds.first(), bounds.last(), count),
+            (Some(&0.0005), Some(&10.0), 17)
+        );
     }
 }
 
@@ -107,9 +108,9 @@ async fn an_unknown_method_answers_unimplemented_and_is_counted_under_fixed_labe
         (&app.client_registry, "client"),
     ] {
         let started = format!("grpc_{side}_started_total");
-        assert_eq!(sample(registry, &started, &unknown), Some(1.0), "{side}");
+        assert_eq!(value(registry, &started, &unknown), Some(1.0), "{side}");
         let name = format!("grpc_{side}_handled_total");
-        assert_eq!(sample(registry, &name, &handled), Some(1.0), "{side}");
+        assert_eq!(value(registry, &name, &handled), Some(1.0), "{side}");
         let text = platform::metrics::render(registry).unwrap();
         assert!(!text.contains("Nope"), "the raw path leaked: {text}");
     }
@@ -123,28 +124,20 @@ async fn a_call_its_caller_drops_counts_once_as_canceled_on_both_sides() {
     let canceled = echo_labels(&[("grpc_code", "Canceled")]);
     let registry = &app.client_registry;
     assert_eq!(
-        sample(registry, "grpc_client_handled_total", &canceled),
+        value(registry, "grpc_client_handled_total", &canceled),
         Some(1.0)
     );
-    let count = sample(
-        registry,
-        "grpc_client_handling_seconds_count",
-        &echo_labels(&[]),
-    );
+    let count = value(registry, "grpc_client_handling_seconds", &echo_labels(&[]));
     assert_eq!(count, Some(1.0), "handled once in all");
 
     // The server learns of it from the stream's reset, and drops the handler.
-    app.abandoned.recv().await.unwrap();
+    app.wait_until_abandoned().await;
     let registry = &app.server_registry;
     assert_eq!(
-        sample(registry, "grpc_server_handled_total", &canceled),
+        value(registry, "grpc_server_handled_total", &canceled),
         Some(1.0)
     );
-    let count = sample(
-        registry,
-        "grpc_server_handling_seconds_count",
-        &echo_labels(&[]),
-    );
+    let count = value(registry, "grpc_server_handling_seconds", &echo_labels(&[]));
     assert_eq!(count, Some(1.0), "handled once in all");
 }
 
@@ -157,13 +150,13 @@ async fn both_kinds_of_client_deadline_count_as_canceled() {
     request.set_timeout(Duration::from_millis(20));
     let status = app.client.clone().echo(request).await.unwrap_err();
     assert_eq!(status.code(), Code::Cancelled);
-    app.abandoned.recv().await.unwrap();
+    app.wait_until_abandoned().await;
 
     // The caller's own, as the marketplace's pages have it: the future is dropped.
     let mut client = app.client.clone();
     let call = tokio::time::timeout(Duration::from_millis(20), client.echo(hang()));
     assert!(call.await.is_err(), "the deadline passed");
-    app.abandoned.recv().await.unwrap();
+    app.wait_until_abandoned().await;
 
     let canceled = echo_labels(&[("grpc_code", "Canceled")]);
     let deadline = echo_labels(&[("grpc_code", "DeadlineExceeded")]);
@@ -172,7 +165,7 @@ async fn both_kinds_of_client_deadline_count_as_canceled() {
         (&app.client_registry, "client"),
     ] {
         let handled = format!("grpc_{side}_handled_total");
-        assert_eq!(sample(registry, &handled, &canceled), Some(2.0), "{side}");
-        assert_eq!(sample(registry, &handled, &deadline), Some(0.0), "{side}");
+        assert_eq!(value(registry, &handled, &canceled), Some(2.0), "{side}");
+        assert_eq!(value(registry, &handled, &deadline), Some(0.0), "{side}");
     }
 }

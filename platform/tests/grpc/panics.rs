@@ -1,7 +1,8 @@
 //! A panicking handler: INTERNAL for the caller, counted and logged, server up.
 
-use crate::helpers::{ECHO, echo_labels, sample, spawn_app};
+use crate::helpers::{ECHO, echo_labels, spawn_app};
 use bookshop_testing::dummy::v1::EchoRequest;
+use bookshop_testing::metrics::value;
 use tonic::Code;
 use tracing::Level;
 
@@ -25,17 +26,14 @@ async fn a_panicking_handler_answers_internal_and_the_next_call_succeeds() {
     assert_eq!(answer.message, "still here");
 
     let registry = &app.server_registry;
-    assert_eq!(sample(registry, "grpc_server_panics_total", &[]), Some(1.0));
+    assert_eq!(value(registry, "grpc_server_panics_total", &[]), Some(1.0));
     let internal = echo_labels(&[("grpc_code", "Internal")]);
     assert_eq!(
-        sample(registry, "grpc_server_handled_total", &internal),
+        value(registry, "grpc_server_handled_total", &internal),
         Some(1.0)
     );
     let ok = echo_labels(&[("grpc_code", "OK")]);
-    assert_eq!(
-        sample(registry, "grpc_server_handled_total", &ok),
-        Some(1.0)
-    );
+    assert_eq!(value(registry, "grpc_server_handled_total", &ok), Some(1.0));
 }
 
 #[tokio::test(flavor = "current_thread")]
