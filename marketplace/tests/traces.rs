@@ -5,6 +5,7 @@
 //! the other tests. Both services run in this process and so share one
 //! `service.name`; the spans' kinds and names tell them apart.
 
+use bookshop_testing::WAIT;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -15,7 +16,7 @@ use opentelemetry_proto::tonic::{
 };
 use platform::config::{CommonArgs, TraceArgs};
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::{sync::oneshot, time::timeout};
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// Keeps every span it is sent.
@@ -130,7 +131,10 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
 
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let caller_span_id = "00f067aa0ba902b7";
-    let response = reqwest::Client::new()
+    let response = reqwest::Client::builder()
+        .timeout(WAIT)
+        .build()
+        .unwrap()
         .get(&page)
         .header("traceparent", format!("00-{trace_id}-{caller_span_id}-01"))
         .send()
@@ -143,7 +147,11 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
     // Stop serving, then flush: every span of the page view is then exported.
     stop.send(()).unwrap();
     stop_too.send(()).unwrap();
-    servers.await.unwrap().unwrap();
+    timeout(WAIT, servers)
+        .await
+        .expect("both servers stop in time")
+        .unwrap()
+        .unwrap();
     telemetry.shutdown().await;
 
     let spans = receiver.spans.lock().unwrap().clone();

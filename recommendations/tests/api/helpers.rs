@@ -16,6 +16,8 @@ use tonic::transport::{Channel, Endpoint};
 pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// What `/metrics` serves, read with `bookshop_testing::metrics`.
+    pub registry: prometheus::Registry,
     _stop: oneshot::Sender<()>,
 }
 
@@ -39,6 +41,7 @@ pub async fn spawn_app_with_source(source: impl BookSource) -> TestApp {
     let test_app = TestApp {
         grpc_addr: loopback(app.grpc_addr()),
         admin_addr: loopback(app.admin_addr()),
+        registry: app.registry().clone(),
         _stop: stop,
     };
     // The sender is dropped with the TestApp, which ends `stopped`.
@@ -76,6 +79,17 @@ impl TestApp {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin_addr)
+    }
+
+    /// GETs `path` from the admin listener, within [`WAIT`]: the status and body.
+    pub async fn get_admin(&self, path: &str) -> (reqwest::StatusCode, String) {
+        let answer = async {
+            let response = reqwest::get(self.admin_url(path)).await.unwrap();
+            (response.status(), response.text().await.unwrap())
+        };
+        tokio::time::timeout(WAIT, answer)
+            .await
+            .expect("the admin listener answers in time")
     }
 }
 
