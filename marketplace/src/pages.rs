@@ -68,12 +68,13 @@ impl AppState {
     }
 
     /// Renders `template`; every page also gets `trace_id` (when tracing is on)
-    /// and `trace_url` (when a Jaeger UI is configured too), for its footer.
+    /// and `trace_url` (when a Jaeger UI is configured and the trace is
+    /// sampled, so that the link leads somewhere), for its footer.
     fn render(&self, status: StatusCode, template: &str, mut context: Context) -> Response {
         // The handler runs inside the request's SERVER span (platform::http).
         if let Some(ids) = TraceParent::of(&tracing::Span::current()) {
             let trace_id = ids.trace_id.to_string();
-            if let Some(base) = &self.jaeger_ui {
+            if let (Some(base), true) = (&self.jaeger_ui, ids.sampled) {
                 context.insert("trace_url", &format!("{base}/trace/{trace_id}"));
             }
             context.insert("trace_id", &trace_id);

@@ -59,6 +59,35 @@ async fn with_a_jaeger_ui_configured_the_footer_links_to_the_trace() {
 }
 
 #[tokio::test]
+async fn a_trace_the_caller_did_not_sample_is_named_but_not_linked() {
+    let _captured = Captured::install();
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let request = Request::get("/")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-00"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router_with_jaeger_ui("http://jaeger.example:16686")
+        .oneshot(request)
+        .await
+        .unwrap();
+    let header = response.headers()["traceresponse"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(header.starts_with(&format!("00-{trace_id}-")), "{header}");
+    assert!(header.ends_with("-00"), "not sampled: {header}");
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let html = String::from_utf8(body.to_vec()).unwrap();
+    assert!(html.contains(trace_id), "{html}");
+    assert!(
+        !html.contains("/trace/"),
+        "no link to a trace Jaeger never gets: {html}"
+    );
+}
+
+#[tokio::test]
 async fn error_pages_name_their_trace_too() {
     let captured = Captured::install();
     let (status, headers, html) = get(books(), "/nope").await;
