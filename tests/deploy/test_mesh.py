@@ -14,6 +14,7 @@ import crosschecks
 import mesh
 import render
 import schemas
+from tools import require_tool, run
 
 # The renders that include istio/ (test_the_mesh_renders_are_the_ones_with_istio_objects keeps
 # this list honest).
@@ -438,7 +439,7 @@ def _one(docs: list[dict], kind: str, name: str) -> dict:
     return doc
 
 
-@pytest.mark.parametrize("name", MESH_RENDERS)
+@pytest.mark.parametrize("name", list(render.RENDERS))
 def test_every_object_is_part_of_the_bookshop(name: str, docs) -> None:
     assert [f"{d['kind']}/{d['metadata']['name']}" for d in docs[name]
             if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") != "bookshop"] == []
@@ -570,3 +571,19 @@ def test_probes_and_scrapes_go_through_the_sidecar_agent(name: str, injected, do
         # The render itself still names the app's admin port (the merge source).
         assert _one(docs[name], "Deployment", service)["spec"]["template"]["metadata"]["annotations"][
             "prometheus.io/port"] == admin
+
+
+def test_yamllint_finds_nothing_in_istio() -> None:
+    # test_yamllint.py lints the other YAML trees; istio/ is this file's.
+    yamllint = require_tool("yamllint")
+    result = run([yamllint, "--strict", "--config-file", ".yamllint.yaml", "istio"])
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_verification_probes_are_valid_and_restricted() -> None:
+    # istio/verify/probes.yaml, which docs/mesh.md has users apply by hand.
+    documents = mesh.parse((mesh.REPO_ROOT / "istio/verify/probes.yaml").read_text())
+    assert [p for d in documents for p in schemas.kubernetes_problems(d)] == []
+    for pod in (d for d in documents if d["kind"] == "Pod"):
+        assert pod["spec"]["serviceAccountName"] == "default"  # not an identity any policy allows
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
