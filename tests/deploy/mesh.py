@@ -612,3 +612,24 @@ def check_sampling(docs: list[Doc], accepted: dict[str, dict[str, str | None]]) 
                     problems.append(f"{_name(telemetry)} ({_ns(telemetry)}): randomSamplingPercentage {percentage:g} "
                                     f"but {workload} samples {rate:g}%")
     return problems
+
+
+def check_provider_services(docs: list[Doc], mesh: Doc) -> list[str]:
+    """An extension provider that sends to a namespace the render itself deploys (dev's
+    observability) names a Service of the render and one of its ports. Providers whose
+    namespace the render does not hold (prod's platform collector) are the cluster's business."""
+    namespaces = {d["metadata"]["name"] for d in _kind(docs, "Namespace")}
+    problems: list[str] = []
+    for provider in mesh.get("extensionProviders", []):
+        for settings in (v for k, v in provider.items() if k != "name" and isinstance(v, dict)):
+            host, port = settings.get("service"), settings.get("port")
+            fqdn = (host or "").split("/", 1)[-1]  # "namespace/host" is allowed too
+            if len(fqdn.split(".")) < 2 or fqdn.split(".")[1] not in namespaces:
+                continue
+            service = _service(docs, fqdn, None)
+            if service is None:
+                problems.append(f"extension provider {provider['name']}: {host} is not a Service of the render")
+            elif port not in [p["port"] for p in service["spec"]["ports"]]:
+                problems.append(f"extension provider {provider['name']}: port {port} is not a port of "
+                                f"Service/{service['metadata']['name']} ({_ns(service)})")
+    return problems

@@ -285,6 +285,19 @@ def test_retries_fit_in_the_callers_deadline(name: str, docs, accepted) -> None:
 
 
 @pytest.mark.parametrize("name", MESH_RENDERS)
+def test_the_tracing_provider_reaches_the_renders_collector(name: str, docs, mesh_config) -> None:
+    assert mesh.check_provider_services(docs[name], mesh_config) == []
+
+
+def test_a_tracing_provider_on_a_wrong_port_is_caught(docs, mesh_config) -> None:
+    # dev deploys the collector itself (observability/), so the provider must name one of its ports.
+    otlp_http = {**mesh_config, "extensionProviders": [
+        {"name": "otel", "opentelemetry": {"service": "jaeger-collector.observability.svc.cluster.local", "port": 4319}}]}
+    assert any("port 4319 is not a port of Service/jaeger-collector" in p
+               for p in mesh.check_provider_services(docs["dev"], otlp_http))
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
 def test_the_mesh_and_the_services_sample_alike(name: str, docs, accepted) -> None:
     assert mesh.check_sampling(docs[name], accepted) == []
 
