@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import required_dir
+from support import required_dir
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 import promql
-from tools import DASHBOARDS_DIR, DATASOURCES
+from support import DASHBOARDS_DIR, DATASOURCES
 
 Dashboard = dict[str, Any]
 

@@ -15,7 +15,7 @@ import yaml
 
 import dashboards
 import promql
-from tools import ISTIO_METRICS, KUBERNETES_PROMETHEUS, REPO_ROOT, require_tool, required_dir, run
+from support import ISTIO_METRICS, KUBERNETES_PROMETHEUS, REPO_ROOT, require_tool, required_dir, run
 
 NAMES = ["bookshop-services", "bookshop-mesh"]
 
@@ -145,8 +145,10 @@ def mesh_problems(board: dashboards.Dashboard) -> list[str]:
             # label_values(selector, label): the label is the last argument.
             found.labels.add(expr.rsplit(",", 1)[1].strip(" )"))
             found.metrics.discard(expr.rsplit(",", 1)[1].strip(" )"))
-        problems += [f"{where}: metric {m} is not one of Istio's standard metrics" for m in sorted(found.metrics - metrics)]
-        problems += [f"{where}: label {lbl} is not a standard Istio or target label" for lbl in sorted(found.labels - labels)]
+        problems += [f"{where}: metric {m} is not one of Istio's standard metrics"
+                     for m in sorted(found.metrics - metrics)]
+        problems += [f"{where}: label {lbl} is not a standard Istio or target label"
+                     for lbl in sorted(found.labels - labels)]
     return problems
 
 
@@ -197,7 +199,8 @@ def test_promtool_parses_every_panel_query(name: str, tmp_path: Path) -> None:
 
 def test_a_query_promtool_cannot_parse_is_caught(tmp_path: Path) -> None:
     text = json.dumps(dashboards.load("bookshop-mesh"))
-    broken = json.loads(text.replace("sum by (destination_workload) (rate(", "sum by (destination_workload) (rate((", 1))
+    unbalanced = text.replace("sum by (destination_workload) (rate(", "sum by (destination_workload) (rate((", 1)
+    broken = json.loads(unbalanced)
     result = _promtool_check(broken, tmp_path)
     assert result.returncode != 0
 

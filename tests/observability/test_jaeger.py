@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from processes import Bookshop, Process, free_port, get_json, http_get, wait_until
-from tools import JAEGER_CONFIG, require_tool
+from support import JAEGER_CONFIG, require_tool
 
 TRACE_TIMEOUT = 60.0  # the services export in batches every few seconds
 # A page during the outage may take this many times the baseline's (median and 90th percentile)

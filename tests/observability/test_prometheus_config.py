@@ -4,14 +4,15 @@ cases. Each check is also shown failing on a copy broken on purpose."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tools import (COMPOSE_PROMETHEUS, KUBERNETES_PROMETHEUS, OBSERVABILITY, PROMETHEUS_DIR, RULE_TESTS_DIR,
-                   RULES_DIR, require_tool, run)
+from support import (COMPOSE_PROMETHEUS, ISTIO_METRICS, KUBERNETES_PROMETHEUS, OBSERVABILITY, PROMETHEUS_DIR,
+                     RULE_TESTS_DIR, RULES_DIR, require_tool, run)
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR):
@@ -80,14 +81,22 @@ def test_the_cluster_discovers_pods_only() -> None:
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
 
 
-def test_istio_metrics_are_scraped_once() -> None:
-    # Merged metrics (kubernetes-pods) drop istio_*; the sidecar job keeps only istio_*.
+def test_istio_standard_metrics_are_scraped_once() -> None:
+    # Merged metrics (kubernetes-pods) drop Istio's standard metrics; the sidecar job keeps
+    # only those: every one of them, and none of the agent's own.
     jobs = {job["job_name"]: job for job in yaml.safe_load(KUBERNETES_PROMETHEUS.read_text())["scrape_configs"]}
-    pods = jobs["kubernetes-pods"]["metric_relabel_configs"]
-    sidecars = jobs["istio-sidecars"]["metric_relabel_configs"]
-    assert {"source_labels": ["__name__"], "action": "drop", "regex": "istio_.*"} in pods
-    assert {"source_labels": ["__name__"], "action": "keep", "regex": "istio_.*"} in sidecars
+    [drop] = [r for r in jobs["kubernetes-pods"]["metric_relabel_configs"] if r["action"] == "drop"]
+    [keep] = [r for r in jobs["istio-sidecars"]["metric_relabel_configs"] if r["action"] == "keep"]
+    assert drop["source_labels"] == keep["source_labels"] == ["__name__"]
+    assert drop["regex"] == keep["regex"]
     assert jobs["istio-sidecars"]["metrics_path"] == "/stats/prometheus"
+    standard = re.compile(f"^(?:{keep['regex']})$")  # Prometheus anchors relabel regexes
+    listed = yaml.safe_load(ISTIO_METRICS.read_text())["metrics"]
+    names = listed["counters"] + [f"{h}_{s}" for h in listed["histograms"] for s in ("bucket", "sum", "count")]
+    assert [n for n in names if not standard.match(n)] == []
+    others = ["istio_agent_pilot_xds", "istio_build", "envoy_cluster_upstream_rq_total", "grpc_server_handled_total",
+              "istio_request_duration_milliseconds"]
+    assert [n for n in others if standard.match(n)] == []
 
 
 # --- rules ------------------------------------------------------------------------------------

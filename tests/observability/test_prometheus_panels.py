@@ -22,7 +22,7 @@ import yaml
 import dashboards
 import promql
 from processes import Bookshop, Process, free_port, get_json, wait_until
-from tools import COMPOSE_PROMETHEUS, DATASOURCES, RULES_DIR, require_tool
+from support import COMPOSE_PROMETHEUS, DATASOURCES, RULES_DIR, require_tool
 
 SCRAPE_INTERVAL = "1s"
 # RecommendationRequest{user_id: 1, category: UNSPECIFIED, max_results: 3}, encoded by hand
@@ -282,7 +282,8 @@ def test_a_panel_filtering_on_a_label_the_services_lack_is_caught(scraped: Prome
 
 
 def test_an_expected_series_the_mix_did_not_produce_is_caught(scraped: Prometheus, services_board: dict) -> None:
-    [panel] = [p for p in dashboards.panels(services_board) if p.get("title") == "Degraded pages by reason (marketplace)"]
+    [panel] = [p for p in dashboards.panels(services_board)
+               if p.get("title") == "Degraded pages by reason (marketplace)"]
     start, end = dashboard_range(services_board, time.time())
     series = evaluate(scraped, panel, grafana_variables(scraped, services_board, start, end), start, end)
     # The counter starts at 0 for every reason, so the series exists; only `unavailable` rose.
