@@ -81,10 +81,12 @@ def grafana_variables(prometheus: Prometheus, board: dict, start: float, end: fl
             "__step": interval}
 
 
-def dashboard_range(board: dict, now: float) -> tuple[float, float]:
+def panel_range(board: dict, panel: dict, now: float) -> tuple[float, float]:
+    """The range a panel queries: the dashboard's (now-…), or the panel's own `timeFrom`."""
     time_range = board["time"]
     assert time_range["to"] == "now" and time_range["from"].startswith("now-"), time_range
-    return now - promql.seconds(time_range["from"].removeprefix("now-")), now
+    length = panel.get("timeFrom") or time_range["from"].removeprefix("now-")
+    return now - promql.seconds(length), now
 
 
 def evaluate(prometheus: Prometheus, panel: dict, variables: dict[str, str], start: float, end: float) -> dict:
@@ -250,7 +252,7 @@ def _panel_ids() -> list[int]:
 @pytest.mark.parametrize("panel_id", _panel_ids())
 def test_the_panel_shows_data_from_the_real_services(panel_id: int, scraped: Prometheus, services_board: dict) -> None:
     [panel] = [p for p in dashboards.panels(services_board) if p["id"] == panel_id]
-    start, end = dashboard_range(services_board, time.time())
+    start, end = panel_range(services_board, panel, time.time())
     variables = grafana_variables(scraped, services_board, start, end)
     series = evaluate(scraped, panel, variables, start, end)
     assert panel_problem(series) is None, f"{panel['title']!r}: {panel_problem(series)}"
@@ -267,7 +269,7 @@ def test_a_panel_with_a_misspelt_metric_is_caught(scraped: Prometheus, services_
                if p.get("title") == "Degraded pages by reason (marketplace)"]
     panel["targets"][0]["expr"] = panel["targets"][0]["expr"].replace(
         "marketplace_recommendations_fallback_total", "marketplace_recommendation_fallback_total")
-    start, end = dashboard_range(services_board, time.time())
+    start, end = panel_range(services_board, panel, time.time())
     series = evaluate(scraped, panel, grafana_variables(scraped, services_board, start, end), start, end)
     assert panel_problem(series) == "query A returned no series"
 
@@ -276,7 +278,7 @@ def test_a_panel_filtering_on_a_label_the_services_lack_is_caught(scraped: Prome
     [panel] = [copy.deepcopy(p) for p in dashboards.panels(services_board)
                if p.get("title") == "RPC error ratio by code (recommendations)"]
     panel["targets"][0]["expr"] = panel["targets"][0]["expr"].replace("grpc_code!=", "grpc_status=")
-    start, end = dashboard_range(services_board, time.time())
+    start, end = panel_range(services_board, panel, time.time())
     series = evaluate(scraped, panel, grafana_variables(scraped, services_board, start, end), start, end)
     assert panel_problem(series) == "query A returned no series"
 
@@ -284,7 +286,7 @@ def test_a_panel_filtering_on_a_label_the_services_lack_is_caught(scraped: Prome
 def test_an_expected_series_the_mix_did_not_produce_is_caught(scraped: Prometheus, services_board: dict) -> None:
     [panel] = [p for p in dashboards.panels(services_board)
                if p.get("title") == "Degraded pages by reason (marketplace)"]
-    start, end = dashboard_range(services_board, time.time())
+    start, end = panel_range(services_board, panel, time.time())
     series = evaluate(scraped, panel, grafana_variables(scraped, services_board, start, end), start, end)
     # The counter starts at 0 for every reason, so the series exists; only `unavailable` rose.
     assert panel_problem(series) is None
