@@ -9,9 +9,9 @@
 // library's AddTestReaderKubeSource), so those analyzers run too. Everything else is istioctl's
 // analyze: all analyzers, the mesh config from a file, --suppress, output as istioctl's JSON.
 //
-// Built from the istio.io/istio module that tools/go.mod pins (tests/deploy builds it):
+// Built from the istio.io/istio module that tools/istio/go.mod pins (cargo xtask test builds it):
 //
-//	cd tools && go build -o <dir>/mesh-analyze ../istio/analyze/main.go
+//	cd tools/istio && go build -o <dir>/mesh-analyze ../../istio/analyze/main.go
 //
 // Usage: mesh-analyze --mesh-config MESH.yaml [--suppress CODE=RESOURCE]... FILE...
 // Prints the messages (Info and above) as JSON; exits 0 even when there are some (the caller

@@ -45,11 +45,11 @@ SUPPRESSIONS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
 def suppressions_for(render_name: str) -> dict[tuple[str, str], str]:
     return {key: reason for key, (renders, reason) in SUPPRESSIONS.items() if render_name in renders}
 
-ISTIOCTL_HINT = ("build it from the pinned module: cd tools && go build -o "
+ISTIOCTL_HINT = ("build it from the pinned module: cd tools/istio && go build -o "
                  "<cargo target dir>/tools/bin/istioctl istio.io/istio/istioctl/cmd/istioctl "
                  "(cargo xtask test does this), and put its directory on PATH")
-MESH_ANALYZE_HINT = ("build it from the pinned module: cd tools && go build -o "
-                     "<cargo target dir>/tools/bin/mesh-analyze ../istio/analyze/main.go "
+MESH_ANALYZE_HINT = ("build it from the pinned module: cd tools/istio && go build -o "
+                     "<cargo target dir>/tools/bin/mesh-analyze ../../istio/analyze/main.go "
                      "(cargo xtask test does this), and put its directory on PATH")
 
 
@@ -633,3 +633,14 @@ def check_provider_services(docs: list[Doc], mesh: Doc) -> list[str]:
                 problems.append(f"extension provider {provider['name']}: port {port} is not a port of "
                                 f"Service/{service['metadata']['name']} ({_ns(service)})")
     return problems
+
+
+def check_release_line(tag: str, module_version: str) -> list[str]:
+    """The Istio release installed (the IstioOperator's tag, x.y.z) is of the minor line the
+    pinned module's analyzers and CRDs are from (its VERSION file, x.y)."""
+    parts = tag.split(".")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        return [f"tag {tag} is not a release (x.y.z)"]
+    if ".".join(parts[:2]) != module_version.strip():
+        return [f"tag {tag} is not of the {module_version.strip()} line the checks' Istio module is from"]
+    return []

@@ -122,10 +122,16 @@ def test_the_install_config_renders_with_the_pinned_istio(install: list[dict], m
     assert otel["opentelemetry"] == {"service": "jaeger-collector.observability.svc.cluster.local", "port": 4317}
 
 
-def test_the_install_config_pins_a_release() -> None:
+def test_the_install_config_pins_a_release_of_the_checked_line() -> None:
     spec = mesh.install_spec()
     assert spec["hub"] == "docker.io/istio"
-    assert all(part.isdigit() for part in spec["tag"].split(".")) and spec["tag"].count(".") == 2
+    module = mesh.env_file("BOOKSHOP_ISTIO_MODULE", "the pinned istio.io/istio module's directory")
+    assert mesh.check_release_line(spec["tag"], (module / "VERSION").read_text()) == []
+
+
+def test_a_release_of_another_line_is_caught() -> None:
+    assert mesh.check_release_line("1.30.8", "1.31\n") == ["tag 1.30.8 is not of the 1.31 line the checks' Istio module is from"]
+    assert mesh.check_release_line("latest", "1.31") == ["tag latest is not a release (x.y.z)"]
 
 
 def test_an_invalid_install_config_is_refused(tmp_path: Path, istioctl: str) -> None:
