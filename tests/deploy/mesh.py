@@ -49,7 +49,7 @@ ISTIOCTL_HINT = ("build it from the pinned module: cd tools/istio && go build -o
                  "<cargo target dir>/tools/bin/istioctl istio.io/istio/istioctl/cmd/istioctl "
                  "(cargo xtask test does this), and put its directory on PATH")
 MESH_ANALYZE_HINT = ("build it from the pinned module: cd tools/istio && go build -o "
-                     "<cargo target dir>/tools/bin/mesh-analyze ../../istio/analyze/main.go "
+                     "<cargo target dir>/tools/bin/mesh-analyze ./mesh-analyze "
                      "(cargo xtask test does this), and put its directory on PATH")
 
 
@@ -220,7 +220,7 @@ def istioctl_analyze(istioctl_path: str, manifests: list[str], mesh: Doc,
 def analyze(analyzer_path: str, manifests: list[str], mesh: Doc,
             suppressions: dict[tuple[str, str], str]) -> list[Doc]:
     """Every analyzer of istioctl analyze, on the manifests with their Services, Pods and
-    Namespaces as a cluster would hold them (istio/analyze/main.go, built from the same pinned
+    Namespaces as a cluster would hold them (tools/istio/mesh-analyze, built from the same pinned
     module), in every namespace, with the install's mesh config: the messages (JSON)."""
     with tempfile.TemporaryDirectory(prefix="mesh-analyze-") as tmp:
         files, mesh_file = _write(tmp, manifests, mesh)

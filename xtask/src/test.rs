@@ -42,6 +42,11 @@ const PROMETHEUS: Tool = Tool::Debian {
     command: "promtool",
     package: "prometheus",
 };
+/// A throwaway certificate stands in for prod's TLS Secret in the mesh analysis.
+const OPENSSL: Tool = Tool::Debian {
+    command: "openssl",
+    package: "openssl",
+};
 const CHROMIUM: [Tool; 2] = [
     Tool::Debian {
         command: "chromium",
@@ -59,7 +64,7 @@ impl Step {
         match self {
             Step::Fmt | Step::Clippy | Step::Cargo | Step::Release => vec![],
             Step::BufLint | Step::BufBreaking => vec![Tool::Buf],
-            Step::Deploy => vec![Tool::Python, PROMETHEUS, Tool::Istioctl],
+            Step::Deploy => vec![Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
             Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
             Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
         }

@@ -19,8 +19,8 @@ const PYTHON_REQUIREMENTS: [&str; 3] = [
     "tests/observability/requirements.txt",
     "tests/ui/requirements.txt",
 ];
-/// The Go module that pins the upstream tools the tests build.
-const GO_TOOLS_MODULE: &str = "tools";
+/// The Go modules (under `tools/`) that pin the upstream tools the tests build.
+const GO_TOOLS: &str = "tools";
 
 /// Something a step needs from outside the workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +29,8 @@ pub enum Tool {
     Python,
     /// buf, from npm.
     Buf,
-    /// `istioctl`, built from the pinned istio.io/istio module (it also holds Istio's CRDs).
+    /// `istioctl` and `mesh-analyze`, built from the pinned istio.io/istio module
+    /// (whose source also holds Istio's CRDs and standard metric names).
     Istioctl,
     /// Jaeger v2 (all-in-one), built from the pinned Go module.
     Jaeger,
@@ -40,12 +41,22 @@ pub enum Tool {
     },
 }
 
-/// The Go programs of `tools/go.mod`: (binary name, package).
-fn go_package(tool: Tool) -> Option<(&'static str, &'static str)> {
+/// The Go programs a tool is: (module under `tools/`, [(binary, package)]).
+fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static str)]) {
     match tool {
-        Tool::Istioctl => Some(("istioctl", "istio.io/istio/istioctl/cmd/istioctl")),
-        Tool::Jaeger => Some(("jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger")),
-        _ => None,
+        // mesh-analyze: Istio's analyzers fed the files as a cluster would hold them.
+        Tool::Istioctl => (
+            "istio",
+            &[
+                ("istioctl", "istio.io/istio/istioctl/cmd/istioctl"),
+                ("mesh-analyze", "./mesh-analyze"),
+            ],
+        ),
+        Tool::Jaeger => (
+            "jaeger",
+            &[("jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger")],
+        ),
+        _ => unreachable!("only Go tools are built"),
     }
 }
 
@@ -123,7 +134,7 @@ impl Tools {
     /// standard metrics are read from there, at the version istioctl is built from).
     pub fn istio_module(&self) -> anyhow::Result<PathBuf> {
         let output = self
-            .go()?
+            .go("istio")?
             .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
             .output()
             .context("cannot run go list")?;
@@ -197,12 +208,12 @@ impl Tools {
         Ok(())
     }
 
-    /// `go` with its module and build caches under the tools dir, in the
+    /// `go` with its module and build caches under the tools dir, in one
     /// tools module, never switching toolchains behind our back.
-    fn go(&self) -> anyhow::Result<Command> {
+    fn go(&self, module: &str) -> anyhow::Result<Command> {
         require_command("go", "Go 1.26 or later (https://go.dev/doc/install)")?;
         let mut go = Command::new("go");
-        go.current_dir(workspace::root().join(GO_TOOLS_MODULE))
+        go.current_dir(workspace::root().join(GO_TOOLS).join(module))
             .env("GOMODCACHE", self.go_dir().join("mod"))
             .env("GOCACHE", self.go_dir().join("cache"))
             .env("GOTOOLCHAIN", "local")
@@ -210,30 +221,57 @@ impl Tools {
         Ok(go)
     }
 
-    /// Builds one Go tool unless it was built from the current go.mod/go.sum.
+    /// Builds a Go tool's programs unless they were built from the current
+    /// sources of their module.
     fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
-        let (name, package) = go_package(tool).expect("only Go tools are built");
-        let module = workspace::root().join(GO_TOOLS_MODULE);
-        let pins = fs::read_to_string(module.join("go.mod"))?
-            + &fs::read_to_string(module.join("go.sum"))?;
-        let binary = self.bin().join(name);
-        let stamp = self.bin().join(format!("{name}.built-from"));
-        if binary.is_file() && fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
-            return Ok(());
+        let (module, programs) = go_programs(tool);
+        let sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
+        for (name, package) in programs {
+            let binary = self.bin().join(name);
+            let stamp = self.bin().join(format!("{name}.built-from"));
+            if binary.is_file() && fs::read(&stamp).ok().as_deref() == Some(sources.as_slice()) {
+                continue;
+            }
+            eprintln!(
+                "xtask: building {name} from {GO_TOOLS}/{module} (the first build takes several minutes)"
+            );
+            fs::create_dir_all(self.bin())?;
+            workspace::run(
+                self.go(module)?
+                    .args(["build", "-trimpath", "-o"])
+                    .arg(&binary)
+                    .arg(package),
+            )?;
+            fs::write(stamp, &sources)?;
         }
-        eprintln!(
-            "xtask: building {name} from {GO_TOOLS_MODULE}/go.mod (the first build takes several minutes)"
-        );
-        fs::create_dir_all(self.bin())?;
-        workspace::run(
-            self.go()?
-                .args(["build", "-trimpath", "-o"])
-                .arg(&binary)
-                .arg(package),
-        )?;
-        fs::write(stamp, pins)?;
         Ok(())
     }
+}
+
+/// Every file of a tools module (go.mod, go.sum, our own Go programs), in a
+/// stable order: a change to any of them rebuilds the module's tools.
+fn module_sources(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in
+            fs::read_dir(&folder).with_context(|| format!("cannot read {}", folder.display()))?
+        {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut sources = Vec::new();
+    for file in files {
+        sources.extend(file.strip_prefix(dir)?.to_string_lossy().as_bytes());
+        sources.extend(fs::read(&file)?);
+    }
+    Ok(sources)
 }
 
 /// Installs a Debian package when its command is missing: with apt-get as root

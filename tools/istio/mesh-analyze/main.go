@@ -11,7 +11,7 @@
 //
 // Built from the istio.io/istio module that tools/istio/go.mod pins (cargo xtask test builds it):
 //
-//	cd tools/istio && go build -o <dir>/mesh-analyze ../../istio/analyze/main.go
+//	cd tools/istio && go build -o <dir>/mesh-analyze ./mesh-analyze
 //
 // Usage: mesh-analyze --mesh-config MESH.yaml [--suppress CODE=RESOURCE]... FILE...
 // Prints the messages (Info and above) as JSON; exits 0 even when there are some (the caller
