@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tools import run
+from outside_tools import run
 
 BINARIES = ("recommendations", "marketplace")
 

@@ -12,7 +12,7 @@ import pytest
 import clihelp
 import render
 from clihelp import Settings
-from tools import REPO_ROOT, istio_crds_path, require_tool, required_dir
+from outside_tools import REPO_ROOT, istio_crds_path, require_tool, required_dir
 
 
 @pytest.fixture(scope="session")

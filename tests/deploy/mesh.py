@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tools import REPO_ROOT, run
+from outside_tools import REPO_ROOT, run
 
 Doc = dict[str, Any]
 

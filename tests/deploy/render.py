@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tools import REPO_ROOT, require_tool, run
+from outside_tools import REPO_ROOT, require_tool, run
 
 KUSTOMIZE = REPO_ROOT / "kustomize"
 COMPONENTS = ("hpa-pdb", "network-policies")

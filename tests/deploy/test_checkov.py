@@ -8,7 +8,7 @@ import json
 import pytest
 
 import render
-from tools import REPO_ROOT, require_tool, run
+from outside_tools import REPO_ROOT, require_tool, run
 
 # CKV2_K8S_6 asks for a NetworkPolicy on every pod: renders without the network-policies
 # component lack one by choice (that component is how you get them).

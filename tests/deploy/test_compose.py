@@ -7,7 +7,7 @@ import yaml
 
 import clihelp
 import crosschecks
-from tools import REPO_ROOT, require_tool, run
+from outside_tools import REPO_ROOT, require_tool, run
 
 COMPOSE = REPO_ROOT / "compose.yaml"
 PROMETHEUS = REPO_ROOT / "observability/prometheus/prometheus.yml"

@@ -11,7 +11,7 @@ import pytest
 import clihelp
 import crosschecks
 import render
-from tools import REPO_ROOT, require_tool, run
+from outside_tools import REPO_ROOT, require_tool, run
 
 DOCKERFILES = {name: REPO_ROOT / name / "Dockerfile" for name in clihelp.BINARIES}
 

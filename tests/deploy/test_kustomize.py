@@ -9,7 +9,7 @@ import pytest
 
 import render
 import schemas
-from tools import REPO_ROOT, require_tool, run
+from outside_tools import REPO_ROOT, require_tool, run
 
 RENDERS = list(render.RENDERS)
 

@@ -14,7 +14,7 @@ import crosschecks
 import mesh
 import render
 import schemas
-from tools import require_tool, run
+from outside_tools import require_tool, run
 
 # The renders that include istio/ (test_the_mesh_renders_are_the_ones_with_istio_objects keeps
 # this list honest).

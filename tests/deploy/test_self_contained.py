@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from tools import ISTIO_CRDS_VARIABLE, REPO_ROOT, require_tool, run
+from outside_tools import ISTIO_CRDS_VARIABLE, REPO_ROOT, require_tool, run
 
 # Every render built and validated (Istio's objects against the CRDs, yamllint), every
 # cross-check on every render, and broken copies that copy kustomize/ with istio/ beside it.

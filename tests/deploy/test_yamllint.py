@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tools import require_tool, run
+from outside_tools import require_tool, run
 
 PATHS = ["compose.yaml", "observability", "kustomize", ".yamllint.yaml", ".hadolint.yaml"]
 

@@ -1,4 +1,5 @@
-"""Fixtures: the built binaries and a log directory that is printed when a test fails."""
+"""Fixtures: the built binaries (bookshop.bin_dir) and a log directory that is printed when a
+test fails."""
 
 from __future__ import annotations
 
@@ -6,16 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support import required_dir
-
-
-@pytest.fixture(scope="session")
-def bin_dir() -> Path:
-    path = required_dir("BOOKSHOP_BIN_DIR", "the directory holding the built recommendations and marketplace binaries")
-    for name in ("recommendations", "marketplace"):
-        if not (path / name).is_file():
-            pytest.fail(f"{path / name} is missing: build the workspace first", pytrace=False)
-    return path
+from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with tests/ui)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 import promql
-from support import DASHBOARDS_DIR, DATASOURCES
+from config_files import DASHBOARDS_DIR, DATASOURCES
 
 Dashboard = dict[str, Any]
 

@@ -15,7 +15,8 @@ import yaml
 
 import dashboards
 import promql
-from support import ISTIO_METRICS, KUBERNETES_PROMETHEUS, REPO_ROOT, require_tool, required_dir, run
+from config_files import DATASOURCES, ISTIO_METRICS, KUBERNETES_PROMETHEUS
+from outside_tools import require_tool, required_dir, run
 
 NAMES = ["bookshop-services", "bookshop-mesh"]
 
@@ -31,8 +32,7 @@ def test_the_dashboards_are_the_two_the_issue_names() -> None:
 
 
 def test_the_datasource_uids_are_fixed() -> None:
-    datasources = yaml.safe_load((REPO_ROOT / "observability/grafana/provisioning/datasources/datasources.yaml")
-                                 .read_text())["datasources"]
+    datasources = yaml.safe_load(DATASOURCES.read_text())["datasources"]
     assert {(d["type"], d["uid"]) for d in datasources} == {("prometheus", "prometheus"), ("jaeger", "jaeger")}
 
 

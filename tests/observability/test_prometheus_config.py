@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from support import (COMPOSE_PROMETHEUS, ISTIO_METRICS, KUBERNETES_PROMETHEUS, OBSERVABILITY, PROMETHEUS_DIR,
-                     RULE_TESTS_DIR, RULES_DIR, require_tool, run)
+from config_files import (COMPOSE_PROMETHEUS, ISTIO_METRICS, KUBERNETES_PROMETHEUS, OBSERVABILITY, PROMETHEUS_DIR,
+                          RULE_TESTS_DIR, RULES_DIR)
+from outside_tools import require_tool, run
 
 
 def promtool(*args: str, cwd: Path = PROMETHEUS_DIR):

@@ -21,8 +21,10 @@ import yaml
 
 import dashboards
 import promql
-from processes import Bookshop, Process, free_port, get_json, wait_until
-from support import COMPOSE_PROMETHEUS, DATASOURCES, RULES_DIR, require_tool
+from bookshop import Bookshop
+from config_files import COMPOSE_PROMETHEUS, DATASOURCES, RULES_DIR
+from loopback import Process, free_ports, get_json, wait_until
+from outside_tools import require_tool
 
 SCRAPE_INTERVAL = "1s"
 # RecommendationRequest{user_id: 1, category: UNSPECIFIED, max_results: 3}, encoded by hand
@@ -166,12 +168,12 @@ def scraped(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     prometheus_process = None
     try:
         shop.start()
-        port = free_port()
+        port, = free_ports(1)
         config = tmp / "prometheus.yml"
         config.write_text(yaml.safe_dump(prometheus_config(shop, port)))
         prometheus_process = Process("prometheus", [
             require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], {}, logs).start()
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], logs / "prometheus.log").start()
         prometheus_process.wait_ready(f"http://127.0.0.1:{port}/-/ready")
         prometheus = Prometheus(f"http://127.0.0.1:{port}")
         up = "sum(up{job=~\"recommendations|marketplace\"})"
@@ -184,7 +186,7 @@ def scraped(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
         def pages(count: int) -> None:
             for category in ("mystery", "science_fiction", "self_help") * count:
-                status, body = shop.page(f"?category={category}")
+                status, _, body = shop.page(f"?category={category}")
                 assert status == 200 and body.count("<li>") == 3, (status, body[:300])
 
         def bad_pages(count: int) -> None:
@@ -201,10 +203,9 @@ def scraped(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         # An outage of recommendations: pages served without recommendations.
         def degraded_pages(count: int) -> None:
             for _ in range(count):
-                status, body = shop.page()
+                status, _, body = shop.page()
                 assert status == 200 and "<li>" not in body, (status, body[:300])
 
-        assert shop.recommendations is not None
         shop.recommendations.stop()
         degraded_pages(2)
         scraped_at_least('sum(grpc_client_handled_total{grpc_code="Unavailable"})', 1)

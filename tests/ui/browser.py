@@ -5,19 +5,13 @@ themselves have none."""
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# How to get each tool, for the failure message.
-INSTALL_HINTS = {
-    "chromium": "apt-get install --no-install-recommends chromium chromium-driver",
-    "chromedriver": "apt-get install --no-install-recommends chromium chromium-driver",
-    "selenium": "pip install -r tests/ui/requirements.txt",
-}
+from outside_tools import INSTALL_HINTS, require_tool
 
 
 @dataclass(frozen=True)
@@ -33,13 +27,6 @@ class Viewport:
 PHONE = Viewport("phone", 390, 844, mobile=True, scale=2)
 DESKTOP = Viewport("desktop", 1280, 800, mobile=False, scale=1)
 VIEWPORTS = [PHONE, DESKTOP]
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"`{name}` is not on PATH; install it: {INSTALL_HINTS[name]}", pytrace=False)
-    return path
 
 
 def chrome(log_path: Path) -> Any:

@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 
 import browser
-import servers
-
-BINARIES = ("recommendations", "marketplace")
+from bookshop import Bookshop, bin_dir  # noqa: F401 (bin_dir: the session fixture, shared with tests/observability)
 
 
 @cache
@@ -42,44 +40,29 @@ def screenshots() -> Path:
 
 
 @pytest.fixture(scope="session")
-def bin_dir() -> Path:
-    value = os.environ.get("BOOKSHOP_BIN_DIR")
-    what = "the directory holding the built recommendations and marketplace binaries"
-    if not value:
-        pytest.fail(f"set BOOKSHOP_BIN_DIR to {what}", pytrace=False)
-    path = Path(value).resolve()
-    for name in BINARIES:
-        if not os.access(path / name, os.X_OK):
-            pytest.fail(f"BOOKSHOP_BIN_DIR={value} has no executable `{name}` ({what}; "
-                        "cargo build -p marketplace -p recommendations)", pytrace=False)
-    return path
-
-
-@pytest.fixture(scope="session")
 def logs_dir() -> Path:
     return artifacts_dir() / "logs"
 
 
 @pytest.fixture(scope="session")
-def shop(bin_dir: Path, logs_dir: Path) -> Iterator[str]:
-    """The shop as shipped, with the embedded catalog."""
-    with servers.running_shop(bin_dir, logs_dir, "shop") as url:
-        yield url
+def jaeger_ui() -> str:
+    """Given to the shop so its footer links each page's trace; never followed (nothing listens)."""
+    return "http://127.0.0.1:16686"
+
+
+@pytest.fixture(scope="session")
+def shop(bin_dir: Path, logs_dir: Path, jaeger_ui: str) -> Iterator[str]:
+    """The shop as shipped, with the embedded catalog; its base URL."""
+    with Bookshop(bin_dir, logs_dir, label="shop", jaeger_ui_url=jaeger_ui) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="session")
 def degraded_shop(bin_dir: Path, logs_dir: Path) -> Iterator[str]:
-    """A marketplace whose recommendations port has nothing behind it; its base URL."""
-    nobody, http, admin = servers.free_ports(3)
-    marketplace = servers.start(
-        bin_dir / "marketplace",
-        {"HTTP_PORT": str(http), "ADMIN_PORT": str(admin),
-         "RECOMMENDATIONS_HOST": "127.0.0.1", "RECOMMENDATIONS_PORT": str(nobody)},
-        admin, logs_dir / "degraded-marketplace.log")
-    try:
-        yield f"http://127.0.0.1:{http}"
-    finally:
-        marketplace.stop()
+    """A marketplace whose recommendations port has nothing behind it, and no Jaeger UI
+    address; its base URL."""
+    with Bookshop(bin_dir, logs_dir, label="degraded", recommendations_down=True) as running:
+        yield running.url
 
 
 @pytest.fixture(scope="session")

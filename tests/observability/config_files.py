@@ -1,0 +1,16 @@
+"""Where the observability configuration lives in the repository."""
+
+from __future__ import annotations
+
+from outside_tools import REPO_ROOT
+
+OBSERVABILITY = REPO_ROOT / "observability"
+PROMETHEUS_DIR = OBSERVABILITY / "prometheus"
+RULES_DIR = PROMETHEUS_DIR / "rules"
+RULE_TESTS_DIR = PROMETHEUS_DIR / "tests"
+COMPOSE_PROMETHEUS = PROMETHEUS_DIR / "prometheus.yml"
+KUBERNETES_PROMETHEUS = PROMETHEUS_DIR / "kubernetes.yml"
+DASHBOARDS_DIR = OBSERVABILITY / "grafana/dashboards"
+DATASOURCES = OBSERVABILITY / "grafana/provisioning/datasources/datasources.yaml"
+JAEGER_CONFIG = OBSERVABILITY / "jaeger/config.yaml"
+ISTIO_METRICS = OBSERVABILITY / "istio/standard-metrics.yaml"
