@@ -8,7 +8,4 @@ pub mod v1 {
     /// The encoded `FileDescriptorSet` of the contract, for tonic-reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/recommendations_descriptor.bin"));
-
-    /// The fully qualified service name, as on the wire and in policies.
-    pub const SERVICE_NAME: &str = "recommendations.v1.Recommendations";
 }

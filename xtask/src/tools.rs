@@ -97,6 +97,11 @@ impl Tools {
         self.dir.join("go")
     }
 
+    /// The `cargo install --root` of cargo-installed tools.
+    pub fn cargo_root(&self) -> PathBuf {
+        self.dir.join("cargo")
+    }
+
     /// Where built Go tools go.
     fn bin(&self) -> PathBuf {
         self.dir.join("bin")
