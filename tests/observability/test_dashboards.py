@@ -224,7 +224,7 @@ def istio_list_problems(listed: dict, module: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def istio_module() -> Path:
-    return required_dir("BOOKSHOP_ISTIO_MODULE", "the istio.io/istio module directory tools/go.mod pins")
+    return required_dir("BOOKSHOP_ISTIO_MODULE", "the istio.io/istio module directory tools/istio/go.mod pins")
 
 
 def test_the_istio_list_is_found_in_the_pinned_istio_source(istio_module: Path) -> None:

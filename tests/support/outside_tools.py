@@ -66,14 +66,14 @@ ISTIO_CRDS_IN_MODULE = "manifests/charts/base/files/crd-all.gen.yaml"
 
 def istio_crds_path() -> Path:
     """The file BOOKSHOP_ISTIO_CRDS names: Istio's CRDs from the istio.io/istio module that
-    tools/go.mod pins. `cargo xtask test deploy` downloads that module and sets the variable."""
+    tools/istio/go.mod pins. `cargo xtask test deploy` downloads that module and sets the variable."""
     value = os.environ.get(ISTIO_CRDS_VARIABLE)
     if not value:
         pytest.fail(f"{ISTIO_CRDS_VARIABLE} is not set: run the deploy checks through `cargo xtask test deploy`, "
-                    f"which sets it to {ISTIO_CRDS_IN_MODULE} of the istio.io/istio module pinned in tools/go.mod",
+                    f"which sets it to {ISTIO_CRDS_IN_MODULE} of the istio.io/istio module pinned in tools/istio/go.mod",
                     pytrace=False)
     path = Path(value)
     if not path.is_file():
         pytest.fail(f"{ISTIO_CRDS_VARIABLE}={value} is not a file: it must name {ISTIO_CRDS_IN_MODULE} of the "
-                    "istio.io/istio module pinned in tools/go.mod (`cargo xtask test deploy` sets it)", pytrace=False)
+                    "istio.io/istio module pinned in tools/istio/go.mod (`cargo xtask test deploy` sets it)", pytrace=False)
     return path
