@@ -22,7 +22,7 @@ def bin_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def istio_crds() -> Path:
-    """Istio's CRDs, from the istio.io/istio Go module that tools/go.mod pins (the one istioctl
+    """Istio's CRDs, from the istio.io/istio Go module that tools/istio/go.mod pins (the one istioctl
     is built from): `manifests/charts/base/files/crd-all.gen.yaml` inside it."""
     return istio_crds_path()
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from outside_tools import REPO_ROOT, run
+from outside_tools import REPO_ROOT, require_tool, run
 
 Doc = dict[str, Any]
 
@@ -45,28 +44,14 @@ SUPPRESSIONS: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
 def suppressions_for(render_name: str) -> dict[tuple[str, str], str]:
     return {key: reason for key, (renders, reason) in SUPPRESSIONS.items() if render_name in renders}
 
-ISTIOCTL_HINT = ("build it from the pinned module: cd tools/istio && go build -o "
-                 "<cargo target dir>/tools/bin/istioctl istio.io/istio/istioctl/cmd/istioctl "
-                 "(cargo xtask test does this), and put its directory on PATH")
-MESH_ANALYZE_HINT = ("build it from the pinned module: cd tools/istio && go build -o "
-                     "<cargo target dir>/tools/bin/mesh-analyze ./mesh-analyze "
-                     "(cargo xtask test does this), and put its directory on PATH")
-
-
 # --- the tools -------------------------------------------------------------------------------
 
 def istioctl() -> str:
-    path = shutil.which("istioctl")
-    if path is None:
-        pytest.fail(f"`istioctl` is not on PATH; {ISTIOCTL_HINT}", pytrace=False)
-    return path
+    return require_tool("istioctl")
 
 
 def mesh_analyze() -> str:
-    path = shutil.which("mesh-analyze")
-    if path is None:
-        pytest.fail(f"`mesh-analyze` is not on PATH; {MESH_ANALYZE_HINT}", pytrace=False)
-    return path
+    return require_tool("mesh-analyze")
 
 
 def env_file(variable: str, what: str) -> Path:
@@ -243,10 +228,7 @@ def certificate_secrets(docs: list[Doc], gateway_namespace: str = "istio-system"
             name = server.get("tls", {}).get("credentialName")
             if not name:
                 continue
-            openssl = shutil.which("openssl")
-            if openssl is None:
-                pytest.fail("`openssl` is not on PATH (it makes a throwaway certificate): apt-get install openssl",
-                            pytrace=False)
+            openssl = require_tool("openssl")  # for a throwaway certificate
             host = server["hosts"][0].split("/")[-1].replace("*", "wildcard")
             with tempfile.TemporaryDirectory(prefix="certificate-") as tmp:
                 result = run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

@@ -1,6 +1,6 @@
 """Schema validation: Kubernetes kinds against the API's own schemas (kubernetes-validate,
 strict), Istio kinds against Istio's CRDs (crd-all.gen.yaml of the istio.io/istio module that
-tools/go.mod pins; BOOKSHOP_ISTIO_CRDS names it)."""
+tools/istio/go.mod pins; BOOKSHOP_ISTIO_CRDS names it)."""
 
 from __future__ import annotations
 

@@ -28,6 +28,11 @@ INSTALL_HINTS = {
     "prometheus": _PROMETHEUS,
     "jaeger": "go build github.com/jaegertracing/jaeger/cmd/jaeger from the module pinned under tools/ "
               "(cargo xtask test does)",
+    "istioctl": "cd tools/istio && go build -o <cargo target dir>/tools/bin/istioctl "
+                "istio.io/istio/istioctl/cmd/istioctl (cargo xtask test does), with that directory on PATH",
+    "mesh-analyze": "cd tools/istio && go build -o <cargo target dir>/tools/bin/mesh-analyze ./mesh-analyze "
+                    "(cargo xtask test does), with that directory on PATH",
+    "openssl": "apt-get install --no-install-recommends openssl",
     "chromium": _CHROMIUM,
     "chromedriver": _CHROMIUM,
     "selenium": "pip install -r tests/ui/requirements.txt",

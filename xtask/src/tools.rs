@@ -1,7 +1,7 @@
 //! Installs the outside tools the checks use, each only when a step needs it,
 //! under the cargo target dir so later runs reuse them: a Python venv (pinned
 //! in `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned
-//! `tools/go.mod` (istioctl, Jaeger) and, as root on Debian only, apt packages.
+//! `tools/*/go.mod` (istioctl, Jaeger) and, as root on Debian only, apt packages.
 
 use crate::workspace;
 use anyhow::{Context, bail};
