@@ -152,9 +152,12 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
     }
 }
 
+/// The contract: the proto files and buf's configuration (not the crate's Rust).
+const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
+
 /// Compares the contract with the previous one: the contract at `main`'s tip
 /// when ours differs from it (a branch, or uncommitted work), else the one
-/// before the newest commit on `main` that changed `proto/` (CI, where the
+/// before the newest commit on `main` that changed it (CI, where the
 /// checkout is `main` itself). Not HEAD~1, which misses a change made two
 /// commits ago.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
@@ -171,12 +174,18 @@ fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
         eprintln!("xtask: no main branch to compare the contract with");
         return Ok(());
     };
-    let differs_from_main = !git(&["diff", "--name-only", main, "--", "proto"])?.is_empty()
-        || !git(&["ls-files", "--others", "--exclude-standard", "--", "proto"])?.is_empty();
+    let differs_from_main = !git(&[&["diff", "--name-only", main, "--"], CONTRACT].concat())?
+        .is_empty()
+        || !git(&[
+            &["ls-files", "--others", "--exclude-standard", "--"],
+            CONTRACT,
+        ]
+        .concat())?
+        .is_empty();
     let base = if differs_from_main {
         git(&["rev-parse", main])?
     } else {
-        let last_change = git(&["log", "-1", "--format=%H", main, "--", "proto"])?;
+        let last_change = git(&[&["log", "-1", "--format=%H", main, "--"], CONTRACT].concat())?;
         match git(&[
             "rev-parse",
             "--verify",
