@@ -10,5 +10,5 @@ pub mod server;
 pub use books::{Book, Category, Recommendations, RecommendationsError};
 pub use config::Config;
 pub use grpc_client::GrpcRecommendations;
-pub use pages::{AppState, router};
+pub use pages::{AppState, pages, router, with_middleware};
 pub use server::{App, StartupError};

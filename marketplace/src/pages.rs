@@ -10,7 +10,10 @@ use axum::{
     response::{Html, IntoResponse, Response},
     routing::get,
 };
-use platform::{http::HttpServerMetrics, telemetry::TraceParent};
+use platform::{
+    http::{HttpServerMetrics, PanicPage},
+    telemetry::TraceParent,
+};
 use serde::Serialize;
 use std::{sync::Arc, time::Duration};
 use tera::{Context, Tera};
@@ -116,9 +119,38 @@ fn templates() -> Result<Tera, tera::Error> {
     Ok(tera)
 }
 
-/// The marketplace's routes, with the security headers every page carries,
-/// each request traced, logged and counted in `http_metrics`.
+/// The marketplace's routes with its middleware (see [`with_middleware`]).
 pub fn router(state: AppState, http_metrics: HttpServerMetrics) -> Router {
+    with_middleware(pages(), state, http_metrics)
+}
+
+/// The pages, before any middleware: tests add routes here (a panicking one,
+/// say), then wrap them with [`with_middleware`].
+pub fn pages() -> Router<AppState> {
+    Router::new()
+        .route("/", get(recommendations_page))
+        .fallback(not_found)
+}
+
+/// Wraps `pages` in the marketplace's middleware, each request traced, logged
+/// and counted in `http_metrics`.
+///
+/// The order, outermost first, is the one place it is written down:
+/// 1. trace: its span is current while everything inside runs, so every line
+///    logged below (the panic's included) carries the trace id;
+/// 2. metrics: counts and times every answer the client gets, the 500s of
+///    panics included;
+/// 3. security headers: on every answer, error pages included;
+/// 4. panic: innermost, so a panicking handler becomes an ordinary 500 page
+///    that every layer above sees like any other response.
+///
+/// Each goes on with `Router::layer` (not `route_layer`), so the fallback's
+/// 404s get all of them, and trace and metrics can read the matched route.
+pub fn with_middleware(
+    pages: Router<AppState>,
+    state: AppState,
+    http_metrics: HttpServerMetrics,
+) -> Router {
     // Nothing is loaded from elsewhere; the one stylesheet is inline.
     let csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
     let headers = ServiceBuilder::new()
@@ -134,13 +166,19 @@ pub fn router(state: AppState, http_metrics: HttpServerMetrics) -> Router {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         ));
-    let pages = Router::new()
-        .route("/", get(recommendations_page))
-        .fallback(not_found)
-        .with_state(state)
-        .layer(headers);
-    // Outermost, so the span and the timing cover the header layers too.
-    platform::http::instrument(pages, http_metrics)
+    let page_state = state.clone();
+    // The shop's error page; `error_page` falls back to a bare 500 if even the
+    // template cannot be rendered.
+    let panic_page: PanicPage = Arc::new(move || {
+        page_state.error_page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something went wrong",
+            "This page could not be shown. Please try again in a moment.",
+        )
+    });
+    let pages = pages.with_state(state);
+    let pages = platform::http::catch_panics(pages, http_metrics.panics(), panic_page);
+    platform::http::instrument(pages.layer(headers), http_metrics)
 }
 
 /// `GET /?category=…`: three books of the category, or a notice when

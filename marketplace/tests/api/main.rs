@@ -4,6 +4,7 @@ mod cross_service;
 mod grpc_client;
 mod helpers;
 mod pages;
+mod panics;
 mod server;
 mod shutdown;
 mod trace_footer;

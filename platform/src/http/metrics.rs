@@ -1,5 +1,6 @@
 //! `http_server_requests_total` and `http_server_request_duration_seconds`,
-//! labelled by `method`, `route` (the template) and `status`.
+//! labelled by `method`, `route` (the template) and `status`; and
+//! `http_server_panics_total`, which the panic layer counts.
 
 use super::{UNMATCHED_ROUTE, known_method, route_of};
 use axum::{
@@ -7,16 +8,17 @@ use axum::{
     middleware::Next,
     response::Response,
 };
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 use std::time::Instant;
 
 const LABELS: [&str; 3] = ["method", "route", "status"];
 
-/// The two HTTP server metrics, registered once and shared by every route.
+/// The HTTP server metrics, registered once and shared by every route.
 #[derive(Clone, Debug)]
 pub struct HttpServerMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    panics: IntCounter,
 }
 
 impl HttpServerMetrics {
@@ -37,9 +39,23 @@ impl HttpServerMetrics {
             .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
             &LABELS,
         )?;
+        let panics = IntCounter::new(
+            "http_server_panics_total",
+            "HTTP handlers that panicked; each request answered 500.",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { requests, duration })
+        registry.register(Box::new(panics.clone()))?;
+        Ok(Self {
+            requests,
+            duration,
+            panics,
+        })
+    }
+
+    /// The counter of panicking handlers, for [`super::catch_panics`].
+    pub fn panics(&self) -> IntCounter {
+        self.panics.clone()
     }
 
     fn observe(&self, labels: &[&str; 3], started: Instant) {
