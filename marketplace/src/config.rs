@@ -3,6 +3,9 @@
 use clap::Parser;
 use std::time::Duration;
 
+/// `HTTP_MAX_CONCURRENT_REQUESTS` unless set.
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 256;
+
 /// Every setting of the marketplace; each is a `--flag` and an environment variable.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -32,6 +35,16 @@ pub struct Config {
     )]
     pub recommendations_timeout_ms: u64,
 
+    /// The most page requests handled at once; past it a request is answered
+    /// 503 with Retry-After at once instead of queueing.
+    #[arg(
+        long,
+        env = "HTTP_MAX_CONCURRENT_REQUESTS",
+        default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        value_parser = clap::value_parser!(u32).range(1..=65_536)
+    )]
+    pub http_max_concurrent_requests: u32,
+
     /// Jaeger's web UI, e.g. http://localhost:16686: pages then link to their trace.
     #[arg(long, env = "JAEGER_UI_URL", value_parser = platform::config::http_url)]
     pub jaeger_ui_url: Option<String>,
@@ -41,6 +54,12 @@ pub struct Config {
 }
 
 impl Config {
+    /// `HTTP_MAX_CONCURRENT_REQUESTS`, as the limit takes it.
+    pub fn http_max_concurrent_requests(&self) -> usize {
+        // At most 65536: fits any usize this builds for.
+        usize::try_from(self.http_max_concurrent_requests).unwrap_or(usize::MAX)
+    }
+
     pub fn recommendations_timeout(&self) -> Duration {
         Duration::from_millis(self.recommendations_timeout_ms)
     }
@@ -78,6 +97,20 @@ mod tests {
         assert_eq!(config.recommendations_uri(), "http://localhost:50051");
         assert_eq!(config.recommendations_timeout(), Duration::from_millis(500));
         assert_eq!(config.jaeger_ui_url, None);
+        assert_eq!(config.http_max_concurrent_requests(), 256);
+    }
+
+    #[test]
+    fn the_concurrency_limit_is_bounded_and_names_its_setting() {
+        for bad in ["0", "65537", "many"] {
+            let err =
+                Config::try_parse_from(["marketplace", "--http-max-concurrent-requests", bad])
+                    .unwrap_err();
+            assert!(
+                err.to_string().contains("HTTP_MAX_CONCURRENT_REQUESTS"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

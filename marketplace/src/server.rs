@@ -70,9 +70,14 @@ impl App {
             config.common.shutdown_delay(),
             config.common.shutdown_timeout(),
         );
+        let max_concurrent_requests = config.http_max_concurrent_requests();
         let state = AppState::new(recommendations, config.recommendations_timeout(), &registry)?
             .with_jaeger_ui(config.jaeger_ui_url);
-        let pages = router(state, HttpServerMetrics::register(&registry)?);
+        let pages = router(
+            state,
+            HttpServerMetrics::register(&registry)?,
+            max_concurrent_requests,
+        );
         // Readiness follows shutdown only: a down recommendations service must
         // not take the marketplace out of rotation too (pages degrade instead).
         let admin = Admin::bind(

@@ -67,6 +67,7 @@ pub fn test_config() -> Config {
         recommendations_host: "127.0.0.1".into(),
         recommendations_port: 50051,
         recommendations_timeout_ms: 500,
+        http_max_concurrent_requests: marketplace::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
         jaeger_ui_url: None,
         common: platform::config::CommonArgs::default(),
     }
@@ -102,6 +103,7 @@ fn router_over(state: AppState) -> axum::Router {
     router(
         state,
         HttpServerMetrics::register(&Registry::new()).unwrap(),
+        256,
     )
 }
 

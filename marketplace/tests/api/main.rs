@@ -3,6 +3,7 @@
 mod cross_service;
 mod grpc_client;
 mod helpers;
+mod load_shedding;
 mod pages;
 mod panics;
 mod server;

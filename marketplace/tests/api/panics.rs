@@ -28,7 +28,12 @@ fn router_with_a_panicking_route(registry: &Registry) -> Router {
     )
     .unwrap();
     let pages = pages().route("/panic", get(panicking));
-    with_middleware(pages, state, HttpServerMetrics::register(registry).unwrap())
+    with_middleware(
+        pages,
+        state,
+        HttpServerMetrics::register(registry).unwrap(),
+        256,
+    )
 }
 
 async fn panicking() -> &'static str {

@@ -1,16 +1,19 @@
 //! HTTP server middleware for axum routers, written as `axum::middleware::from_fn`:
 //! a SERVER span, an access log line and a `traceresponse` header per request
 //! ([`trace`]), and the `http_server_*` Prometheus metrics ([`metrics`]); and
-//! panicking handlers answered with a 500 page ([`catch_panics`]). The order
+//! panicking handlers answered with a 500 page ([`catch_panics`]), and requests
+//! past a concurrency limit shed with 503 ([`limit_concurrency`]). The order
 //! they go on in is written once, in the marketplace's `pages::router`.
 //!
 //! Both name a request by its route template (axum's [`MatchedPath`]), never
 //! by its raw path, so they go on with `Router::layer`, where routing is done.
 
+mod load_shed;
 mod metrics;
 mod panic;
 mod trace;
 
+pub use load_shed::{RETRY_AFTER_SECONDS, limit_concurrency};
 pub use metrics::HttpServerMetrics;
 pub use panic::{PanicAnswer, PanicPage, catch_panics};
 pub use trace::TRACERESPONSE;
