@@ -35,6 +35,27 @@ pub struct Config {
     )]
     pub recommendations_timeout_ms: u64,
 
+    /// Milliseconds a client has to send a complete request head (from
+    /// connecting, or from the previous answer on a kept-alive connection);
+    /// slower clients are disconnected.
+    #[arg(
+        long,
+        env = "HTTP_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 5_000,
+        value_parser = clap::value_parser!(u64).range(100..=60_000)
+    )]
+    pub http_header_read_timeout_ms: u64,
+
+    /// The most bytes a request head (request line and headers) may take;
+    /// larger ones are answered 431.
+    #[arg(
+        long,
+        env = "HTTP_MAX_HEADER_BYTES",
+        default_value_t = 16_384,
+        value_parser = clap::value_parser!(u32).range(8_192..=1_048_576)
+    )]
+    pub http_max_header_bytes: u32,
+
     /// The most page requests handled at once; past it a request is answered
     /// 503 with Retry-After at once instead of queueing.
     #[arg(
@@ -54,6 +75,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// The bounds every connection to the pages is served under.
+    pub fn connection_limits(&self) -> platform::http::ConnectionLimits {
+        platform::http::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms),
+            // At most 1 MiB: fits any usize this builds for.
+            max_header_bytes: usize::try_from(self.http_max_header_bytes).unwrap_or(usize::MAX),
+        }
+    }
+
     /// `HTTP_MAX_CONCURRENT_REQUESTS`, as the limit takes it.
     pub fn http_max_concurrent_requests(&self) -> usize {
         // At most 65536: fits any usize this builds for.
@@ -98,6 +128,38 @@ mod tests {
         assert_eq!(config.recommendations_timeout(), Duration::from_millis(500));
         assert_eq!(config.jaeger_ui_url, None);
         assert_eq!(config.http_max_concurrent_requests(), 256);
+        assert_eq!(
+            config.connection_limits(),
+            platform::http::ConnectionLimits {
+                header_read_timeout: Duration::from_secs(5),
+                max_header_bytes: 16_384,
+            }
+        );
+    }
+
+    #[test]
+    fn the_header_bounds_are_bounded_and_name_their_settings() {
+        for (flag, bad, name) in [
+            (
+                "--http-header-read-timeout-ms",
+                "0",
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+            ),
+            (
+                "--http-header-read-timeout-ms",
+                "60001",
+                "HTTP_HEADER_READ_TIMEOUT_MS",
+            ),
+            ("--http-max-header-bytes", "8191", "HTTP_MAX_HEADER_BYTES"),
+            (
+                "--http-max-header-bytes",
+                "1048577",
+                "HTTP_MAX_HEADER_BYTES",
+            ),
+        ] {
+            let err = Config::try_parse_from(["marketplace", flag, bad]).unwrap_err();
+            assert!(err.to_string().contains(name), "{flag}={bad}: {err}");
+        }
     }
 
     #[test]

@@ -5,7 +5,10 @@ use crate::{AppState, Config, GrpcRecommendations, Recommendations, router};
 use anyhow::Context as _;
 use axum::Router;
 use platform::{
-    admin::Admin, grpc::LayersError, http::HttpServerMetrics, listener::BindError,
+    admin::Admin,
+    grpc::LayersError,
+    http::{ConnectionLimits, HttpServerMetrics},
+    listener::BindError,
     shutdown::Shutdown,
 };
 use prometheus::Registry;
@@ -32,6 +35,7 @@ pub enum StartupError {
 pub struct App {
     http_listener: TcpListener,
     http_addr: SocketAddr,
+    limits: ConnectionLimits,
     pages: Router,
     admin: Admin,
     registry: Registry,
@@ -71,6 +75,7 @@ impl App {
             config.common.shutdown_timeout(),
         );
         let max_concurrent_requests = config.http_max_concurrent_requests();
+        let limits = config.connection_limits();
         let state = AppState::new(recommendations, config.recommendations_timeout(), &registry)?
             .with_jaeger_ui(config.jaeger_ui_url);
         let pages = router(
@@ -89,6 +94,7 @@ impl App {
         Ok(App {
             http_listener,
             http_addr,
+            limits,
             pages,
             admin,
             registry,
@@ -119,12 +125,14 @@ impl App {
         tracing::info!(http_addr = %self.http_addr(), admin_addr = %self.admin_addr(), "listening");
         let App {
             http_listener,
+            limits,
             pages,
             admin,
             shutdown,
             ..
         } = self;
-        let pages = axum::serve(http_listener, pages).with_graceful_shutdown(shutdown.stopped());
+        // Not axum::serve: it cannot bound request heads (slow or huge ones).
+        let pages = platform::http::serve(http_listener, pages, limits, shutdown.stopped());
         let admin = admin.serve(shutdown.stopped());
         let serve_both = async {
             tokio::try_join!(

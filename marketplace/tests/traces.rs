@@ -110,6 +110,8 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
         recommendations_host: "127.0.0.1".into(),
         recommendations_port: recommendations.grpc_addr().port(),
         recommendations_timeout_ms: 5_000,
+        http_header_read_timeout_ms: 5_000,
+        http_max_header_bytes: 16_384,
         http_max_concurrent_requests: marketplace::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
         jaeger_ui_url: None,
         common,

@@ -67,6 +67,8 @@ pub fn test_config() -> Config {
         recommendations_host: "127.0.0.1".into(),
         recommendations_port: 50051,
         recommendations_timeout_ms: 500,
+        http_header_read_timeout_ms: 5_000,
+        http_max_header_bytes: 16_384,
         http_max_concurrent_requests: marketplace::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
         jaeger_ui_url: None,
         common: platform::config::CommonArgs::default(),

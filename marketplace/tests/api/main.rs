@@ -8,4 +8,5 @@ mod pages;
 mod panics;
 mod server;
 mod shutdown;
+mod slow_clients;
 mod trace_footer;

@@ -2,7 +2,8 @@
 //! a SERVER span, an access log line and a `traceresponse` header per request
 //! ([`trace`]), and the `http_server_*` Prometheus metrics ([`metrics`]); and
 //! panicking handlers answered with a 500 page ([`catch_panics`]), and requests
-//! past a concurrency limit shed with 503 ([`limit_concurrency`]). The order
+//! past a concurrency limit shed with 503 ([`limit_concurrency`]); and [`serve`],
+//! which serves a router with bounds on request heads. The order
 //! they go on in is written once, in the marketplace's `pages::router`.
 //!
 //! Both name a request by its route template (axum's [`MatchedPath`]), never
@@ -11,11 +12,13 @@
 mod load_shed;
 mod metrics;
 mod panic;
+mod serve;
 mod trace;
 
 pub use load_shed::{RETRY_AFTER_SECONDS, limit_concurrency};
 pub use metrics::HttpServerMetrics;
 pub use panic::{PanicAnswer, PanicPage, catch_panics};
+pub use serve::{ConnectionLimits, MIN_HEADER_BYTES, serve};
 pub use trace::TRACERESPONSE;
 
 use axum::{Router, extract::MatchedPath, http::Method, middleware};

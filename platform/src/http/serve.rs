@@ -1,0 +1,119 @@
+//! Serving a router on a listener, like `axum::serve`, but with bounds on what a
+//! client may hold: a request head must arrive within a deadline and fit in a
+//! size, so a client trickling header bytes (slowloris) cannot keep a
+//! connection, its task and its file descriptor forever.
+
+use axum::Router;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto::Builder, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use std::{future::Future, io, pin::pin, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, sync::Notify};
+use tower::ServiceExt as _;
+
+/// The bounds every connection is served under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// How long a client has to send a complete request head: the first one
+    /// from the moment it connects, each later one on a keep-alive connection
+    /// from the end of the previous answer.
+    pub header_read_timeout: Duration,
+    /// The most bytes a request head (request line and headers) may take;
+    /// larger heads are answered 431. At least 8192 (hyper's smallest buffer).
+    pub max_header_bytes: usize,
+}
+
+/// hyper's smallest read buffer, and so the smallest `max_header_bytes`.
+pub const MIN_HEADER_BYTES: usize = 8192;
+
+/// Serves `router` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge, as
+/// `axum::serve` does) until `stop` resolves; then accepts no new connection,
+/// asks every open one to finish its request in flight, and returns once all
+/// have closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let max_header_bytes = limits.max_header_bytes.max(MIN_HEADER_BYTES);
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let mut stop = pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _remote)) => stream,
+                Err(err) => {
+                    accept_failed(err).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let router = router.clone();
+        tokio::spawn(async move {
+            // hyper bounds each HTTP/1 head once it knows the protocol, but not
+            // the wait for the bytes that tell HTTP/1 from HTTP/2: this bounds
+            // everything up to the first request.
+            let first_request = Arc::new(Notify::new());
+            let seen = Arc::clone(&first_request);
+            let service = TowerToHyperService::new(router.map_request(move |request| {
+                seen.notify_one();
+                request
+            }));
+            let connection = watcher
+                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
+            let mut connection = pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => return finished(result),
+                () = first_request.notified() => {}
+                () = tokio::time::sleep(limits.header_read_timeout) => {
+                    tracing::debug!("no request head within the header read timeout; closing");
+                    return;
+                }
+            }
+            finished(connection.await);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+fn finished(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(err) = result {
+        // A client going away, a timeout, a malformed request: the client's
+        // business, not an operator's.
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// As `axum::serve`: a per-connection error is skipped, anything else (out of
+/// file descriptors, say) logged and retried after a pause rather than spun on.
+async fn accept_failed(err: io::Error) {
+    if matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "cannot accept a connection; retrying in a second");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
