@@ -22,22 +22,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Listen for SIGTERM and Ctrl-C now, before anything is served: the trigger
-    // installs its handlers when first polled, and a signal that came between
-    // the first request and that poll would kill the process with the default
-    // action instead of shutting it down gracefully.
-    let mut trigger = Box::pin(platform::shutdown::signal());
-    let signalled = tokio::select! {
-        biased;
-        () = &mut trigger => true,
-        () = std::future::ready(()) => false,
-    };
-    let trigger = async move {
-        if !signalled {
-            trigger.await;
-        }
-    };
-    let result = app.run(trigger).await;
+    let result = app.run(platform::shutdown::signal()).await;
 
     // Last, so that the shutdown's own logs and spans are flushed too.
     telemetry.shutdown().await;

@@ -7,32 +7,48 @@ use crate::readiness::Readiness;
 use std::{future::Future, time::Duration};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C.
-pub async fn signal() {
-    let ctrl_c = async {
+/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C. The handlers are
+/// installed when this is called, not when the future is first polled: a
+/// signal arriving in between would otherwise kill the process with the
+/// default action instead of starting a graceful shutdown.
+#[cfg(unix)]
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let listen = |kind: SignalKind, name: &'static str| {
+        signal(kind)
+            .inspect_err(|err| tracing::error!(%err, "cannot listen for {name}"))
+            .ok()
+    };
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+    let mut interrupt = listen(SignalKind::interrupt(), "Ctrl-C");
+    async move {
+        tokio::select! {
+            () = recv(interrupt.as_mut()) => tracing::info!("received Ctrl-C"),
+            () = recv(terminate.as_mut()) => tracing::info!("received SIGTERM"),
+        }
+    }
+}
+
+/// The next signal of a stream; one we cannot listen for never arrives.
+#[cfg(unix)]
+async fn recv(stream: Option<&mut tokio::signal::unix::Signal>) {
+    match stream {
+        Some(stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves on Ctrl-C (no SIGTERM off unix).
+#[cfg(not(unix))]
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
+    async {
         if let Err(err) = tokio::signal::ctrl_c().await {
             tracing::error!(%err, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("received Ctrl-C"),
-        () = terminate => tracing::info!("received SIGTERM"),
+        tracing::info!("received Ctrl-C");
     }
 }
 
