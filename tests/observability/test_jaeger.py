@@ -147,8 +147,11 @@ def test_one_page_is_one_trace_across_both_services(bin_dir: Path, logs: Path) -
     try:
         shop.start()
         since = time.time() - 1
-        status, _, body = shop.page("?category=science_fiction")
+        status, headers, body = shop.page("?category=science_fiction")
         assert status == 200 and body.count("<li>") == 3
+        # The trace the page names (traceresponse: 00-<trace id>-<span id>-<flags>).
+        printed = {k.lower(): v for k, v in headers.items()}["traceresponse"].split("-")[1]
+        assert f"<code>{printed}</code>" in body
 
         def the_page_trace() -> dict | None:
             traces = [t for t in jaeger.traces("marketplace", since) if complete(t)]
@@ -158,6 +161,7 @@ def test_one_page_is_one_trace_across_both_services(bin_dir: Path, logs: Path) -
         time.sleep(1)
         trace = jaeger.trace(trace["traceID"])
         assert trace is not None
+        assert trace["traceID"] == printed, "Jaeger's trace is not the one the page printed"
 
         # One trace: the only one either service sent since the page, holding both services.
         assert [t["traceID"] for t in jaeger.traces("marketplace", since)] == [trace["traceID"]]
