@@ -10,3 +10,13 @@ pub mod metrics;
 pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;
+
+/// The message a panic carried (`panic!` gives a `&str` or a `String`), for
+/// the panic layers' logs.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
+}

@@ -33,11 +33,7 @@ impl ResponseForPanic for PanicAnswer {
         panic: Box<dyn Any + Send + 'static>,
     ) -> Response<Self::ResponseBody> {
         self.panics.inc();
-        let text = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(not a string)");
+        let text = crate::panic_message(panic.as_ref());
         // Logged here, in the call's span; the caller learns nothing of it.
         tracing::error!(panic = text, "a gRPC handler panicked");
         Status::internal("internal error").into_http()

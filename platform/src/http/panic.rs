@@ -40,11 +40,7 @@ impl ResponseForPanic for PanicAnswer {
 
     fn response_for_panic(&mut self, panic: Box<dyn Any + Send + 'static>) -> Response {
         self.panics.inc();
-        let text = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(not a string)");
+        let text = crate::panic_message(panic.as_ref());
         // Logged here, in the request's span; the client learns nothing of it.
         tracing::error!(panic = text, "an HTTP handler panicked");
         let mut response = (self.page)();
