@@ -1,9 +1,16 @@
 //! Developer commands: `cargo xtask dev` runs both services locally,
 //! `cargo xtask test` installs the test tools and runs every check,
-//! `cargo xtask mutants` checks that the tests catch changes to the domain code.
+//! `cargo xtask mutants` checks that the tests catch changes to the domain code,
+//! `cargo xtask bench` measures both services against bare tonic and axum,
+//! `cargo xtask soak` holds a fixed request rate and watches memory and file descriptors,
+//! `cargo xtask mesh` runs the Istio policies in real Envoys on loopback.
 
+mod bench;
 mod dev;
+mod fuzz;
+mod mesh;
 mod mutants;
+mod soak;
 mod test;
 mod tools;
 mod workspace;
@@ -26,6 +33,12 @@ enum Command {
     Test(test::TestArgs),
     /// Mutation testing of the domain code (bounded; not part of `test`).
     Mutants,
+    /// Load-test release builds against bare tonic and axum baselines.
+    Bench(bench::BenchArgs),
+    /// A fixed request rate through the marketplace; memory and descriptors must stay flat.
+    Soak(soak::SoakArgs),
+    /// Translate `istio/` with Istio's own code and prove it in real Envoys on loopback.
+    Mesh(mesh::MeshArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +46,9 @@ fn main() -> ExitCode {
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
         Command::Mutants => mutants::run(),
+        Command::Bench(args) => bench::run(args),
+        Command::Soak(args) => soak::run(args),
+        Command::Mesh(args) => mesh::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

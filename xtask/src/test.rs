@@ -28,14 +28,24 @@ enum Step {
     BufBreaking,
     /// every workspace test
     Cargo,
+    /// bounded fuzzing of request validation, query parsing and catalog loading
+    Fuzz,
     /// the release build the Dockerfiles run (no Docker engine needed)
     Release,
     /// Dockerfiles, manifests, the mesh and their cross-checks (tests/deploy)
     Deploy,
+    /// the Istio policies translated by Istio and enforced by real Envoys (tests/mesh)
+    Mesh,
+    /// rolling restarts and kills behind a real Envoy (tests/reliability)
+    Reliability,
     /// dashboards and alerts against a real Prometheus, traces in a real Jaeger
     Observability,
     /// the page in a headless Chromium at phone and desktop widths (tests/ui)
     Ui,
+    /// a short `cargo xtask bench`, so the command cannot rot
+    Bench,
+    /// a short `cargo xtask soak`
+    Soak,
 }
 
 const PROMETHEUS: Tool = Tool::Debian {
@@ -67,6 +77,11 @@ impl Step {
             Step::Deploy => vec![Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
             Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
             Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
+            Step::Fuzz => crate::fuzz::TOOLS.to_vec(),
+            Step::Mesh => crate::mesh::TOOLS.to_vec(),
+            Step::Reliability => vec![Tool::Python],
+            Step::Bench => crate::bench::TOOLS.to_vec(),
+            Step::Soak => crate::soak::TOOLS.to_vec(),
         }
     }
 
@@ -76,6 +91,8 @@ impl Step {
             Step::Deploy => Some("tests/deploy"),
             Step::Observability => Some("tests/observability"),
             Step::Ui => Some("tests/ui"),
+            Step::Mesh => Some("tests/mesh"),
+            Step::Reliability => Some("tests/reliability"),
             _ => None,
         }
     }
@@ -129,7 +146,10 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
             "--package",
             "marketplace",
         ])),
-        Step::Deploy | Step::Observability | Step::Ui => {
+        Step::Fuzz => crate::fuzz::test(tools, target_dir),
+        Step::Bench => crate::bench::test(tools, target_dir),
+        Step::Soak => crate::soak::test(tools, target_dir),
+        Step::Deploy | Step::Mesh | Step::Reliability | Step::Observability | Step::Ui => {
             let suite = step.suite().expect("a pytest step");
             workspace::run(workspace::cargo().args(["build", "--locked", "--bins"]))?;
             let mut pytest = tools.command("python")?;
