@@ -1,6 +1,6 @@
 //! The marketplace's settings, parsed once from flags and environment.
 
-use clap::Parser;
+use clap::{Args, Parser};
 use std::time::Duration;
 
 /// `HTTP_MAX_CONCURRENT_REQUESTS` unless set.
@@ -66,12 +66,76 @@ pub struct Config {
     )]
     pub http_max_concurrent_requests: u32,
 
+    #[command(flatten)]
+    pub channel: ChannelArgs,
+
     /// Jaeger's web UI, e.g. http://localhost:16686: pages then link to their trace.
     #[arg(long, env = "JAEGER_UI_URL", value_parser = platform::config::http_url)]
     pub jaeger_ui_url: Option<String>,
 
     #[command(flatten)]
     pub common: platform::config::CommonArgs,
+}
+
+/// The bounds of the channel to the recommendations service.
+#[derive(Args, Debug, Clone, PartialEq, Eq)]
+pub struct ChannelArgs {
+    /// Milliseconds between HTTP/2 PINGs on the connection to recommendations,
+    /// idle or not: a peer that stopped answering is noticed, and the channel
+    /// reconnects, instead of calls timing out on a dead connection.
+    #[arg(
+        long,
+        env = "RECOMMENDATIONS_KEEPALIVE_INTERVAL_MS",
+        default_value_t = 10_000,
+        value_parser = clap::value_parser!(u64).range(100..=3_600_000)
+    )]
+    pub recommendations_keepalive_interval_ms: u64,
+
+    /// Milliseconds to wait for a PING's answer before the connection counts
+    /// as dead: calls on it fail UNAVAILABLE, and the next one reconnects.
+    #[arg(
+        long,
+        env = "RECOMMENDATIONS_KEEPALIVE_TIMEOUT_MS",
+        default_value_t = 5_000,
+        value_parser = clap::value_parser!(u64).range(100..=600_000)
+    )]
+    pub recommendations_keepalive_timeout_ms: u64,
+
+    /// The largest response message accepted from recommendations, in bytes;
+    /// a larger one fails the call (OUT_OF_RANGE) and the page degrades.
+    #[arg(
+        long,
+        env = "RECOMMENDATIONS_MAX_RESPONSE_BYTES",
+        default_value_t = 65_536,
+        value_parser = clap::value_parser!(u32).range(1_024..=67_108_864)
+    )]
+    pub recommendations_max_response_bytes: u32,
+}
+
+impl Default for ChannelArgs {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            recommendations_keepalive_interval_ms: 10_000,
+            recommendations_keepalive_timeout_ms: 5_000,
+            recommendations_max_response_bytes: 65_536,
+        }
+    }
+}
+
+impl ChannelArgs {
+    pub fn keepalive_interval(&self) -> Duration {
+        Duration::from_millis(self.recommendations_keepalive_interval_ms)
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.recommendations_keepalive_timeout_ms)
+    }
+
+    pub fn max_response_bytes(&self) -> usize {
+        // At most 64 MiB: fits any usize this builds for.
+        usize::try_from(self.recommendations_max_response_bytes).unwrap_or(usize::MAX)
+    }
 }
 
 impl Config {
@@ -128,6 +192,10 @@ mod tests {
         assert_eq!(config.recommendations_timeout(), Duration::from_millis(500));
         assert_eq!(config.jaeger_ui_url, None);
         assert_eq!(config.http_max_concurrent_requests(), 256);
+        assert_eq!(config.channel, ChannelArgs::default());
+        assert_eq!(config.channel.keepalive_interval(), Duration::from_secs(10));
+        assert_eq!(config.channel.keepalive_timeout(), Duration::from_secs(5));
+        assert_eq!(config.channel.max_response_bytes(), 65_536);
         assert_eq!(
             config.connection_limits(),
             platform::http::ConnectionLimits {
@@ -155,6 +223,30 @@ mod tests {
                 "--http-max-header-bytes",
                 "1048577",
                 "HTTP_MAX_HEADER_BYTES",
+            ),
+        ] {
+            let err = Config::try_parse_from(["marketplace", flag, bad]).unwrap_err();
+            assert!(err.to_string().contains(name), "{flag}={bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_channel_bounds_are_bounded_and_name_their_settings() {
+        for (flag, bad, name) in [
+            (
+                "--recommendations-keepalive-interval-ms",
+                "99",
+                "RECOMMENDATIONS_KEEPALIVE_INTERVAL_MS",
+            ),
+            (
+                "--recommendations-keepalive-timeout-ms",
+                "0",
+                "RECOMMENDATIONS_KEEPALIVE_TIMEOUT_MS",
+            ),
+            (
+                "--recommendations-max-response-bytes",
+                "1023",
+                "RECOMMENDATIONS_MAX_RESPONSE_BYTES",
             ),
         ] {
             let err = Config::try_parse_from(["marketplace", flag, bad]).unwrap_err();

@@ -1,7 +1,7 @@
 //! The gRPC client of the recommendations service: [`Recommendations`] over a
 //! channel wrapped in platform's client middleware.
 
-use crate::{Book, Category, Recommendations, RecommendationsError, StartupError};
+use crate::{Book, Category, Config, Recommendations, RecommendationsError, StartupError};
 use async_trait::async_trait;
 use platform::grpc::ClientStack;
 use prometheus::Registry;
@@ -55,19 +55,29 @@ impl GrpcRecommendations {
     /// starts (and stays ready) while recommendations is down. The client
     /// metrics are registered in `registry`.
     ///
-    /// A call that runs out of time counts as `grpc_code="Canceled"` whichever
-    /// deadline ends it: tonic's (`grpc-timeout`, which it reports as CANCELLED)
-    /// or the page's, which drops the call.
-    pub fn new(uri: String, timeout: Duration, registry: &Registry) -> Result<Self, StartupError> {
-        let channel = Endpoint::from_shared(uri)
+    /// Every call has the `RECOMMENDATIONS_TIMEOUT_MS` deadline, and so has
+    /// connecting. A call that runs out of time counts as
+    /// `grpc_code="Canceled"` whichever deadline ends it: tonic's
+    /// (`grpc-timeout`, which it reports as CANCELLED) or the page's, which
+    /// drops the call.
+    ///
+    /// HTTP/2 PINGs, idle or not, notice a peer that stopped answering (a
+    /// crashed node, a dropped NAT entry): calls on that connection then fail
+    /// UNAVAILABLE at once and the next call reconnects, rather than every call
+    /// running into its deadline until TCP gives up, minutes later.
+    pub fn new(config: &Config, registry: &Registry) -> Result<Self, StartupError> {
+        let timeout = config.recommendations_timeout();
+        let channel = Endpoint::from_shared(config.recommendations_uri())
             .map_err(StartupError::Address)?
             .connect_timeout(timeout)
+            .http2_keep_alive_interval(config.channel.keepalive_interval())
+            .keep_alive_timeout(config.channel.keepalive_timeout())
+            .keep_alive_while_idle(true)
             .connect_lazy();
         let layers = platform::grpc::client_layers(registry, &[FILE_DESCRIPTOR_SET])?;
-        Ok(Self {
-            client: RecommendationsClient::new(layers.service(channel)),
-            timeout,
-        })
+        let client = RecommendationsClient::new(layers.service(channel))
+            .max_decoding_message_size(config.channel.max_response_bytes());
+        Ok(Self { client, timeout })
     }
 }
 

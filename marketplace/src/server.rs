@@ -48,11 +48,7 @@ impl App {
     pub async fn bind(config: Config) -> Result<App, StartupError> {
         // The client's grpc_client_* metrics go to the same registry as the rest.
         let registry = registry();
-        let client = GrpcRecommendations::new(
-            config.recommendations_uri(),
-            config.recommendations_timeout(),
-            &registry,
-        )?;
+        let client = GrpcRecommendations::new(&config, &registry)?;
         Self::bind_with(config, Arc::new(client), registry).await
     }
 
@@ -82,7 +78,9 @@ impl App {
             state,
             HttpServerMetrics::register(&registry)?,
             max_concurrent_requests,
-        );
+        )
+        // So that a drain cut short says how many pages it abandons.
+        .layer(shutdown.in_flight().layer());
         // Readiness follows shutdown only: a down recommendations service must
         // not take the marketplace out of rotation too (pages degrade instead).
         let admin = Admin::bind(

@@ -100,6 +100,7 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
         grpc_port: 0,
         admin_port: 0,
         catalog_path: None,
+        limits: recommendations::config::Limits::default(),
         common: common.clone(),
     })
     .await
@@ -113,6 +114,7 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
         http_header_read_timeout_ms: 5_000,
         http_max_header_bytes: 16_384,
         http_max_concurrent_requests: marketplace::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        channel: marketplace::config::ChannelArgs::default(),
         jaeger_ui_url: None,
         common,
     })

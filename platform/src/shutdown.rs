@@ -1,7 +1,11 @@
 //! The graceful-shutdown sequence of docs/design.md: on SIGTERM or Ctrl-C turn
 //! not-ready at once, keep serving for the delay (so endpoints and sidecars
 //! stop routing here), then stop accepting and give in-flight requests a
-//! bounded time to finish.
+//! bounded time to finish. A second signal exits at once.
+
+mod in_flight;
+
+pub use in_flight::{InFlight, InFlightLayer, Tracked, TrackedBody, TrackedFuture};
 
 use crate::readiness::Readiness;
 use std::{future::Future, time::Duration};
@@ -11,6 +15,12 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 /// installed when this is called, not when the future is first polled: a
 /// signal arriving in between would otherwise kill the process with the
 /// default action instead of starting a graceful shutdown.
+///
+/// A second signal, whenever it comes, exits the process at once with 128 +
+/// the signal's number (143 for SIGTERM, 130 for Ctrl-C), logging how many
+/// requests it abandons: someone asked twice and will not wait for the drain.
+/// Without this it would be ignored, since tokio never restores the default
+/// action of a signal it handled.
 #[cfg(unix)]
 pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
@@ -26,6 +36,18 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
             () = recv(interrupt.as_mut()) => tracing::info!("received Ctrl-C"),
             () = recv(terminate.as_mut()) => tracing::info!("received SIGTERM"),
         }
+        tokio::spawn(async move {
+            let (name, code) = tokio::select! {
+                () = recv(interrupt.as_mut()) => ("Ctrl-C", 130),
+                () = recv(terminate.as_mut()) => ("SIGTERM", 143),
+            };
+            tracing::warn!(
+                signal = name,
+                abandoned_requests = in_flight::process_in_flight(),
+                "second signal: exiting at once"
+            );
+            std::process::exit(code);
+        });
     }
 }
 
@@ -57,6 +79,7 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
 #[derive(Clone, Debug)]
 pub struct Shutdown {
     readiness: Readiness,
+    in_flight: InFlight,
     stop: CancellationToken,
     delay: Duration,
     timeout: Duration,
@@ -66,6 +89,7 @@ impl Shutdown {
     pub fn new(delay: Duration, timeout: Duration) -> Self {
         Self {
             readiness: Readiness::new(),
+            in_flight: InFlight::default(),
             stop: CancellationToken::new(),
             delay,
             timeout,
@@ -75,6 +99,12 @@ impl Shutdown {
     /// The readiness flag `/readyz` and gRPC health report.
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// The requests in progress: wrap each main listener's service in
+    /// `in_flight().layer()`, so that a drain cut short says how many it abandons.
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
     }
 
     /// Resolves when listeners must stop accepting new connections: hand it
@@ -110,6 +140,7 @@ impl Shutdown {
         self.stop.cancel();
         tracing::info!(
             timeout_seconds = self.timeout.as_secs_f64(),
+            in_flight_requests = self.in_flight.count(),
             "listeners closed; waiting for in-flight requests"
         );
         match tokio::time::timeout(self.timeout, serve).await {
@@ -117,6 +148,7 @@ impl Shutdown {
             Err(_) => {
                 tracing::warn!(
                     timeout_seconds = self.timeout.as_secs_f64(),
+                    abandoned_requests = self.in_flight.count(),
                     "in-flight requests did not finish in time; abandoning them"
                 );
                 Ok(())

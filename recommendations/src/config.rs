@@ -1,8 +1,8 @@
 //! The service's settings, parsed once from flags and environment before anything binds.
 
-use clap::Parser;
+use clap::{Args, Parser};
 use platform::config::CommonArgs;
-use std::path::PathBuf;
+use std::{path::PathBuf, time::Duration};
 
 /// Every setting of the service; `--help` lists them with their environment names.
 #[derive(Parser, Debug, Clone, PartialEq)]
@@ -21,7 +21,85 @@ pub struct Config {
     pub catalog_path: Option<PathBuf>,
 
     #[command(flatten)]
+    pub limits: Limits,
+
+    #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// The bounds every call is served under.
+#[derive(Args, Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// The most Recommend calls handled at once; past it a call is answered
+    /// RESOURCE_EXHAUSTED at once instead of queueing. Health checks and
+    /// reflection are not limited.
+    #[arg(
+        long,
+        env = "GRPC_MAX_CONCURRENT_CALLS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=65_536)
+    )]
+    pub grpc_max_concurrent_calls: u32,
+
+    /// Milliseconds a call may take before it is cut off (CANCELLED); a
+    /// caller's shorter `grpc-timeout` applies instead.
+    #[arg(
+        long,
+        env = "GRPC_REQUEST_TIMEOUT_MS",
+        default_value_t = 5_000,
+        value_parser = clap::value_parser!(u64).range(1..=600_000)
+    )]
+    pub grpc_request_timeout_ms: u64,
+
+    /// The largest request message accepted, in bytes (OUT_OF_RANGE past it).
+    #[arg(
+        long,
+        env = "GRPC_MAX_REQUEST_BYTES",
+        default_value_t = 4_096,
+        value_parser = clap::value_parser!(u32).range(256..=4_194_304)
+    )]
+    pub grpc_max_request_bytes: u32,
+
+    /// The largest response message sent, in bytes (the call fails
+    /// OUT_OF_RANGE rather than send more).
+    #[arg(
+        long,
+        env = "GRPC_MAX_RESPONSE_BYTES",
+        default_value_t = 65_536,
+        value_parser = clap::value_parser!(u32).range(1_024..=67_108_864)
+    )]
+    pub grpc_max_response_bytes: u32,
+}
+
+impl Default for Limits {
+    /// The flags' defaults.
+    fn default() -> Self {
+        Self {
+            grpc_max_concurrent_calls: 256,
+            grpc_request_timeout_ms: 5_000,
+            grpc_max_request_bytes: 4_096,
+            grpc_max_response_bytes: 65_536,
+        }
+    }
+}
+
+impl Limits {
+    pub fn max_concurrent_calls(&self) -> usize {
+        // At most 65536: fits any usize this builds for.
+        usize::try_from(self.grpc_max_concurrent_calls).unwrap_or(usize::MAX)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.grpc_request_timeout_ms)
+    }
+
+    pub fn max_request_bytes(&self) -> usize {
+        usize::try_from(self.grpc_max_request_bytes).unwrap_or(usize::MAX)
+    }
+
+    pub fn max_response_bytes(&self) -> usize {
+        usize::try_from(self.grpc_max_response_bytes).unwrap_or(usize::MAX)
+    }
 }
 
 #[cfg(test)]
@@ -40,6 +118,32 @@ mod tests {
         assert_eq!(config.grpc_port, 50051);
         assert_eq!(config.admin_port, 9464);
         assert_eq!(config.catalog_path, None);
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.limits.max_concurrent_calls(), 256);
+        assert_eq!(config.limits.request_timeout(), Duration::from_secs(5));
+        assert_eq!(config.limits.max_request_bytes(), 4_096);
+        assert_eq!(config.limits.max_response_bytes(), 65_536);
+    }
+
+    #[test]
+    fn each_limit_is_bounded_and_names_its_setting() {
+        for (flag, bad, name) in [
+            (
+                "--grpc-max-concurrent-calls",
+                "0",
+                "GRPC_MAX_CONCURRENT_CALLS",
+            ),
+            ("--grpc-request-timeout-ms", "0", "GRPC_REQUEST_TIMEOUT_MS"),
+            ("--grpc-max-request-bytes", "255", "GRPC_MAX_REQUEST_BYTES"),
+            (
+                "--grpc-max-response-bytes",
+                "many",
+                "GRPC_MAX_RESPONSE_BYTES",
+            ),
+        ] {
+            let err = Config::try_parse_from(["recommendations", flag, bad]).unwrap_err();
+            assert!(err.to_string().contains(name), "{flag}={bad}: {err}");
+        }
     }
 
     #[test]

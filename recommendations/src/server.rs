@@ -9,33 +9,27 @@ use crate::{
 };
 use anyhow::Context;
 use platform::{
-    admin::Admin, grpc::ServerLayers, listener::BindError, readiness::Readiness, shutdown::Shutdown,
+    admin::Admin,
+    grpc::{LimitCallsLayer, ServerLayers},
+    listener::BindError,
+    readiness::Readiness,
+    shutdown::{InFlightLayer, Shutdown},
 };
 use prometheus::{IntGaugeVec, Opts, Registry};
 use recommendations_proto::v1::{
     FILE_DESCRIPTOR_SET, recommendations_server::RecommendationsServer,
 };
-use std::{future::Future, net::SocketAddr, time::Duration};
+use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
-use tonic::transport::{
-    Server,
-    server::{Router, TcpIncoming},
+use tonic::{
+    service::LayerExt as _,
+    transport::{
+        Server,
+        server::{Router, TcpIncoming},
+    },
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::layer::util::{Identity, Stack};
-
-/// The largest request message accepted. A `RecommendationRequest` is three varints (under
-/// 20 bytes); 4 KiB leaves room for new fields while tonic's 4 MiB default would let any
-/// client make us buffer megabytes per call. Health and reflection requests are as small.
-const MAX_REQUEST_BYTES: usize = 4 * 1024;
-
-/// Handlers answer in microseconds, so a call still running after this is stuck. A
-/// client's shorter `grpc-timeout` applies as well.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Calls run at once per connection; more wait in line. Generous, because the
-/// marketplace multiplexes all its calls over few connections, but bounded.
-const MAX_CALLS_PER_CONNECTION: usize = 128;
 
 /// Why the service could not start. A bad catalog is a bad setting (exit 64); the
 /// rest are the environment's problems (exit 1).
@@ -59,7 +53,7 @@ type Served = RecommendationsServer<RecommendationsService<Catalog>>;
 pub struct App {
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
-    grpc: Router<Stack<ServerLayers, Identity>>,
+    grpc: Router<Stack<ServerLayers, Stack<InFlightLayer, Identity>>>,
     admin: Admin,
     registry: Registry,
     health: HealthReporter,
@@ -103,18 +97,35 @@ impl App {
                 tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             ],
         )?;
+        let limits = &config.limits;
+        let (max_request, max_response) = (limits.max_request_bytes(), limits.max_response_bytes());
+        let recommendations = RecommendationsServer::new(RecommendationsService::new(source))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
         let grpc = Server::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .concurrency_limit_per_connection(MAX_CALLS_PER_CONNECTION)
+            // Also bounded by a caller's `grpc-timeout`, whichever is shorter.
+            .timeout(limits.request_timeout())
+            // Outermost: a call counts as in flight until its response is done.
+            .layer(shutdown.in_flight().layer())
             // Spans, access lines, grpc_server_* metrics, error lines, panics as INTERNAL.
             // Inside tonic's timeout: a call it cuts off counts as CANCELLED.
             .layer(middleware)
+            // Only Recommend is limited (see platform::grpc::load_shed), and no
+            // per-connection limit queues calls in front of it: past the limit a
+            // call is shed at once, counted by the layers above like any answer.
             .add_service(
-                RecommendationsServer::new(RecommendationsService::new(source))
-                    .max_decoding_message_size(MAX_REQUEST_BYTES),
+                LimitCallsLayer::new(limits.max_concurrent_calls()).named_layer(recommendations),
             )
-            .add_service(health_service.max_decoding_message_size(MAX_REQUEST_BYTES))
-            .add_service(reflection.max_decoding_message_size(MAX_REQUEST_BYTES));
+            .add_service(
+                health_service
+                    .max_decoding_message_size(max_request)
+                    .max_encoding_message_size(max_response),
+            )
+            .add_service(
+                reflection
+                    .max_decoding_message_size(max_request)
+                    .max_encoding_message_size(max_response),
+            );
 
         let admin = Admin::bind(
             config.admin_port,

@@ -29,6 +29,7 @@ impl Recommendations {
             grpc_port: port,
             admin_port: 0,
             catalog_path: None,
+            limits: recommendations::config::Limits::default(),
             common: CommonArgs::default(),
         };
         let app = recommendations::App::bind(config)

@@ -70,6 +70,7 @@ pub fn test_config() -> Config {
         http_header_read_timeout_ms: 5_000,
         http_max_header_bytes: 16_384,
         http_max_concurrent_requests: marketplace::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
+        channel: marketplace::config::ChannelArgs::default(),
         jaeger_ui_url: None,
         common: platform::config::CommonArgs::default(),
     }

@@ -3,9 +3,11 @@
 //! ([`metrics`]), one log line per failed call ([`error_log`]) and panics turned into
 //! INTERNAL ([`panic`]). [`server_layers`] and [`client_layers`] stack them in the
 //! one order that works; apply them with `Server::builder().layer(…)` or around a
-//! `Channel`.
+//! `Channel`. Apart, for one service at a time: calls past a limit shed with
+//! RESOURCE_EXHAUSTED ([`load_shed`]).
 
 pub mod error_log;
+pub mod load_shed;
 pub mod methods;
 pub mod metrics;
 pub mod panic;
@@ -13,6 +15,7 @@ mod status;
 pub mod trace;
 
 pub use error_log::{ErrorLog, ErrorLogLayer};
+pub use load_shed::{LimitCalls, LimitCallsLayer};
 pub use methods::{Methods, Rpc};
 pub use metrics::{Metrics, MetricsLayer};
 pub use panic::PanicAnswer;

@@ -32,6 +32,7 @@ pub async fn spawn_app_with_source(source: impl BookSource) -> TestApp {
         grpc_port: 0,
         admin_port: 0,
         catalog_path: None,
+        limits: recommendations::config::Limits::default(),
         common: CommonArgs::default(),
     };
     let app = App::bind_with_source(config, source)
