@@ -11,16 +11,14 @@ import json
 import secrets
 import statistics
 import time
-import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bookshop import Bookshop
-from config_files import JAEGER_CONFIG
-from loopback import Process, free_ports, get_json, http_get, wait_until
-from outside_tools import require_tool
+from jaeger import Jaeger
+from loopback import wait_until
 
 TRACE_TIMEOUT = 60.0  # the services export in batches every few seconds
 # A page during the outage may take this many times the baseline's (median and 90th percentile)
@@ -28,48 +26,6 @@ TRACE_TIMEOUT = 60.0  # the services export in batches every few seconds
 # up would cost them its timeout (seconds), far beyond it.
 SLOWDOWN_RATIO = 10.0
 PAGES = 40
-
-
-class Jaeger:
-    """A Jaeger v2 process on free loopback ports, configured by observability/jaeger/config.yaml."""
-
-    def __init__(self, log_dir: Path, ports: dict[str, int] | None = None) -> None:
-        names = ("otlp_grpc", "otlp_http", "query_http", "query_grpc", "health", "metrics")
-        self.ports = ports or dict(zip(names, free_ports(len(names))))
-        env = {
-            "OTLP_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['otlp_grpc']}",
-            "OTLP_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['otlp_http']}",
-            "JAEGER_QUERY_HTTP_ENDPOINT": f"127.0.0.1:{self.ports['query_http']}",
-            "JAEGER_QUERY_GRPC_ENDPOINT": f"127.0.0.1:{self.ports['query_grpc']}",
-            "JAEGER_HEALTH_ENDPOINT": f"127.0.0.1:{self.ports['health']}",
-            "JAEGER_METRICS_HOST": "127.0.0.1",
-            "JAEGER_METRICS_PORT": str(self.ports["metrics"]),
-        }
-        self.process = Process("jaeger", [require_tool("jaeger"), f"--config={JAEGER_CONFIG}"],
-                               log_dir / "jaeger.log", env)
-        self.otlp_endpoint = f"http://127.0.0.1:{self.ports['otlp_grpc']}"
-        self.query = f"http://127.0.0.1:{self.ports['query_http']}"
-
-    def start(self) -> Jaeger:
-        self.process.start()
-        self.process.wait_ready(f"http://127.0.0.1:{self.ports['health']}/status")
-        self.process.wait_ready(f"{self.query}/api/services")
-        return self
-
-    def stop(self) -> None:
-        self.process.stop()
-
-    def traces(self, service: str, since: float) -> list[dict]:
-        params = urllib.parse.urlencode({"service": service, "start": int(since * 1e6),
-                                         "end": int((time.time() + 60) * 1e6), "limit": 1000})
-        return get_json(f"{self.query}/api/traces?{params}")["data"]
-
-    def trace(self, trace_id: str) -> dict | None:
-        status = http_get(f"{self.query}/api/traces/{trace_id}").status
-        if status == 404:
-            return None
-        data = get_json(f"{self.query}/api/traces/{trace_id}")["data"]
-        return data[0] if data else None
 
 
 def tags(span: dict) -> dict[str, Any]:

@@ -37,11 +37,14 @@ class Bookshop:
     - jaeger_ui_url: the marketplace links each page's trace there;
     - catalog_path: recommendations serves that catalog (default: the embedded one);
     - recommendations_down: only the marketplace runs, its recommendations port has nothing behind it;
+    - recommendations_address: (host, port) the marketplace calls instead of recommendations' own
+      port (a proxy in front of it, say);
     - label: prefixes the log files' names in `log_dir` (`<label>-marketplace.log`)."""
 
     def __init__(self, bin_dir: Path, log_dir: Path, *, otlp_endpoint: str | None = None,
                  jaeger_ui_url: str | None = None, catalog_path: Path | None = None,
-                 recommendations_down: bool = False, label: str | None = None) -> None:
+                 recommendations_down: bool = False, recommendations_address: tuple[str, int] | None = None,
+                 label: str | None = None) -> None:
         self.grpc_port, self.recommendations_admin, self.http_port, self.marketplace_admin = free_ports(4)
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.recommendations_down = recommendations_down
@@ -51,8 +54,9 @@ class Bookshop:
         recommendations_env = {**both, "GRPC_PORT": str(self.grpc_port), "ADMIN_PORT": str(self.recommendations_admin)}
         if catalog_path is not None:
             recommendations_env["CATALOG_PATH"] = str(catalog_path)
+        called_host, called_port = recommendations_address or ("127.0.0.1", self.grpc_port)
         marketplace_env = {**both, "HTTP_PORT": str(self.http_port), "ADMIN_PORT": str(self.marketplace_admin),
-                           "RECOMMENDATIONS_HOST": "127.0.0.1", "RECOMMENDATIONS_PORT": str(self.grpc_port)}
+                           "RECOMMENDATIONS_HOST": called_host, "RECOMMENDATIONS_PORT": str(called_port)}
         if jaeger_ui_url:
             marketplace_env["JAEGER_UI_URL"] = jaeger_ui_url
 

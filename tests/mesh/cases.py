@@ -1,0 +1,212 @@
+"""The cases: what is sent through the loopback mesh, under which variant of the manifests, and
+the outcome it must have. Each policy case has a twin under a flip of the manifests whose outcome
+differs, which shows that the policy, not an accident of the harness, decides it. The tests
+(test_mesh.py) and `cargo xtask mesh` (run_cases.py) run these same cases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import clients
+from inputs import FLIPS, GATEWAY_HTTP_PORT, HTTP_SERVICE_PORT, MARKETPLACE_PORT, NAMESPACE, RECOMMENDATIONS_PORT, Flip
+from loopback import wait_until
+from loopback_mesh import LoopbackMesh
+
+# Bounded waits: a page whose first call to recommendations is slow (a cold TLS connection on a
+# loaded machine) shows its notice instead of the books, so the page is asked a few times; and
+# Envoys and the services export spans in batches every few seconds.
+PAGE_TRIES = 5
+TRACE_TIMEOUT = 60.0
+ACCESS_LOG_TIMEOUT = 15.0
+PAGE = "/?category=science_fiction"
+RECOMMENDATIONS_HOST = f"recommendations.{NAMESPACE}.svc.cluster.local:{RECOMMENDATIONS_PORT}"
+MARKETPLACE_HOST = f"marketplace.{NAMESPACE}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class Observation:
+    outcome: str  # compared with the case's expected outcome
+    detail: str  # what else was seen, for a person
+
+
+def _books(body: bytes) -> int:
+    return body.count(b"<li>")
+
+
+def _inbound_lines(mesh: LoopbackMesh, key: str, port: int, since: int) -> list[dict[str, Any]]:
+    """Access lines of `key`'s Envoy, on its inbound listener, after the first `since` lines."""
+    address = f"{mesh.pod_ip(key)}:{port}"
+    return [line for line in mesh.envoys[key].access_log()[since:] if line.get("downstream_local_address") == address]
+
+
+def page_through_ingress(mesh: LoopbackMesh) -> Observation:
+    """GET a page from the ingress Envoy, as a browser would; on a 200, whether both hops behind
+    it (gateway → marketplace, marketplace → recommendations) arrived over Istio mTLS: the
+    inbound listeners' access lines carry the SNI Istio's client side sets on its mTLS
+    connections, and STRICT leaves those listeners no other filter chain."""
+    before = {key: len(mesh.envoys[key].access_log()) for key in ("marketplace", "recommendations")}
+    for _ in range(PAGE_TRIES):
+        answer = clients.http_get(mesh.plan.gateway_pod, GATEWAY_HTTP_PORT, PAGE, "bookshop.test")
+        if answer.code != "200" or _books(answer.body) == 3:
+            break
+    if answer.code != "200":
+        return Observation(answer.code, answer.body.decode(errors="replace")[:80])
+
+    def hops() -> list[list[dict[str, Any]]] | None:
+        seen = [_inbound_lines(mesh, "marketplace", MARKETPLACE_PORT, before["marketplace"]),
+                _inbound_lines(mesh, "recommendations", RECOMMENDATIONS_PORT, before["recommendations"])]
+        return seen if all(seen) else None
+    try:
+        lines = wait_until("the inbound access lines of the page and its call", hops, timeout=ACCESS_LOG_TIMEOUT)
+    except AssertionError as err:
+        return Observation(f"200, {_books(answer.body)} books, a hop not logged", str(err))
+    sni = [{line.get("requested_server_name") for line in hop} for hop in lines]
+    mtls = all(names and all(str(n).startswith("outbound_.") for n in names) for names in sni)
+    return Observation(f"200, {_books(answer.body)} books, {'mTLS on both hops' if mtls else 'a hop without mTLS'}",
+                       f"inbound SNI: marketplace {sorted(map(str, sni[0]))}, recommendations {sorted(map(str, sni[1]))}")
+
+
+def _grpc(answer: clients.Answer, ok: Callable[[bytes], str]) -> Observation:
+    if answer.code != "OK":
+        return Observation(answer.code, answer.detail)
+    return Observation(f"OK, {ok(answer.body)}", "")
+
+
+def _recommend(target: str, authority: str | None = None) -> Observation:
+    answer = clients.grpc_call(target, clients.RECOMMEND, clients.RECOMMEND_REQUEST, authority=authority)
+    return _grpc(answer, lambda body: f"{len(clients.book_titles(body))} books")
+
+
+def _marketplace_egress(mesh: LoopbackMesh) -> str:
+    """The marketplace Envoy's listener for recommendations (bound on its cluster IP)."""
+    return f"{mesh.plan.cluster_ip(NAMESPACE, 'recommendations')}:{RECOMMENDATIONS_PORT}"
+
+
+def recommend_as_marketplace(mesh: LoopbackMesh) -> Observation:
+    return _recommend(_marketplace_egress(mesh))
+
+
+def recommend_as_other_identity(mesh: LoopbackMesh) -> Observation:
+    """Through mesh-probe's Envoy: mTLS with the `default` service account's certificate."""
+    return _recommend(f"{mesh.plan.probe_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
+
+
+def health_as_marketplace(mesh: LoopbackMesh) -> Observation:
+    answer = clients.grpc_call(_marketplace_egress(mesh), clients.HEALTH_CHECK, clients.HEALTH_REQUEST)
+    return _grpc(answer, lambda body: "SERVING" if body == clients.SERVING else f"status {body!r}")
+
+
+def reflection_as_marketplace(mesh: LoopbackMesh) -> Observation:
+    answer = clients.grpc_call(_marketplace_egress(mesh), clients.REFLECTION, clients.LIST_SERVICES_REQUEST,
+                               streaming=True)
+    def listing(body: bytes) -> str:
+        names = clients.listed_services(body)
+        return f"lists {clients.RECOMMENDATIONS_SERVICE}" if clients.RECOMMENDATIONS_SERVICE in names else f"lists {names}"
+    return _grpc(answer, listing)
+
+
+def plaintext_to_recommendations(mesh: LoopbackMesh) -> Observation:
+    """Recommend straight to the recommendations Envoy's inbound port, without TLS."""
+    return _recommend(f"{mesh.plan.recommendations_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
+
+
+def marketplace_as_other_identity(mesh: LoopbackMesh) -> Observation:
+    """A page asked of the marketplace directly, through mesh-probe's Envoy (identity `default`)."""
+    answer = clients.http_get(mesh.plan.probe_pod, HTTP_SERVICE_PORT, PAGE, MARKETPLACE_HOST)
+    if answer.code == "200":
+        return Observation(f"200, {_books(answer.body)} books", "")
+    return Observation(answer.code, answer.body.decode(errors="replace")[:80])
+
+
+def plaintext_to_marketplace(mesh: LoopbackMesh) -> Observation:
+    """A page asked of the marketplace Envoy's inbound port directly, without TLS."""
+    answer = clients.http_get(mesh.plan.marketplace_pod, MARKETPLACE_PORT, PAGE, MARKETPLACE_HOST)
+    return Observation(answer.code, answer.detail if answer.code == "reset" else answer.body.decode(errors="replace")[:80])
+
+
+def _service(trace: dict[str, Any], span: dict[str, Any]) -> str:
+    return trace["processes"][span["processID"]]["serviceName"]
+
+
+def trace_of_a_page(mesh: LoopbackMesh) -> Observation:
+    """A page through the ingress, then its trace read back from Jaeger (the id the marketplace
+    answers in `traceresponse`): who started it (the span without a parent) and whether both
+    services' spans are in that same trace."""
+    answer = clients.http_get(mesh.plan.gateway_pod, GATEWAY_HTTP_PORT, PAGE, "bookshop.test")
+    parts = answer.detail.split("-")
+    if answer.code != "200" or len(parts) != 4:
+        return Observation(f"page {answer.code}, traceresponse {answer.detail!r}", "")
+    trace_id = parts[1]
+    apps = {"marketplace", "recommendations"}
+
+    def settled() -> dict[str, Any] | None:
+        trace = mesh.jaeger.trace(trace_id)
+        if not trace:
+            return None
+        roots = [span for span in trace["spans"] if not span.get("references")]
+        services = {_service(trace, span) for span in trace["spans"]}
+        # The apps' spans and the span that has no parent (whichever proxy started the trace).
+        return trace if roots and apps <= services else None
+    try:
+        trace = wait_until(f"trace {trace_id} in Jaeger, with its root and both services' spans", settled,
+                           timeout=TRACE_TIMEOUT)
+    except AssertionError as err:
+        return Observation("no complete trace", str(err))
+    time.sleep(1)  # the last batch of spans of a proxy may trail the others
+    trace = mesh.jaeger.trace(trace_id) or trace
+    roots = sorted({_service(trace, span) for span in trace["spans"] if not span.get("references")})
+    services = sorted({_service(trace, span) for span in trace["spans"]})
+    return Observation(f"one trace started by {' and '.join(roots)}, continued by marketplace and recommendations",
+                       f"trace {trace_id}: spans from {', '.join(services)}")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    flip: Flip
+    observe: Callable[[LoopbackMesh], Observation]
+    expected: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.name} [{self.flip.name}]"
+
+
+BOOKS = "200, 3 books"
+DENIED = "PERMISSION_DENIED"
+GATEWAY_ROOT = "one trace started by istio-ingressgateway.istio-system, continued by marketplace and recommendations"
+SIDECAR_ROOT = "one trace started by marketplace.bookshop, continued by marketplace and recommendations"
+_AS_RENDERED, _PERMISSIVE = FLIPS["as rendered"], FLIPS["PERMISSIVE"]
+
+# Grouped by flip (the Envoys restart between groups); each case next to its twin in the table.
+CASES = (
+    Case("a browser's page through the ingress", _AS_RENDERED, page_through_ingress, f"{BOOKS}, mTLS on both hops"),
+    Case("the marketplace's Envoy calls Recommend", _AS_RENDERED, recommend_as_marketplace, "OK, 3 books"),
+    Case("Recommend with another identity (sa/default)", _AS_RENDERED, recommend_as_other_identity, DENIED),
+    Case("gRPC health from the marketplace's identity", _AS_RENDERED, health_as_marketplace, DENIED),
+    Case("gRPC reflection from the marketplace's identity", _AS_RENDERED, reflection_as_marketplace, DENIED),
+    Case("plaintext to the recommendations Envoy's inbound port", _AS_RENDERED, plaintext_to_recommendations,
+         "UNAVAILABLE"),
+    Case("the marketplace from another identity (sa/default)", _AS_RENDERED, marketplace_as_other_identity, "403"),
+    Case("plaintext to the marketplace Envoy's inbound port", _AS_RENDERED, plaintext_to_marketplace, "reset"),
+    Case("the trace of a page", _AS_RENDERED, trace_of_a_page, GATEWAY_ROOT),
+
+    Case("a browser's page through the ingress", FLIPS["no marketplace allow"], page_through_ingress, "403"),
+    Case("the marketplace from another identity (sa/default)", FLIPS["marketplace: any caller"],
+         marketplace_as_other_identity, BOOKS),
+    Case("the marketplace's Envoy calls Recommend", FLIPS["no recommendations allow"], recommend_as_marketplace,
+         DENIED),
+    Case("Recommend with another identity (sa/default)", FLIPS["recommendations: any caller"],
+         recommend_as_other_identity, "OK, 3 books"),
+    Case("gRPC health from the marketplace's identity", FLIPS["recommendations: any path"], health_as_marketplace,
+         "OK, SERVING"),
+    Case("gRPC reflection from the marketplace's identity", FLIPS["recommendations: any path"],
+         reflection_as_marketplace, f"OK, lists {clients.RECOMMENDATIONS_SERVICE}"),
+    # PERMISSIVE: plaintext now reaches the policies, which find no identity to allow.
+    Case("plaintext to the recommendations Envoy's inbound port", _PERMISSIVE, plaintext_to_recommendations, DENIED),
+    Case("plaintext to the marketplace Envoy's inbound port", _PERMISSIVE, plaintext_to_marketplace, "403"),
+    Case("the trace of a page", FLIPS["no gateway tracing"], trace_of_a_page, SIDECAR_ROOT),
+)

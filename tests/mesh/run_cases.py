@@ -1,0 +1,72 @@
+"""`cargo xtask mesh`: the cases of the loopback mesh (cases.py, the same the tests run), by hand.
+Prints each case with its expected and observed outcome, and leaves Istio's translation, the
+Envoy configs that ran, the test identities and every process's log in --out.
+
+    python tests/mesh/run_cases.py --bin-dir target/debug --out target/mesh
+
+Exits 1 if a case's outcome differs from the expected one."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "support")]
+
+from cases import CASES, Case, Observation  # noqa: E402
+from loopback_mesh import LoopbackMesh, slug  # noqa: E402
+
+COLUMNS = ("case", "manifests", "expected", "observed", "")
+
+
+def table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bin-dir", type=Path, required=True, help="where the built services are")
+    parser.add_argument("--out", type=Path, required=True, help="emptied, then filled with configs and logs")
+    args = parser.parse_args()
+    out = args.out.resolve()
+    shutil.rmtree(out, ignore_errors=True)
+    results: list[tuple[Case, Observation]] = []
+    with LoopbackMesh(args.bin_dir.resolve(), out) as mesh:
+        for case in CASES:
+            print(f"mesh: {case.id} ...", file=sys.stderr, flush=True)
+            mesh.use(case.flip)
+            results.append((case, case.observe(mesh)))
+    # Each case beside its twin.
+    order = {name: index for index, name in enumerate(dict.fromkeys(case.name for case in CASES))}
+    results.sort(key=lambda result: order[result[0].name])
+    rows = [COLUMNS] + [(case.name, case.flip.name, case.expected, seen.outcome,
+                         "ok" if seen.outcome == case.expected else "DIFFERS") for case, seen in results]
+    print(table(rows))
+    print()
+    for flip in dict.fromkeys(case.flip for case in CASES):
+        print(f"{flip.name}: {flip.what} -> {out / slug(flip.name)}")
+    print(f"logs: {out / 'logs'}; identities (SDS files): {out / 'sds'}")
+    differing = [(case, seen) for case, seen in results if seen.outcome != case.expected]
+    for case, seen in differing:
+        print(f"DIFFERS: {case.id}: expected {case.expected!r}, observed {seen.outcome!r} ({seen.detail})")
+    passed = len(results) - len(differing)
+    print(f"mesh: {passed} passed, {len(differing)} failed")
+    return 1 if differing else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception as err:  # noqa: BLE001 (one line saying what failed, not a traceback)
+        sys.exit(f"mesh: {err}")
+    except BaseException as err:
+        # A missing tool or setting ends in pytest.fail (outside_tools), whose message says how to fix it.
+        if type(err).__name__ != "Failed":
+            raise
+        sys.exit(f"mesh: {err}")
