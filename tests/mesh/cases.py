@@ -21,7 +21,7 @@ from loopback_mesh import LoopbackMesh
 PAGE_TRIES = 5
 TRACE_TIMEOUT = 60.0
 ACCESS_LOG_TIMEOUT = 15.0
-PAGE = "/?category=science_fiction"
+PAGE = "/"
 RECOMMENDATIONS_HOST = f"recommendations.{NAMESPACE}.svc.cluster.local:{RECOMMENDATIONS_PORT}"
 MARKETPLACE_HOST = f"marketplace.{NAMESPACE}.svc.cluster.local"
 
@@ -159,7 +159,7 @@ def trace_of_a_page(mesh: LoopbackMesh) -> Observation:
     trace = mesh.jaeger.trace(trace_id) or trace
     roots = sorted({_service(trace, span) for span in trace["spans"] if not span.get("references")})
     services = sorted({_service(trace, span) for span in trace["spans"]})
-    return Observation(f"one trace started by {' and '.join(roots)}, continued by marketplace and recommendations",
+    return Observation(f"one trace from {' and '.join(roots)}, both services in it",
                        f"trace {trace_id}: spans from {', '.join(services)}")
 
 
@@ -177,8 +177,8 @@ class Case:
 
 BOOKS = "200, 3 books"
 DENIED = "PERMISSION_DENIED"
-GATEWAY_ROOT = "one trace started by istio-ingressgateway.istio-system, continued by marketplace and recommendations"
-SIDECAR_ROOT = "one trace started by marketplace.bookshop, continued by marketplace and recommendations"
+GATEWAY_ROOT = "one trace from istio-ingressgateway.istio-system, both services in it"
+SIDECAR_ROOT = "one trace from marketplace.bookshop, both services in it"
 _AS_RENDERED, _PERMISSIVE = FLIPS["as rendered"], FLIPS["PERMISSIVE"]
 
 # Grouped by flip (the Envoys restart between groups); each case next to its twin in the table.

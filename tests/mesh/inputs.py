@@ -128,13 +128,12 @@ class Plan:
 
 def _pod_from(template: Doc, name: str, namespace: str, pod_ip: str, *, sidecar: bool) -> Doc:
     """The Pod a controller would make from a pod template, scheduled and ready at `pod_ip`. A
-    sidecar pod gets what the injector adds that Istio's config depends on: the tlsMode label
-    (callers then use mTLS) and, for the loopback, interception NONE (no iptables)."""
+    sidecar pod is marked for interception NONE (no iptables on the loopback); the labels the
+    injector adds (tlsMode, canonical name and revision) mesh-xds adds, as the injector would."""
     metadata = copy.deepcopy(template.get("metadata", {}))
     labels = dict(metadata.get("labels", {}))
     annotations = dict(metadata.get("annotations", {}))
     if sidecar:
-        labels["security.istio.io/tlsMode"] = "istio"
         annotations["sidecar.istio.io/interceptionMode"] = "NONE"
     return {
         "apiVersion": "v1", "kind": "Pod",
