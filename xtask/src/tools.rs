@@ -31,7 +31,7 @@ pub enum Tool {
     Python,
     /// buf, from npm.
     Buf,
-    /// `istioctl` and `mesh-analyze`, built from the pinned istio.io/istio module
+    /// `istioctl`, `mesh-analyze` and `mesh-xds`, built from the pinned istio.io/istio module
     /// (whose source also holds Istio's CRDs and standard metric names).
     Istioctl,
     /// Jaeger v2 (all-in-one), built from the pinned Go module.
@@ -47,11 +47,13 @@ pub enum Tool {
 fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static str)]) {
     match tool {
         // mesh-analyze: Istio's analyzers fed the files as a cluster would hold them.
+        // mesh-xds: Istio's config generation, each pod's proxy config as an Envoy bootstrap.
         Tool::Istioctl => (
             "istio",
             &[
                 ("istioctl", "istio.io/istio/istioctl/cmd/istioctl"),
                 ("mesh-analyze", "./mesh-analyze"),
+                ("mesh-xds", "./mesh-xds"),
             ],
         ),
         Tool::Jaeger => (
