@@ -109,7 +109,10 @@ def reflection_as_marketplace(mesh: LoopbackMesh) -> Observation:
 
 
 def plaintext_to_recommendations(mesh: LoopbackMesh) -> Observation:
-    """Recommend straight to the recommendations Envoy's inbound port, without TLS."""
+    """Recommend straight to the recommendations Envoy's inbound port, without TLS. gRPC says
+    UNAVAILABLE for a closed port too, so first: something does listen there."""
+    if not clients.can_connect(mesh.plan.recommendations_pod, RECOMMENDATIONS_PORT):
+        return Observation("nothing listens", "")
     return _recommend(f"{mesh.plan.recommendations_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
 
 

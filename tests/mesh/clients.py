@@ -92,7 +92,8 @@ def grpc_call(target: str, method: str, request: bytes, *, authority: str | None
 
 def http_get(address: str, port: int, path: str, host: str) -> Answer:
     """A GET with the given Host; a connection the other side closes or resets is an answer too
-    (`reset`), since that is how a sidecar refuses plaintext under STRICT."""
+    (`reset`: how a sidecar refuses plaintext under STRICT), and so is a refused one (`refused`:
+    nothing listens)."""
     connection = http.client.HTTPConnection(address, port, timeout=CALL_TIMEOUT)
     try:
         connection.request("GET", path, headers={"Host": host})
@@ -101,6 +102,8 @@ def http_get(address: str, port: int, path: str, host: str) -> Answer:
         return Answer(str(response.status), body, response.getheader("traceresponse") or "")
     except (ConnectionResetError, http.client.RemoteDisconnected, BrokenPipeError) as err:
         return Answer("reset", b"", type(err).__name__)
+    except ConnectionRefusedError as err:
+        return Answer("refused", b"", type(err).__name__)
     finally:
         connection.close()
 

@@ -123,7 +123,9 @@ class Plan:
             if all(_bindable(f"{block}.{host}", ports) for host, ports in wanted.items()) and all(
                     _bindable(address, (RECOMMENDATIONS_PORT,)) for address in cluster_ips.values()):
                 return Plan(block, cluster_ips)
-        raise RuntimeError("found no free 127.x.y.0/24 whose addresses bind ports 80, 4317, 8080 and 50051")
+        raise RuntimeError("found no 127.x.y.0/24 whose addresses can bind ports 80, 4317, 8080 and 50051: "
+                           "are they taken on 0.0.0.0 by something else, or is this not root (port 80 needs root, "
+                           "or sysctl net.ipv4.ip_unprivileged_port_start=80)?")
 
 
 def _pod_from(template: Doc, name: str, namespace: str, pod_ip: str, *, sidecar: bool) -> Doc:
