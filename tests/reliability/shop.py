@@ -1,0 +1,170 @@
+"""The marketplace calling recommendations instances through Envoy, all real processes on
+loopback: instances come and go the way Kubernetes starts, stops and kills pods."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+from bookshop import SETTINGS
+from envoy_proxy import Envoy
+from load import PAGE_TIMEOUT, WHOLE, judge
+from loopback import STOP_TIMEOUT, Process, free_ports, http_get, wait_until
+from mesh_policy import MeshPolicy
+
+
+class Instance:
+    """One recommendations process (a pod) on its own gRPC and admin ports. It keeps the
+    services' shutdown defaults (SHUTDOWN_DELAY_SECONDS 5, SHUTDOWN_TIMEOUT_SECONDS 20):
+    the drain under test is the one production runs."""
+
+    def __init__(self, bin_dir: Path, log_dir: Path, name: str) -> None:
+        self.name = name
+        self.grpc_port, self.admin_port = free_ports(2)
+        env = {"LOG_FORMAT": "json", "RUST_LOG": "info", "GRPC_PORT": str(self.grpc_port),
+               "ADMIN_PORT": str(self.admin_port)}
+        self.process = Process(name, [str(bin_dir / "recommendations")], log_dir / f"{name}.log", env,
+                               isolated=True)
+        # time.monotonic() of the SIGTERM and of the moment it was seen gone.
+        self.terminated_at: float | None = None
+        self.exited_at: float | None = None
+
+    def start(self) -> Instance:
+        """Start and wait until ready, as the readiness probe would (the kubelet restarts a
+        killed container in the same pod, on the same ports: so does calling this again)."""
+        self.process.start().wait_ready(f"http://127.0.0.1:{self.admin_port}/readyz")
+        return self
+
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        assert self.process.popen is not None, f"{self.name} never started"
+        return self.process.popen
+
+    def terminate(self) -> None:
+        """SIGTERM, as the kubelet sends it to a pod being deleted."""
+        self.popen.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL: the process is gone at once (an OOM kill, a crashed node)."""
+        self.popen.kill()
+        self.popen.wait(timeout=STOP_TIMEOUT)
+
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class Shop:
+    """Envoy, two recommendations instances in its endpoint list, and the marketplace whose
+    recommendations address is Envoy's listener."""
+
+    def __init__(self, bin_dir: Path, work_dir: Path, policy: MeshPolicy, *, health_check: bool = True,
+                 retries: bool = True) -> None:
+        self.bin_dir = bin_dir
+        self.log_dir = work_dir / "logs"
+        self.envoy = Envoy(policy, work_dir, self.log_dir, health_check=health_check, retries=retries)
+        self.started = 0
+        self.instances: list[Instance] = []
+        self.retired: list[Instance] = []
+        self.http_port, self.admin_port = free_ports(2)
+        self.url = f"http://127.0.0.1:{self.http_port}/"
+        env = {**SETTINGS, "HTTP_PORT": str(self.http_port), "ADMIN_PORT": str(self.admin_port),
+               "RECOMMENDATIONS_HOST": "127.0.0.1", "RECOMMENDATIONS_PORT": str(self.envoy.listener_port)}
+        self.marketplace = Process("marketplace", [str(bin_dir / "marketplace")], self.log_dir / "marketplace.log",
+                                   env, isolated=True)
+
+    def new_instance(self) -> Instance:
+        self.started += 1
+        return Instance(self.bin_dir, self.log_dir, f"recommendations-{self.started}").start()
+
+    def start(self) -> Shop:
+        try:
+            self.envoy.start()
+            self.instances = [self.new_instance(), self.new_instance()]
+            self.envoy.write_endpoints([instance.grpc_port for instance in self.instances])
+            self.envoy.wait_healthy([instance.grpc_port for instance in self.instances])
+            self.marketplace.start().wait_ready(f"http://127.0.0.1:{self.admin_port}/readyz")
+            # Envoy's workers learn a health change up to a second after its admin API shows it
+            # (common_lb_config.update_merge_window, 1 s, which Istio leaves as it is).
+            wait_until("the marketplace to show recommendations through Envoy",
+                       lambda: judge(*self.page())[0] == WHOLE, timeout=20)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.marketplace.stop()
+        # Killed, not drained: the drain is what `roll` tests; at teardown it would only add
+        # SHUTDOWN_DELAY_SECONDS per instance.
+        for instance in [*self.instances, *self.retired]:
+            if instance.process.popen is not None and instance.popen.poll() is None:
+                instance.kill()
+        self.envoy.stop()
+
+    def __enter__(self) -> Shop:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    def roll(self, slot: int) -> Instance:
+        """Replace one instance the way a Deployment's rolling update does (maxSurge 1,
+        maxUnavailable 0): the new pod starts; once ready, the endpoint controller lists it;
+        then the old pod is deleted, which removes its endpoint and sends it SIGTERM at the
+        same time (Kubernetes does both concurrently, nothing orders them). The old instance,
+        draining, is returned."""
+        old, new = self.instances[slot], self.new_instance()
+        self.envoy.add_endpoint(new.grpc_port)
+        old.terminated_at = time.monotonic()
+        old.terminate()
+        self.envoy.remove_endpoint(old.grpc_port)
+        self.instances[slot] = new
+        self.retired.append(old)
+        return old
+
+    def page(self) -> tuple[int, str]:
+        status, _, body = http_get(self.url, timeout=PAGE_TIMEOUT)
+        return status, body
+
+    def roll_by_kill(self, slot: int, listed_for: float) -> Instance:
+        """A broken rolling update: the new pod starts and is listed as before, but the old
+        one is killed outright, no drain, and its endpoint stays listed `listed_for` seconds
+        (an endpoint controller that has not noticed yet)."""
+        old, new = self.instances[slot], self.new_instance()
+        self.envoy.add_endpoint(new.grpc_port)
+        old.kill()
+        time.sleep(listed_for)
+        self.envoy.remove_endpoint(old.grpc_port)
+        self.instances[slot] = new
+        self.retired.append(old)
+        return old
+
+    def wait_retired_exit(self, timeout: float) -> dict[str, int]:
+        """Until every replaced instance has exited, noting when each was seen gone: their
+        exit codes by name."""
+        deadline = time.monotonic() + timeout
+        while any(old.popen.poll() is None for old in self.retired):
+            if time.monotonic() >= deadline:
+                running = [old for old in self.retired if old.popen.poll() is None]
+                raise AssertionError(f"{[old.name for old in running]} still running {timeout:.0f}s after "
+                                     f"they were replaced:\n{running[0].process.log_tail()}")
+            for old in self.retired:
+                if old.exited_at is None and old.popen.poll() is not None:
+                    old.exited_at = time.monotonic()
+            time.sleep(0.02)
+        for old in self.retired:
+            old.exited_at = old.exited_at or time.monotonic()
+        return {old.name: old.popen.returncode for old in self.retired}
+
+    def fallbacks(self) -> dict[str, int]:
+        """marketplace_recommendations_fallback_total by reason, from its /metrics."""
+        status, _, body = http_get(f"http://127.0.0.1:{self.admin_port}/metrics", timeout=5)
+        assert status == 200, f"marketplace /metrics answered {status}"
+        return {reason: int(float(value)) for reason, value in
+                re.findall(r'^marketplace_recommendations_fallback_total\{reason="(\w+)"\} (\S+)$', body, re.M)}

@@ -1,0 +1,22 @@
+"""A pytest hook for a suite's conftest (`from failure_logs import pytest_runtest_makereport`):
+a failed test's report ends with the tails of the logs its processes wrote to tmp_path/logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TAIL_CHARS = 4000
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        tmp = item.funcargs.get("tmp_path")
+        if tmp is not None:
+            for log in sorted(Path(tmp).glob("logs/*.log")):
+                report.sections.append((f"log {log.name}", log.read_text(errors="replace")[-TAIL_CHARS:]))
