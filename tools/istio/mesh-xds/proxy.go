@@ -20,6 +20,7 @@ import (
 
 	meshconfig "istio.io/api/mesh/v1alpha1"
 	"istio.io/istio/pkg/config/mesh"
+	kubelabels "istio.io/istio/pkg/kube/labels"
 	"istio.io/istio/pkg/model"
 )
 
@@ -157,9 +158,14 @@ func node(pod *corev1.Pod, deployments []*deploymentRef, m *meshconfig.MeshConfi
 	if err != nil {
 		return nil, err
 	}
+	// pilot-agent's service cluster under the default tracingServiceName APP_LABEL_AND_NAMESPACE.
 	cluster := meta.WorkloadName + "." + pod.Namespace
+	if app, ok := kubelabels.GetApp(pod.Labels); ok {
+		cluster = app + "." + pod.Namespace
+	}
 	return &core.Node{
-		Id:       fmt.Sprintf("%s~%s~%s.%s~%s.svc.%s", proxyType, pod.Status.PodIP, pod.Name, pod.Namespace, pod.Namespace, m.GetTrustDomain()),
+		// The pod's DNS domain: the fake registry's (and a default cluster's) domain suffix.
+		Id:       fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", proxyType, pod.Status.PodIP, pod.Name, pod.Namespace, pod.Namespace),
 		Cluster:  cluster,
 		Metadata: metadata,
 	}, nil
