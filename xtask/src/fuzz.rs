@@ -1,11 +1,181 @@
-//! The fuzz step of `cargo xtask test` (being built; see the open issue).
+//! The fuzz step of `cargo xtask test`: each cargo-fuzz target of `fuzz/`
+//! (a Recommend request's message, a page's query string, a catalog file) runs
+//! for a bounded time, from the committed corpus. Without a nightly toolchain
+//! the proptest properties of the same three inputs run instead, with more cases.
 
-use crate::tools::{Tool, Tools};
-use std::path::Path;
+use crate::{
+    tools::{Tool, Tools},
+    workspace,
+};
+use anyhow::{Context, bail};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
-/// What the fuzz step needs installed.
+/// What the fuzz step needs installed: nothing from outside (cargo-fuzz comes
+/// from crates.io, below).
 pub const TOOLS: &[Tool] = &[];
 
-pub fn test(_tools: &Tools, _target_dir: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("the fuzz step is not built yet")
+/// cargo-fuzz, installed under the tools dir.
+const CARGO_FUZZ: (&str, &str) = ("cargo-fuzz", "0.13.2");
+
+/// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`, corpus in `fuzz/corpus/<name>`).
+const TARGETS: [&str; 3] = ["validation", "query", "catalog"];
+
+/// How long each target runs, in seconds.
+const SECONDS_PER_TARGET: u32 = 30;
+
+/// One input running longer than this is a hang, reported like a crash.
+const INPUT_TIMEOUT_SECONDS: u32 = 10;
+
+/// The proptest properties, and how many cases each gets, when cargo-fuzz cannot run.
+const PROPERTIES: &str = "properties::";
+const FALLBACK_CASES: &str = "5000";
+
+pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
+    if !nightly_available() {
+        eprintln!(
+            "xtask: no nightly toolchain (`rustup toolchain list`), which cargo-fuzz needs: running the proptest properties with {FALLBACK_CASES} cases each instead"
+        );
+        return workspace::run(
+            workspace::cargo()
+                .args(["test", "--locked", "--package", "recommendations"])
+                .args([
+                    "--package",
+                    "marketplace",
+                    "--test",
+                    "api",
+                    "--",
+                    PROPERTIES,
+                ])
+                .env("PROPTEST_CASES", FALLBACK_CASES),
+        );
+    }
+    let cargo_fuzz = install(tools)?;
+    let fuzz_dir = workspace::root().join("fuzz");
+    // The fuzz crate's own lock file: fail, rather than rewrite it.
+    let locked = workspace::run(
+        workspace::cargo()
+            .args([
+                "metadata",
+                "--locked",
+                "--format-version",
+                "1",
+                "--manifest-path",
+            ])
+            .arg(fuzz_dir.join("Cargo.toml"))
+            .stdout(std::process::Stdio::null()),
+    );
+    locked.context(
+        "fuzz/Cargo.lock is out of date: update it with `cargo +nightly metadata --manifest-path fuzz/Cargo.toml --format-version 1 >/dev/null` and commit it",
+    )?;
+    // `cargo fmt --all` covers only the workspace, which leaves `fuzz/` out.
+    workspace::run(
+        workspace::cargo()
+            .args(["fmt", "--check", "--manifest-path"])
+            .arg(fuzz_dir.join("Cargo.toml")),
+    )?;
+
+    let builds = target_dir.join("fuzz");
+    workspace::run(
+        nightly(&cargo_fuzz)
+            .args(["fuzz", "build", "--target-dir"])
+            .arg(&builds),
+    )?;
+    for target in TARGETS {
+        // New inputs go to a scratch copy under the target dir; the committed
+        // corpus is only read (libFuzzer writes to the first directory only).
+        let scratch = builds.join("corpus").join(target);
+        fs::create_dir_all(&scratch)
+            .with_context(|| format!("cannot create {}", scratch.display()))?;
+        let seeds = fuzz_dir.join("corpus").join(target);
+        let committed = count_files(&seeds)?;
+        if committed == 0 {
+            bail!("{} holds no inputs", seeds.display());
+        }
+        eprintln!(
+            "xtask: fuzzing {target} for {SECONDS_PER_TARGET} s from {committed} committed inputs"
+        );
+        let run = workspace::run(
+            nightly(&cargo_fuzz)
+                .args(["fuzz", "run", "--target-dir"])
+                .arg(&builds)
+                .arg(target)
+                .arg(&scratch)
+                .arg(&seeds)
+                .arg("--")
+                .arg(format!("-max_total_time={SECONDS_PER_TARGET}"))
+                .arg(format!("-timeout={INPUT_TIMEOUT_SECONDS}"))
+                .arg("-print_final_stats=1"),
+        );
+        run.with_context(|| {
+            format!(
+                "fuzz target {target} failed: its input is in fuzz/artifacts/{target}/ (above); add it to fuzz/corpus/{target}/ and as a regression test"
+            )
+        })?;
+        eprintln!(
+            "xtask: {target}: no failure; {} inputs in {}",
+            count_files(&scratch)?,
+            scratch.display()
+        );
+    }
+    Ok(())
+}
+
+/// cargo-fuzz from crates.io, pinned and installed once under the tools dir.
+fn install(tools: &Tools) -> anyhow::Result<PathBuf> {
+    let (name, version) = CARGO_FUZZ;
+    let root = tools.cargo_root();
+    let binary = root.join("bin").join(name);
+    let installed = Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|output| {
+            String::from_utf8_lossy(&output.stdout).trim() == format!("{name} {version}")
+        });
+    if !installed {
+        eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
+        workspace::run(
+            workspace::cargo()
+                .args(["install", "--locked", "--force", "--root"])
+                .arg(&root)
+                .arg(format!("{name}@{version}")),
+        )?;
+    }
+    Ok(binary)
+}
+
+fn nightly_available() -> bool {
+    Command::new("rustup")
+        .args(["run", "nightly", "rustc", "--version"])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// `program` under the nightly toolchain: `rustup run` puts nightly's cargo
+/// first on PATH, which cargo-fuzz runs by name.
+fn nightly(program: &Path) -> Command {
+    let mut command = Command::new("rustup");
+    command
+        .current_dir(workspace::root())
+        .args(["run", "nightly"])
+        .arg(program)
+        // The outer (stable) cargo's own variables must not steer the inner one.
+        .env_remove("CARGO")
+        .env_remove("RUSTC")
+        .env_remove("RUSTUP_TOOLCHAIN");
+    command
+}
+
+fn count_files(dir: &Path) -> anyhow::Result<usize> {
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut files = 0;
+    for entry in entries {
+        if entry?.file_type()?.is_file() {
+            files += 1;
+        }
+    }
+    Ok(files)
 }

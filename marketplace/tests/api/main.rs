@@ -6,6 +6,7 @@ mod helpers;
 mod load_shedding;
 mod pages;
 mod panics;
+mod properties;
 mod server;
 mod shutdown;
 mod slow_clients;

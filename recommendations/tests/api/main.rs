@@ -3,5 +3,6 @@
 mod admin;
 mod health_and_reflection;
 mod helpers;
+mod properties;
 mod recommend;
 mod shutdown;
