@@ -1,6 +1,7 @@
 //! The marketplace's integration tests: one binary, one module per concern.
 
 mod cross_service;
+mod faults;
 mod grpc_client;
 mod helpers;
 mod load_shedding;

@@ -134,3 +134,97 @@ async fn with_the_trace_collector_down_pages_answer_and_shutdown_stays_bounded()
         .await;
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_port_in_use_exits_1_with_one_line_naming_the_listener_and_the_port() {
+    // Bound like the marketplace binds, so that its bind fails.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    for (setting, listener) in [("HTTP_PORT", "http"), ("ADMIN_PORT", "admin")] {
+        let output = process::output(marketplace().env(setting, &port)).await;
+        assert_eq!(output.status.code(), Some(1), "{setting}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: cannot listen for {listener} on 0.0.0.0:{port}: "
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("in use"), "{stderr}");
+    }
+}
+
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once_abandoning_the_page_in_flight() {
+    let mut upstream = FakeRecommendationsServer::start().await;
+    // A delay no test waits for: only the second signal can end the process in time.
+    let mut running = start(upstream.addr, &[("SHUTDOWN_DELAY_SECONDS", "600")]).await;
+    let page_url = running.http_url.clone();
+    let in_flight = tokio::spawn(async move { reqwest::get(page_url).await });
+    upstream.next_request().await;
+
+    running.child.terminate();
+    running.child.logs.wait_for(SHUTDOWN_BEGAN).await;
+    running.child.terminate();
+    let line = running
+        .child
+        .logs
+        .wait_for("second signal: exiting at once")
+        .await;
+    assert_eq!(line["signal"], "SIGTERM");
+    assert_eq!(line["abandoned_requests"], 1);
+    let exit = running.child.exit_status(WAIT).await;
+    assert_eq!(exit.code(), Some(143), "128 + SIGTERM");
+    let page = timeout(WAIT, in_flight)
+        .await
+        .expect("the abandoned page ends with the process")
+        .unwrap();
+    assert!(page.is_err(), "{page:?}");
+}
+
+#[tokio::test]
+async fn pages_longer_than_the_shutdown_timeout_are_abandoned_at_the_timeout_and_counted() {
+    let mut upstream = FakeRecommendationsServer::start().await;
+    let mut running = start(
+        upstream.addr,
+        &[
+            ("SHUTDOWN_DELAY_SECONDS", "0"),
+            ("SHUTDOWN_TIMEOUT_SECONDS", "1"),
+        ],
+    )
+    .await;
+    let pages: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(reqwest::get(running.http_url.clone())))
+        .collect();
+    // Both pages wait in the fake, which never answers.
+    upstream.next_request().await;
+    upstream.next_request().await;
+
+    running.child.terminate();
+    let closed = running
+        .child
+        .logs
+        .wait_for("listeners closed; waiting for in-flight requests")
+        .await;
+    assert_eq!(closed["in_flight_requests"], 2);
+    let abandoned = running
+        .child
+        .logs
+        .wait_for("in-flight requests did not finish in time; abandoning them")
+        .await;
+    assert_eq!(abandoned["abandoned_requests"], 2);
+    // The timeout, the telemetry flush bound (5 s), and a margin.
+    let exit = running
+        .child
+        .exit_status(Duration::from_secs(6) + WAIT)
+        .await;
+    assert_eq!(exit.code(), Some(0));
+    for page in pages {
+        let page = timeout(WAIT, page)
+            .await
+            .expect("an abandoned page ends with the process")
+            .unwrap();
+        assert!(page.is_err(), "{page:?}");
+    }
+}

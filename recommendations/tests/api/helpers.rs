@@ -5,6 +5,7 @@ use platform::config::CommonArgs;
 use recommendations::{
     App, Config,
     catalog::{Book, Catalog, Category},
+    config::Limits,
     recommend::{BookSource, Query},
 };
 use recommendations_proto::v1::recommendations_client::RecommendationsClient;
@@ -28,11 +29,16 @@ pub async fn spawn_app() -> TestApp {
 
 /// The service over any book source.
 pub async fn spawn_app_with_source(source: impl BookSource) -> TestApp {
+    spawn_app_with_limits(Limits::default(), source).await
+}
+
+/// The service over any book source, under `limits`.
+pub async fn spawn_app_with_limits(limits: Limits, source: impl BookSource) -> TestApp {
     let config = Config {
         grpc_port: 0,
         admin_port: 0,
         catalog_path: None,
-        limits: recommendations::config::Limits::default(),
+        limits,
         common: CommonArgs::default(),
     };
     let app = App::bind_with_source(config, source)

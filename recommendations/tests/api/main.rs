@@ -3,6 +3,7 @@
 mod admin;
 mod health_and_reflection;
 mod helpers;
+mod limits;
 mod properties;
 mod recommend;
 mod shutdown;

@@ -204,3 +204,110 @@ async fn with_the_trace_collector_down_calls_succeed_with_one_warning_and_shutdo
     );
     assert!(complaints[1]["dropped_spans"].as_u64().unwrap() >= CALLS);
 }
+
+#[tokio::test]
+async fn a_port_in_use_exits_1_with_one_line_naming_the_listener_and_the_port() {
+    // Bound like the service binds, so that the service's bind fails.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    for (setting, listener) in [("GRPC_PORT", "gRPC"), ("ADMIN_PORT", "admin")] {
+        let output = process::output(binary().env(setting, &port)).await;
+        assert_eq!(output.status.code(), Some(1), "{setting}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with(&format!(
+                "error: cannot listen for {listener} on 0.0.0.0:{port}: "
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("in use"), "{stderr}");
+    }
+}
+
+/// What `platform::shutdown` logs when a second signal exits the process.
+const SECOND_SIGNAL: &str = "second signal: exiting at once";
+
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once_without_waiting_for_the_delay() {
+    // A delay no test waits for: only the second signal can end the process in time.
+    let mut child = Spawned::spawn(binary().env("SHUTDOWN_DELAY_SECONDS", "600"));
+    child.logs.wait_for("listening").await;
+    child.terminate();
+    child
+        .logs
+        .wait_for("shutdown began: not ready, still serving during the delay")
+        .await;
+    child.terminate();
+    let line = child.logs.wait_for(SECOND_SIGNAL).await;
+    assert_eq!(line["signal"], "SIGTERM");
+    assert_eq!(line["abandoned_requests"], 0);
+    let status = child.exit_status(WAIT).await;
+    assert_eq!(status.code(), Some(143), "128 + SIGTERM");
+}
+
+/// Waits, within [`WAIT`], until the service's `/metrics` counts `n` started Recommend calls.
+async fn until_recommend_started(admin_addr: std::net::SocketAddr, n: u64) {
+    let series = "grpc_server_started_total{grpc_method=\"Recommend\",grpc_service=\"recommendations.v1.Recommendations\",grpc_type=\"unary\"}";
+    let wanted = format!("{series} {n}\n");
+    timeout(WAIT, async {
+        loop {
+            let text = reqwest::get(format!("http://{admin_addr}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if text.contains(&wanted) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {wanted:?} within {WAIT:?}"));
+}
+
+#[tokio::test]
+async fn a_call_longer_than_the_shutdown_timeout_is_abandoned_at_the_timeout_and_counted() {
+    let mut child = Spawned::spawn(
+        binary()
+            .env("SHUTDOWN_DELAY_SECONDS", "0")
+            .env("SHUTDOWN_TIMEOUT_SECONDS", "1"),
+    );
+    let listening = child.logs.wait_for("listening").await;
+    let grpc_addr = logged_addr(&listening["grpc_addr"]);
+    let admin_addr = logged_addr(&listening["admin_addr"]);
+
+    // A unary call whose request message never comes: in flight until the end.
+    let (_hold, held) = mpsc::channel::<RecommendationRequest>(1);
+    let mut grpc = tonic::client::Grpc::new(connect(grpc_addr).await);
+    let in_flight = tokio::spawn(async move {
+        grpc.ready().await.unwrap();
+        grpc.client_streaming(
+            Request::new(ReceiverStream::new(held)),
+            PathAndQuery::from_static(RECOMMEND_PATH),
+            ProstCodec::<RecommendationRequest, RecommendationResponse>::default(),
+        )
+        .await
+    });
+    until_recommend_started(admin_addr, 1).await;
+
+    child.terminate();
+    let closed = child.logs.wait_for(LISTENERS_CLOSED).await;
+    assert_eq!(closed["in_flight_requests"], 1);
+    let abandoned = child
+        .logs
+        .wait_for("in-flight requests did not finish in time; abandoning them")
+        .await;
+    assert_eq!(abandoned["abandoned_requests"], 1);
+    assert_eq!(abandoned["timeout_seconds"], 1.0);
+    // The timeout, the telemetry flush bound (5 s), and a margin.
+    let status = child.exit_status(Duration::from_secs(6) + WAIT).await;
+    assert_eq!(status.code(), Some(0));
+    let cut = timeout(WAIT, in_flight)
+        .await
+        .expect("the abandoned call ends with the process")
+        .unwrap();
+    assert!(cut.is_err(), "{cut:?}");
+}
