@@ -17,15 +17,21 @@ from loopback import STOP_TIMEOUT, Process, free_ports, http_get, wait_until
 from mesh_policy import MeshPolicy
 
 
-class Instance:
-    """One recommendations process (a pod) on its own gRPC and admin ports. It keeps the
-    services' shutdown defaults (SHUTDOWN_DELAY_SECONDS 5, SHUTDOWN_TIMEOUT_SECONDS 20):
-    the drain under test is the one production runs."""
+# How long the removal of an endpoint takes to reach the sidecars: the endpoint controller,
+# istiod's debounce (100 ms at least) and its push. Well under a second in a quiet cluster;
+# a round second here, so the drain delay (not a loopback file rename) is what covers it.
+ENDPOINT_LAG = 1.0
 
-    def __init__(self, bin_dir: Path, log_dir: Path, name: str) -> None:
+
+class Instance:
+    """One recommendations process (a pod) on its own gRPC and admin ports. Unless `settings`
+    say otherwise it keeps the services' shutdown defaults (SHUTDOWN_DELAY_SECONDS 5,
+    SHUTDOWN_TIMEOUT_SECONDS 20): the drain under test is the one production runs."""
+
+    def __init__(self, bin_dir: Path, log_dir: Path, name: str, settings: dict[str, str]) -> None:
         self.name = name
         self.grpc_port, self.admin_port = free_ports(2)
-        env = {"LOG_FORMAT": "json", "RUST_LOG": "info", "GRPC_PORT": str(self.grpc_port),
+        env = {"LOG_FORMAT": "json", "RUST_LOG": "info", **settings, "GRPC_PORT": str(self.grpc_port),
                "ADMIN_PORT": str(self.admin_port)}
         self.process = Process(name, [str(bin_dir / "recommendations")], log_dir / f"{name}.log", env,
                                isolated=True)
@@ -63,8 +69,9 @@ class Shop:
     recommendations address is Envoy's listener."""
 
     def __init__(self, bin_dir: Path, work_dir: Path, policy: MeshPolicy, *, health_check: bool = True,
-                 retries: bool = True) -> None:
+                 retries: bool = True, recommendations_settings: dict[str, str] | None = None) -> None:
         self.bin_dir = bin_dir
+        self.recommendations_settings = recommendations_settings or {}
         self.log_dir = work_dir / "logs"
         self.envoy = Envoy(policy, work_dir, self.log_dir, health_check=health_check, retries=retries)
         self.started = 0
@@ -79,7 +86,8 @@ class Shop:
 
     def new_instance(self) -> Instance:
         self.started += 1
-        return Instance(self.bin_dir, self.log_dir, f"recommendations-{self.started}").start()
+        return Instance(self.bin_dir, self.log_dir, f"recommendations-{self.started}",
+                        self.recommendations_settings).start()
 
     def start(self) -> Shop:
         try:
@@ -113,16 +121,21 @@ class Shop:
                  traceback: TracebackType | None) -> None:
         self.stop()
 
-    def roll(self, slot: int) -> Instance:
+    def roll(self, slot: int, *, kill: bool = False, endpoint_lag: float = ENDPOINT_LAG) -> Instance:
         """Replace one instance the way a Deployment's rolling update does (maxSurge 1,
         maxUnavailable 0): the new pod starts; once ready, the endpoint controller lists it;
-        then the old pod is deleted, which removes its endpoint and sends it SIGTERM at the
-        same time (Kubernetes does both concurrently, nothing orders them). The old instance,
-        draining, is returned."""
+        then the old pod is deleted, which sends it SIGTERM and removes its endpoint at the
+        same time (Kubernetes does both concurrently, nothing orders them), the removal
+        reaching the sidecar `endpoint_lag` seconds later. The old instance, draining, is
+        returned. With `kill`, a broken copy: SIGKILL instead, no drain at all."""
         old, new = self.instances[slot], self.new_instance()
         self.envoy.add_endpoint(new.grpc_port)
         old.terminated_at = time.monotonic()
-        old.terminate()
+        if kill:
+            old.kill()
+        else:
+            old.terminate()
+        time.sleep(endpoint_lag)
         self.envoy.remove_endpoint(old.grpc_port)
         self.instances[slot] = new
         self.retired.append(old)
@@ -131,19 +144,6 @@ class Shop:
     def page(self) -> tuple[int, str]:
         status, _, body = http_get(self.url, timeout=PAGE_TIMEOUT)
         return status, body
-
-    def roll_by_kill(self, slot: int, listed_for: float) -> Instance:
-        """A broken rolling update: the new pod starts and is listed as before, but the old
-        one is killed outright, no drain, and its endpoint stays listed `listed_for` seconds
-        (an endpoint controller that has not noticed yet)."""
-        old, new = self.instances[slot], self.new_instance()
-        self.envoy.add_endpoint(new.grpc_port)
-        old.kill()
-        time.sleep(listed_for)
-        self.envoy.remove_endpoint(old.grpc_port)
-        self.instances[slot] = new
-        self.retired.append(old)
-        return old
 
     def wait_retired_exit(self, timeout: float) -> dict[str, int]:
         """Until every replaced instance has exited, noting when each was seen gone: their

@@ -8,14 +8,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import pytest
+
 from load import DEGRADED, FAILED, WHOLE, Page, SteadyLoad, counts
 from loopback import wait_until
 from shop import Instance, Shop
 
 ROUNDS = 3  # each instance is replaced this many times
 WARM_UP = 1.0  # seconds of load before the first change
-# Between two replacements. A new pod takes longer than this to pass its first readiness
-# probe (every 5 s), so Kubernetes never replaces pods faster than this either.
+# Between two replacements (after the endpoint removal, shop.ENDPOINT_LAG after the SIGTERM).
+# A new pod takes longer than this to pass its first readiness probe (every 5 s), so
+# Kubernetes never replaces pods faster than this either.
 DWELL = 1.0
 # The services' SHUTDOWN_DELAY_SECONDS (5) + SHUTDOWN_TIMEOUT_SECONDS (20), and a margin.
 DRAIN_BOUND = 5 + 20 + 10
@@ -76,19 +79,31 @@ def test_rolling_restarts_lose_no_page(bin_dir, tmp_path, policy, record) -> Non
         f"{summary(pages, seconds)} across {len(shop.retired)} replacements:\n{show(pages, began)}"
 
 
-def test_a_broken_rolling_restart_is_seen(bin_dir, tmp_path, policy, record) -> None:
-    """The cross-check of the test above: the same rolling restart, but each old instance is
-    killed outright while still listed, behind an Envoy without its health check and the
-    mesh's retries. The same load and judging must see pages degrade or fail: the zero above
-    is not for want of looking."""
-    with Shop(bin_dir, tmp_path, policy, health_check=False, retries=False) as shop:
-        pages, began = rolling_restarts(shop, lambda slot: shop.roll_by_kill(slot, listed_for=DWELL))
+# Broken copies of the rolling restart, each behind an Envoy without its health check and
+# the mesh's retries (either would hide most of what a missing drain loses).
+BROKEN = {
+    # The old instance killed outright, its endpoint listed until the removal arrives.
+    "killed instead of drained": ({}, True),
+    # SIGTERM, but no delay: the listener closes at once, while Envoy still routes to it.
+    "no shutdown delay": ({"SHUTDOWN_DELAY_SECONDS": "0"}, False),
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN)
+def test_a_broken_rolling_restart_is_seen(broken, bin_dir, tmp_path, policy, record) -> None:
+    """The cross-check of the test above: the same rolling restart and load, judged the same
+    way, must see pages degrade or fail when the instances do not drain: its zero is not
+    for want of looking."""
+    settings, kill = BROKEN[broken]
+    with Shop(bin_dir, tmp_path, policy, health_check=False, retries=False,
+              recommendations_settings=settings) as shop:
+        pages, began = rolling_restarts(shop, lambda slot: shop.roll(slot, kill=kill))
     seconds = pages[-1].end - began
     tally = counts(pages)
-    record("broken copy: rolling kills, no health check, no retries", summary(pages, seconds),
+    record(f"broken copy, {broken} (no health check, no retries)", summary(pages, seconds),
            pages=len(pages), failed=tally[FAILED], degraded=tally[DEGRADED], seconds=round(seconds, 1))
     assert tally[FAILED] + tally[DEGRADED] > 0, \
-        f"killing instances without a drain, health check or retries went unseen: {summary(pages, seconds)}"
+        f"a rolling restart with instances {broken} went unseen: {summary(pages, seconds)}"
 
 
 def test_killed_instances_degrade_pages_only_while_none_is_left(bin_dir, tmp_path, policy, record) -> None:
