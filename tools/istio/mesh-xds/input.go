@@ -39,6 +39,8 @@ type inputs struct {
 	deployments []*deploymentRef
 	namespaces  []*corev1.Namespace
 	seen        map[string]bool
+	// Kubernetes objects not given to the discovery server, with why (written to ignored.txt).
+	ignored []string
 }
 
 // proxied says whether a pod runs an Istio proxy: a gateway (label istio=ingressgateway), or a
@@ -165,7 +167,6 @@ func (in *inputs) add(doc []byte) error {
 		in.namespaces = append(in.namespaces, o)
 	case *discoveryv1.EndpointSlice:
 		return fmt.Errorf("EndpointSlice %s: mesh-xds makes them from the Services and Pods", o.Name)
-	default:
 	case *appsv1.Deployment:
 		selector, err := metav1.LabelSelectorAsSelector(o.Spec.Selector)
 		if err != nil {
@@ -173,6 +174,13 @@ func (in *inputs) add(doc []byte) error {
 		}
 		// Pods are given explicitly: a Deployment only names its pods' workload.
 		in.deployments = append(in.deployments, &deploymentRef{namespace: o.Namespace, name: o.Name, selector: selector})
+		in.ignored = append(in.ignored, key+": its pods are given as Pods (it names their workload)")
+		return nil
+	case *corev1.Node, *corev1.Secret, *corev1.ConfigMap, *corev1.ServiceAccount:
+	default:
+		// istiod reads none of these to generate a proxy's config (CRDs, RBAC, webhooks,
+		// autoscalers, NetworkPolicies...), and the fake API server cannot hold some of them.
+		in.ignored = append(in.ignored, key+": istiod does not read it for proxy config")
 		return nil
 	}
 	in.objects = append(in.objects, obj)

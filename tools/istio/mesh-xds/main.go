@@ -21,6 +21,7 @@
 //	<namespace>.<pod>.bootstrap.json    a static bootstrap for upstream Envoy (no admin block)
 //	<namespace>.<pod>.differences.txt   every change from the former to the latter, and why
 //	istio.log                           the warnings and errors of Istio's code
+//	ignored.txt                         the Kubernetes objects not given to Istio (CRDs, RBAC...), and why
 //
 // The bootstrap of a pod reads each secret Istio's config names (`default`: the workload's
 // certificate and key, `ROOTCA`: the trust anchors) from --sds-dir/<namespace>.<pod>/<name>.yaml,
@@ -112,6 +113,10 @@ func run(in []string, meshConfigFile, sdsDir, out string, timeout time.Duration)
 	}
 	input, err := readInputs(in)
 	if err != nil {
+		return err
+	}
+	ignored := "# Objects of the --in files mesh-xds did not give to Istio's discovery server, and why\n" + strings.Join(input.ignored, "\n") + "\n"
+	if err := os.WriteFile(filepath.Join(out, "ignored.txt"), []byte(ignored), 0o644); err != nil {
 		return err
 	}
 	injected := map[string][]string{}

@@ -65,7 +65,16 @@ func TestBootstrapsRunInEnvoy(t *testing.T) {
 	}
 
 	t.Run("as rendered", func(t *testing.T) {
-		out := translate(t, envoy, overlay, app.Addr().String())
+		// Plus a CRD, as `istioctl manifest generate` has them: ignored, and said so.
+		crd := "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: widgets.example.com}\n" +
+			"spec: {group: example.com, names: {kind: Widget, plural: widgets}, scope: Namespaced, versions: [{name: v1, served: true, storage: true}]}\n"
+		out := translate(t, envoy, overlay+"---\n"+crd, app.Addr().String())
+		ignored := read(t, filepath.Join(out, "ignored.txt"))
+		for _, want := range []string{"CustomResourceDefinition /widgets.example.com", "NetworkPolicy bookshop/default-deny", "Deployment bookshop/marketplace"} {
+			if !strings.Contains(ignored, want) {
+				t.Errorf("ignored.txt does not list %s:\n%s", want, ignored)
+			}
+		}
 		for name := range proxies {
 			text := read(t, filepath.Join(out, name+".bootstrap.json"))
 			for _, gone := range []string{"istio.alpn", "istio.metadata_exchange", "stats.PluginConfig", `"ads"`, "sds-grpc"} {
