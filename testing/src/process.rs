@@ -35,6 +35,31 @@ pub async fn output(command: &mut Command) -> Output {
         .expect("the process starts")
 }
 
+/// Starts `command()` once per `(setting, listener)` with that setting naming
+/// a port another socket holds: each run must exit 1 with one stderr line
+/// naming the listener, the address and the cause.
+pub async fn assert_taken_ports_are_refused(
+    command: impl Fn() -> Command,
+    listeners: &[(&str, &str)],
+) {
+    // Bound as the services bind, so that theirs fails.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").expect("a free port");
+    let port = taken
+        .local_addr()
+        .expect("a bound address")
+        .port()
+        .to_string();
+    for (setting, listener) in listeners {
+        let output = output(command().env(setting, &port)).await;
+        assert_eq!(output.status.code(), Some(1), "{setting}");
+        let stderr = String::from_utf8(output.stderr).expect("UTF-8 stderr");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let named = format!("error: cannot listen for {listener} on 0.0.0.0:{port}: ");
+        assert!(stderr.starts_with(&named), "{stderr}");
+        assert!(stderr.contains("in use"), "{stderr}");
+    }
+}
+
 /// A running child whose stdout is read line by line.
 pub struct Spawned {
     child: Child,

@@ -1,9 +1,10 @@
 //! Both real servers in-process on port 0: the marketplace's gRPC client
 //! against the real recommendations service, including it going away.
 
-use crate::helpers::{WAIT, count_li, get_page, spawn_app_with, test_config};
+use crate::helpers::{
+    WAIT, count_li, get_page, recommendations_config, spawn_app_with, test_config,
+};
 use bookshop_testing::metrics::{Labels, labels, nonzero};
-use platform::config::CommonArgs;
 use prometheus::Registry;
 use recommendations::catalog::{Catalog, Category};
 use recommendations_proto::v1::{
@@ -25,14 +26,7 @@ struct Recommendations {
 
 impl Recommendations {
     async fn start(port: u16) -> Self {
-        let config = recommendations::Config {
-            grpc_port: port,
-            admin_port: 0,
-            catalog_path: None,
-            limits: recommendations::config::Limits::default(),
-            common: CommonArgs::default(),
-        };
-        let app = recommendations::App::bind(config)
+        let app = recommendations::App::bind(recommendations_config(port))
             .await
             .expect("recommendations binds");
         let port = app.grpc_addr().port();

@@ -3,10 +3,11 @@
 //! connection that stays open. Each time the page degrades (200 with the
 //! notice), in bounded time, counted under the right `reason`.
 
-use crate::helpers::{WAIT, config_for, count_li, get_page, spawn_app_with};
+use crate::helpers::{
+    WAIT, config_for, count_li, get_page, recommendations_config, spawn_app_with,
+};
 use bookshop_testing::{metrics::value, net::RefusedPort};
 use marketplace::config::ChannelArgs;
-use platform::config::CommonArgs;
 use prometheus::Registry;
 use recommendations::{
     catalog::{Book, Catalog, Category},
@@ -62,14 +63,7 @@ fn assert_degraded(html: &str) {
 
 /// A real recommendations service in this process, over `source`.
 async fn start_recommendations(port: u16, source: impl BookSource) -> (u16, Registry) {
-    let config = recommendations::Config {
-        grpc_port: port,
-        admin_port: 0,
-        catalog_path: None,
-        limits: recommendations::config::Limits::default(),
-        common: CommonArgs::default(),
-    };
-    let app = recommendations::App::bind_with_source(config, source)
+    let app = recommendations::App::bind_with_source(recommendations_config(port), source)
         .await
         .expect("recommendations binds");
     let port = app.grpc_addr().port();

@@ -86,6 +86,17 @@ pub fn config_for(upstream: SocketAddr, timeout_ms: u64) -> Config {
     }
 }
 
+/// A config of the real recommendations service on `port` (0: any free one).
+pub fn recommendations_config(port: u16) -> recommendations::Config {
+    recommendations::Config {
+        grpc_port: port,
+        admin_port: 0,
+        catalog_path: None,
+        limits: recommendations::config::Limits::default(),
+        common: platform::config::CommonArgs::default(),
+    }
+}
+
 /// The page router over `fake`, for `oneshot` tests without a socket.
 pub fn router_with(fake: FakeRecommendations, timeout: Duration) -> axum::Router {
     router_over(AppState::new(Arc::new(fake), timeout, &Registry::new()).unwrap())

@@ -137,22 +137,11 @@ async fn with_the_trace_collector_down_pages_answer_and_shutdown_stays_bounded()
 
 #[tokio::test]
 async fn a_port_in_use_exits_1_with_one_line_naming_the_listener_and_the_port() {
-    // Bound like the marketplace binds, so that its bind fails.
-    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
-    for (setting, listener) in [("HTTP_PORT", "http"), ("ADMIN_PORT", "admin")] {
-        let output = process::output(marketplace().env(setting, &port)).await;
-        assert_eq!(output.status.code(), Some(1), "{setting}");
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with(&format!(
-                "error: cannot listen for {listener} on 0.0.0.0:{port}: "
-            )),
-            "{stderr}"
-        );
-        assert!(stderr.contains("in use"), "{stderr}");
-    }
+    process::assert_taken_ports_are_refused(
+        marketplace,
+        &[("HTTP_PORT", "http"), ("ADMIN_PORT", "admin")],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -40,6 +40,29 @@ fn binary() -> Command {
     command
 }
 
+/// Starts a Recommend call whose request message is held back until sent on the
+/// returned sender: on the wire, a unary call whose body arrives late, so the
+/// server holds it in flight for as long as the test wants.
+async fn hold_a_call(
+    grpc_addr: std::net::SocketAddr,
+) -> (
+    mpsc::Sender<RecommendationRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<RecommendationResponse>, tonic::Status>>,
+) {
+    let (release, held) = mpsc::channel::<RecommendationRequest>(1);
+    let mut grpc = tonic::client::Grpc::new(connect(grpc_addr).await);
+    let in_flight = tokio::spawn(async move {
+        grpc.ready().await.unwrap();
+        grpc.client_streaming(
+            Request::new(ReceiverStream::new(held)),
+            PathAndQuery::from_static(RECOMMEND_PATH),
+            ProstCodec::<RecommendationRequest, RecommendationResponse>::default(),
+        )
+        .await
+    });
+    (release, in_flight)
+}
+
 async fn next_status(watch: &mut Streaming<HealthCheckResponse>) -> ServingStatus {
     timeout(WAIT, watch.message())
         .await
@@ -56,19 +79,7 @@ async fn sigterm_turns_health_not_serving_drains_the_in_flight_call_and_exits_ze
     let grpc_addr = logged_addr(&listening["grpc_addr"]);
     let admin_addr = logged_addr(&listening["admin_addr"]);
 
-    // A call whose request message is held back: on the wire, a unary call whose body
-    // arrives late, so the server holds it in flight for as long as the test wants.
-    let (release, held) = mpsc::channel::<RecommendationRequest>(1);
-    let mut grpc = tonic::client::Grpc::new(connect(grpc_addr).await);
-    let in_flight = tokio::spawn(async move {
-        grpc.ready().await.unwrap();
-        grpc.client_streaming(
-            Request::new(ReceiverStream::new(held)),
-            PathAndQuery::from_static(RECOMMEND_PATH),
-            ProstCodec::<RecommendationRequest, RecommendationResponse>::default(),
-        )
-        .await
-    });
+    let (release, in_flight) = hold_a_call(grpc_addr).await;
 
     let mut watch = HealthClient::new(connect(grpc_addr).await)
         .watch(HealthCheckRequest {
@@ -207,22 +218,11 @@ async fn with_the_trace_collector_down_calls_succeed_with_one_warning_and_shutdo
 
 #[tokio::test]
 async fn a_port_in_use_exits_1_with_one_line_naming_the_listener_and_the_port() {
-    // Bound like the service binds, so that the service's bind fails.
-    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
-    let port = taken.local_addr().unwrap().port().to_string();
-    for (setting, listener) in [("GRPC_PORT", "gRPC"), ("ADMIN_PORT", "admin")] {
-        let output = process::output(binary().env(setting, &port)).await;
-        assert_eq!(output.status.code(), Some(1), "{setting}");
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.starts_with(&format!(
-                "error: cannot listen for {listener} on 0.0.0.0:{port}: "
-            )),
-            "{stderr}"
-        );
-        assert!(stderr.contains("in use"), "{stderr}");
-    }
+    process::assert_taken_ports_are_refused(
+        binary,
+        &[("GRPC_PORT", "gRPC"), ("ADMIN_PORT", "admin")],
+    )
+    .await;
 }
 
 /// What `platform::shutdown` logs when a second signal exits the process.
@@ -279,18 +279,8 @@ async fn a_call_longer_than_the_shutdown_timeout_is_abandoned_at_the_timeout_and
     let grpc_addr = logged_addr(&listening["grpc_addr"]);
     let admin_addr = logged_addr(&listening["admin_addr"]);
 
-    // A unary call whose request message never comes: in flight until the end.
-    let (_hold, held) = mpsc::channel::<RecommendationRequest>(1);
-    let mut grpc = tonic::client::Grpc::new(connect(grpc_addr).await);
-    let in_flight = tokio::spawn(async move {
-        grpc.ready().await.unwrap();
-        grpc.client_streaming(
-            Request::new(ReceiverStream::new(held)),
-            PathAndQuery::from_static(RECOMMEND_PATH),
-            ProstCodec::<RecommendationRequest, RecommendationResponse>::default(),
-        )
-        .await
-    });
+    // Its request message never comes: in flight until the end.
+    let (_hold, in_flight) = hold_a_call(grpc_addr).await;
     until_recommend_started(admin_addr, 1).await;
 
     child.terminate();
