@@ -60,10 +60,6 @@ class Instance:
         self.popen.wait(timeout=STOP_TIMEOUT)
 
 
-    def stop(self) -> None:
-        self.process.stop()
-
-
 class Shop:
     """Envoy, two recommendations instances in its endpoint list, and the marketplace whose
     recommendations address is Envoy's listener."""
@@ -145,9 +141,8 @@ class Shop:
         status, _, body = http_get(self.url, timeout=PAGE_TIMEOUT)
         return status, body
 
-    def wait_retired_exit(self, timeout: float) -> dict[str, int]:
-        """Until every replaced instance has exited, noting when each was seen gone: their
-        exit codes by name."""
+    def wait_retired_exit(self, timeout: float) -> None:
+        """Until every replaced instance has exited, noting when each was seen gone."""
         deadline = time.monotonic() + timeout
         while any(old.popen.poll() is None for old in self.retired):
             if time.monotonic() >= deadline:
@@ -160,7 +155,6 @@ class Shop:
             time.sleep(0.02)
         for old in self.retired:
             old.exited_at = old.exited_at or time.monotonic()
-        return {old.name: old.popen.returncode for old in self.retired}
 
     def fallbacks(self) -> dict[str, int]:
         """marketplace_recommendations_fallback_total by reason, from its /metrics."""
