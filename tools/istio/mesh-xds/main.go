@@ -72,6 +72,12 @@ func main() {
 	case flag.NArg() > 0:
 		fail(fmt.Errorf("unexpected arguments %q", flag.Args()))
 	}
+	// Istio's fakes panic on what they cannot hold; say so in one line too.
+	defer func() {
+		if r := recover(); r != nil {
+			fail(fmt.Errorf("Istio's discovery server failed: %v", r))
+		}
+	}()
 	if err := run(in, *meshConfig, *sdsDir, *out, *timeout); err != nil {
 		fail(err)
 	}
