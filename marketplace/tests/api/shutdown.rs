@@ -137,8 +137,14 @@ async fn with_the_trace_collector_down_pages_answer_and_shutdown_stays_bounded()
 
 #[tokio::test]
 async fn a_port_in_use_exits_1_with_one_line_naming_the_listener_and_the_port() {
+    // Each run's other listener on any free port: only the taken one can fail.
+    let on_free_ports = || {
+        let mut command = marketplace();
+        command.env("HTTP_PORT", "0").env("ADMIN_PORT", "0");
+        command
+    };
     process::assert_taken_ports_are_refused(
-        marketplace,
+        on_free_ports,
         &[("HTTP_PORT", "http"), ("ADMIN_PORT", "admin")],
     )
     .await;
