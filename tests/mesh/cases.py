@@ -55,18 +55,19 @@ def page_through_ingress(mesh: LoopbackMesh) -> Observation:
     if answer.code != "200":
         return Observation(answer.code, answer.body.decode(errors="replace")[:80])
 
-    def hops() -> list[list[dict[str, Any]]] | None:
+    def logged() -> list[list[dict[str, Any]]] | None:
         seen = [_inbound_lines(mesh, "marketplace", MARKETPLACE_PORT, before["marketplace"]),
                 _inbound_lines(mesh, "recommendations", RECOMMENDATIONS_PORT, before["recommendations"])]
         return seen if all(seen) else None
     try:
-        lines = wait_until("the inbound access lines of the page and its call", hops, timeout=ACCESS_LOG_TIMEOUT)
+        lines = wait_until("the inbound access lines of the page and its call", logged, timeout=ACCESS_LOG_TIMEOUT)
     except AssertionError as err:
         return Observation(f"200, {_books(answer.body)} books, a hop not logged", str(err))
-    sni = [{line.get("requested_server_name") for line in hop} for hop in lines]
-    mtls = all(names and all(str(n).startswith("outbound_.") for n in names) for names in sni)
-    return Observation(f"200, {_books(answer.body)} books, {'mTLS on both hops' if mtls else 'a hop without mTLS'}",
-                       f"inbound SNI: marketplace {sorted(map(str, sni[0]))}, recommendations {sorted(map(str, sni[1]))}")
+    sni = [sorted({str(line.get("requested_server_name")) for line in hop}) for hop in lines]
+    mtls = all(name.startswith("outbound_.") for names in sni for name in names)
+    hops = "mTLS on both hops" if mtls else "a hop without mTLS"
+    return Observation(f"200, {_books(answer.body)} books, {hops}",
+                       f"inbound SNI: marketplace {sni[0]}, recommendations {sni[1]}")
 
 
 def _grpc(answer: clients.Answer, ok: Callable[[bytes], str]) -> Observation:

@@ -50,7 +50,8 @@ def _walk(node: Any, visit) -> None:
             _walk(child, visit)
 
 
-def runnable(bootstrap: dict[str, Any], *, pod_ip: str, sds_dir: Path, admin_port: int) -> tuple[dict[str, Any], list[str]]:
+def runnable(bootstrap: dict[str, Any], *, pod_ip: str, sds_dir: Path,
+             admin_port: int) -> tuple[dict[str, Any], list[str]]:
     """mesh-xds's bootstrap made to run beside the others on one loopback, and what changed:
     - an admin listener on 127.0.0.1 (readiness, statistics);
     - a listener on the wildcard address binds the pod's own address instead (in a pod, the

@@ -188,9 +188,8 @@ def loopback_inputs(rendered: list[Doc], install: list[Doc], probes: list[Doc], 
 
     # The ingress gateway as `istioctl install -f istio/install/istio-operator.yaml` installs it.
     docs.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": GATEWAY_NAMESPACE}})
-    for kind in ("ServiceAccount", "Service"):
-        obj = copy.deepcopy(find(install, kind, f"{GATEWAY}-service-account" if kind == "ServiceAccount" else GATEWAY,
-                                 GATEWAY_NAMESPACE))
+    for kind, name in (("ServiceAccount", f"{GATEWAY}-service-account"), ("Service", GATEWAY)):
+        obj = copy.deepcopy(find(install, kind, name, GATEWAY_NAMESPACE))
         if kind == "Service":
             obj["spec"]["type"] = "ClusterIP"
             obj["spec"]["clusterIP"] = plan.cluster_ip(GATEWAY_NAMESPACE, GATEWAY)
