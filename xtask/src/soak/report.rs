@@ -1,0 +1,346 @@
+//! The soak's measurement: its verdict, its table, and its row in
+//! BENCHMARKS.md's "Soak" section (the last runs, newest first).
+
+use super::load::Counts;
+use anyhow::Context;
+use std::{fmt, fs, path::Path, process::Command, time::Duration};
+
+/// A service's resident memory and open file descriptors at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub rss_kib: u64,
+    pub fds: usize,
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} RSS, {} fds", mib(self.rss_kib), self.fds)
+    }
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// What one soak saw: the load's counts, and each service's usage at the end
+/// of warm-up and at the end.
+pub struct Measured {
+    pub duration: Duration,
+    pub rate: u32,
+    pub counts: Counts,
+    /// The marketplace's own count of degraded pages.
+    pub fallbacks: f64,
+    pub marketplace: (Usage, Usage),
+    pub recommendations: (Usage, Usage),
+    pub max_rss_growth: f64,
+    pub fd_tolerance: i64,
+}
+
+impl Measured {
+    fn services(&self) -> [(&'static str, (Usage, Usage)); 2] {
+        [
+            ("marketplace", self.marketplace),
+            ("recommendations", self.recommendations),
+        ]
+    }
+
+    /// Every way the run fell short, in words; none for a pass.
+    pub fn failures(&self) -> Vec<String> {
+        let counts = &self.counts;
+        let mut failures = Vec::new();
+        if counts.errors > 0 {
+            failures.push(format!(
+                "{} failed page loads, first: {}",
+                counts.errors,
+                counts.first_errors.join("; ")
+            ));
+        }
+        if counts.degraded > 0 || self.fallbacks > 0.0 {
+            failures.push(format!(
+                "{} degraded pages seen, {} counted by the marketplace",
+                counts.degraded, self.fallbacks
+            ));
+        }
+        if counts.skipped > 0 {
+            failures.push(format!(
+                "the rate was not held: {} ticks found {} requests in flight already",
+                counts.skipped, counts.sent
+            ));
+        }
+        for (name, (start, end)) in self.services() {
+            let growth = growth(start.rss_kib, end.rss_kib);
+            if growth >= self.max_rss_growth {
+                failures.push(format!(
+                    "{name}: resident memory grew {:.1}% after warm-up ({} to {}), {:.0}% allowed",
+                    growth * 100.0,
+                    mib(start.rss_kib),
+                    mib(end.rss_kib),
+                    self.max_rss_growth * 100.0
+                ));
+            }
+            let fds = end.fds as i64 - start.fds as i64;
+            if fds.abs() > self.fd_tolerance {
+                failures.push(format!(
+                    "{name}: open file descriptors went from {} to {} (±{} allowed)",
+                    start.fds, end.fds, self.fd_tolerance
+                ));
+            }
+        }
+        failures
+    }
+
+    pub fn verdict(&self) -> anyhow::Result<()> {
+        match self.failures().as_slice() {
+            [] => Ok(()),
+            failures => anyhow::bail!("the soak failed:\n  {}", failures.join("\n  ")),
+        }
+    }
+
+    /// The result, as printed at the end of a run.
+    pub fn table(&self) -> String {
+        let counts = &self.counts;
+        let mut table = format!(
+            "soak: {} s at {} pages/s: {} sent, {} answered, {} errors, {} degraded ({} counted by the marketplace), {} ticks skipped; latency p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms\n\n",
+            self.duration.as_secs(),
+            self.rate,
+            counts.sent,
+            counts.answered,
+            counts.errors,
+            counts.degraded,
+            self.fallbacks,
+            counts.skipped,
+            counts.p50_ms,
+            counts.p99_ms,
+            counts.max_ms,
+        );
+        table += "| service | RSS after warm-up | RSS at end | growth | fds after warm-up | fds at end |\n|---|--:|--:|--:|--:|--:|\n";
+        for (name, (start, end)) in self.services() {
+            table += &format!(
+                "| {name} | {} | {} | {:+.1}% | {} | {} |\n",
+                mib(start.rss_kib),
+                mib(end.rss_kib),
+                growth(start.rss_kib, end.rss_kib) * 100.0,
+                start.fds,
+                end.fds
+            );
+        }
+        table += &match self.failures().as_slice() {
+            [] => "\nresult: pass".to_owned(),
+            failures => format!("\nresult: FAIL\n  {}", failures.join("\n  ")),
+        };
+        table
+    }
+
+    /// This run's row of BENCHMARKS.md.
+    fn row(&self, date: &str, machine: &str) -> String {
+        let counts = &self.counts;
+        let usage = |(start, end): (Usage, Usage)| {
+            format!(
+                "{} → {} ({:+.1}%), {} → {} fds",
+                mib(start.rss_kib),
+                mib(end.rss_kib),
+                growth(start.rss_kib, end.rss_kib) * 100.0,
+                start.fds,
+                end.fds
+            )
+        };
+        let result = if self.failures().is_empty() {
+            "pass"
+        } else {
+            "**fail**"
+        };
+        format!(
+            "| {date} | {machine} | {} s | {}/s | {} | {} | {} | {:.2} / {:.2} | {} | {} | {result} |",
+            self.duration.as_secs(),
+            self.rate,
+            counts.sent,
+            counts.errors,
+            counts.degraded,
+            counts.p50_ms,
+            counts.p99_ms,
+            usage(self.marketplace),
+            usage(self.recommendations),
+        )
+    }
+}
+
+/// Relative growth from `start` to `end`.
+fn growth(start: u64, end: u64) -> f64 {
+    (end as f64 - start as f64) / start.max(1) as f64
+}
+
+const BEGIN: &str = "<!-- cargo xtask soak: begin -->";
+const END: &str = "<!-- cargo xtask soak: end -->";
+/// How many runs the table keeps.
+const ROWS_KEPT: usize = 10;
+
+const SECTION: &str = "## Soak
+
+`cargo xtask soak --duration 60s` (`--rate`, default 200 pages/s) builds the release binaries,
+starts both services on loopback and sends `GET /` (the three categories in turn) at a fixed
+rate: each request leaves on its tick, whatever the latency. It passes with no failed page load,
+no degraded page (seen by the client or counted in `marketplace_recommendations_fallback_total`),
+resident memory (`VmRSS`) growing less than 10% from the end of warm-up (the first 20% of the run)
+to the end, and open file descriptors within ±8 of their count after warm-up. `cargo xtask test
+soak` runs the same for 15 s and only prints. Each run of the command adds its row here (newest
+first, the last 10 kept).
+
+";
+
+const HEADER: &str = "| date (UTC) | machine | duration | rate | requests | errors | degraded | p50 / p99 ms | marketplace RSS, fds | recommendations RSS, fds | result |\n|---|---|--:|--:|--:|--:|--:|--:|---|---|---|\n";
+
+/// Adds this run's row to the soak table of `document` (created if missing),
+/// leaving the rest of the document as it is.
+pub fn record(document: &Path, measured: &Measured) -> anyhow::Result<()> {
+    let row = measured.row(&date()?, &machine());
+    let existing = fs::read_to_string(document).unwrap_or_default();
+    fs::write(document, splice(&existing, &row))
+        .with_context(|| format!("cannot write {}", document.display()))
+}
+
+/// `document` with `row` first in the soak table, which keeps [`ROWS_KEPT`]
+/// rows; the section is appended (the document created) when missing.
+fn splice(document: &str, row: &str) -> String {
+    let table = |old_rows: Vec<&str>| {
+        let rows: Vec<&str> = std::iter::once(row)
+            .chain(old_rows)
+            .take(ROWS_KEPT)
+            .collect();
+        format!("{BEGIN}\n{HEADER}{}\n{END}", rows.join("\n"))
+    };
+    match (document.find(BEGIN), document.find(END)) {
+        (Some(begin), Some(end)) if begin < end => {
+            let old_rows = document[begin..end]
+                .lines()
+                .filter(|line| line.starts_with("| 2"))
+                .collect();
+            format!(
+                "{}{}{}",
+                &document[..begin],
+                table(old_rows),
+                &document[end + END.len()..]
+            )
+        }
+        _ if document.trim().is_empty() => {
+            format!("# Benchmarks\n\n{SECTION}{}\n", table(Vec::new()))
+        }
+        _ => format!(
+            "{}\n\n{SECTION}{}\n",
+            document.trim_end(),
+            table(Vec::new())
+        ),
+    }
+}
+
+fn date() -> anyhow::Result<String> {
+    let output = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .context("cannot run date")?;
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// The machine: CPU count and model, memory.
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("model name"))
+            .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
+    });
+    let memory = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        info.lines()
+            .find_map(|line| line.strip_prefix("MemTotal:"))
+            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    });
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{cpus} × {}, {:.0} GiB",
+        cpu.unwrap_or_else(|| "unknown CPU".into()),
+        memory.unwrap_or(0) as f64 / 1024.0 / 1024.0
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(marketplace_end: Usage) -> Measured {
+        let start = Usage {
+            rss_kib: 10_000,
+            fds: 20,
+        };
+        Measured {
+            duration: Duration::from_secs(60),
+            rate: 200,
+            counts: Counts {
+                sent: 12_000,
+                answered: 12_000,
+                ..Counts::default()
+            },
+            fallbacks: 0.0,
+            marketplace: (start, marketplace_end),
+            recommendations: (start, start),
+            max_rss_growth: 0.10,
+            fd_tolerance: 8,
+        }
+    }
+
+    #[test]
+    fn flat_memory_and_descriptors_pass_and_growth_past_the_limits_fails() {
+        let flat = Usage {
+            rss_kib: 10_900,
+            fds: 28,
+        };
+        assert!(measured(flat).failures().is_empty());
+        let grown = Usage {
+            rss_kib: 11_000,
+            fds: 29,
+        };
+        let failures = measured(grown).failures();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].starts_with("marketplace: resident memory grew 10.0%"));
+        assert!(failures[1].contains("from 20 to 29"));
+    }
+
+    #[test]
+    fn errors_degraded_pages_and_skipped_ticks_fail() {
+        let mut run = measured(Usage {
+            rss_kib: 10_000,
+            fds: 20,
+        });
+        run.counts.errors = 1;
+        run.counts.first_errors = vec!["/: 503".into()];
+        run.fallbacks = 2.0;
+        run.counts.skipped = 3;
+        let failures = run.failures();
+        assert_eq!(failures.len(), 3, "{failures:?}");
+        assert!(failures[0].contains("/: 503"));
+        assert!(failures[1].contains("2 counted by the marketplace"));
+        assert!(failures[2].contains("3 ticks"));
+    }
+
+    #[test]
+    fn rows_go_first_into_the_section_which_is_created_once_and_keeps_ten() {
+        let created = splice("", "| 2026-01-01 | a |");
+        assert!(
+            created.starts_with("# Benchmarks\n\n## Soak\n"),
+            "{created}"
+        );
+        let bench = "# Benchmarks\n\nbench text\n";
+        let appended = splice(bench, "| 2026-01-01 | a |");
+        assert!(appended.starts_with(bench), "{appended}");
+        assert_eq!(appended.matches("## Soak").count(), 1);
+
+        let mut document = appended;
+        for day in 2..=12 {
+            document = splice(&document, &format!("| 2026-01-{day:02} | a |"));
+        }
+        assert_eq!(document.matches("## Soak").count(), 1);
+        let rows: Vec<&str> = document.lines().filter(|l| l.starts_with("| 2")).collect();
+        assert_eq!(rows.len(), ROWS_KEPT);
+        assert_eq!(rows[0], "| 2026-01-12 | a |");
+        assert_eq!(rows[9], "| 2026-01-03 | a |");
+        assert!(document.starts_with(bench));
+        assert!(document.ends_with(&format!("{END}\n")), "{document}");
+    }
+}
