@@ -71,7 +71,10 @@ fuzz_target!(|query: &[u8]| {
         let body = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .expect("the page body");
-        (status, String::from_utf8(body.to_vec()).expect("HTML is UTF-8"))
+        (
+            status,
+            String::from_utf8(body.to_vec()).expect("HTML is UTF-8"),
+        )
     });
     if let Err(wrong) = expected_page::check_page(&received, status, &html) {
         panic!("{wrong}");
