@@ -105,7 +105,9 @@ struct NavLink {
     label: &'static str,
 }
 
-fn templates() -> Result<Tera, tera::Error> {
+/// The page templates, compiled, with the navigation in their global context
+/// (public for the bare-axum baseline of `cargo xtask bench`, which renders them too).
+pub fn templates() -> Result<Tera, tera::Error> {
     let mut tera = Tera::new();
     tera.add_raw_templates(TEMPLATES)?;
     let nav: Vec<NavLink> = Category::ALL

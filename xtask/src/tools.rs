@@ -14,12 +14,13 @@ use std::{
 /// buf, for `buf lint` and `buf breaking` on the proto contract.
 const BUF: &str = "@bufbuild/buf@1.75.0";
 /// The Python requirement files, one per test suite; one venv serves all.
-const PYTHON_REQUIREMENTS: [&str; 5] = [
+const PYTHON_REQUIREMENTS: [&str; 6] = [
     "tests/deploy/requirements.txt",
     "tests/observability/requirements.txt",
     "tests/ui/requirements.txt",
     "tests/mesh/requirements.txt",
     "tests/reliability/requirements.txt",
+    "bench/requirements.txt",
 ];
 /// The Go modules (under `tools/`) that pin the upstream tools the tests build.
 const GO_TOOLS: &str = "tools";

@@ -1,0 +1,223 @@
+//! One load run with h2load: a fixed number of requests at a fixed
+//! concurrency, inside a time bound. h2load's own summary gives the rate
+//! and the success counts; its per-request log gives the latency quantiles.
+
+use anyhow::{Context, bail, ensure};
+use std::{
+    fs,
+    io::Read,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+/// What is asked of a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    /// Recommend over h2c, with the prepared gRPC body.
+    Recommend,
+    /// `GET /` over HTTP/1.1, as browsers reach the ingress.
+    Page,
+}
+
+/// The gRPC path of Recommend.
+const RECOMMEND_PATH: &str = "/recommendations.v1.Recommendations/Recommend";
+
+/// A run's figures.
+#[derive(Debug, Clone, Copy)]
+pub struct Run {
+    pub seconds: f64,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+pub struct Load<'a> {
+    pub call: Call,
+    pub addr: SocketAddr,
+    pub concurrency: usize,
+    pub requests: usize,
+    pub bound: Duration,
+    /// The gRPC-framed request (Recommend only).
+    pub body: &'a Path,
+    /// Where h2load writes its per-request log.
+    pub log: PathBuf,
+}
+
+impl Load<'_> {
+    pub fn run(&self) -> anyhow::Result<Run> {
+        // h2load appends to its log.
+        let _ = fs::remove_file(&self.log);
+        let mut h2load = Command::new("h2load");
+        h2load
+            .arg("--requests")
+            .arg(self.requests.to_string())
+            .arg("--clients")
+            .arg(self.concurrency.to_string())
+            // One stream per connection: concurrency is the number of callers.
+            .args(["--max-concurrent-streams", "1", "--threads", "1"])
+            .arg("--log-file")
+            .arg(&self.log);
+        match self.call {
+            Call::Recommend => {
+                h2load
+                    .arg("--data")
+                    .arg(self.body)
+                    .args(["--header", "content-type: application/grpc"])
+                    .args(["--header", "te: trailers"])
+                    .arg(format!("http://{}{RECOMMEND_PATH}", self.addr));
+            }
+            Call::Page => {
+                h2load.arg("--h1").arg(format!("http://{}/", self.addr));
+            }
+        }
+        let output = bounded(h2load, self.bound)?;
+        let run = parse_summary(&output, self.requests)
+            .with_context(|| format!("h2load said:\n{output}"))?;
+        let (p50_ms, p99_ms) = quantiles(&self.log, self.requests)?;
+        Ok(Run {
+            p50_ms,
+            p99_ms,
+            ..run
+        })
+    }
+}
+
+/// Runs `command` to its end, or kills it past `bound`; returns its stdout.
+fn bounded(mut command: Command, bound: Duration) -> anyhow::Result<String> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start h2load")?;
+    let mut stdout = child.stdout.take().context("h2load's stdout")?;
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > bound {
+            child.kill()?;
+            child.wait()?;
+            bail!("h2load did not finish its requests within {bound:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let text = reader.join().expect("the reader does not panic")?;
+    ensure!(status.success(), "h2load failed ({status}):\n{text}");
+    Ok(text)
+}
+
+/// Reads h2load's summary: the rate, and that every request got a 2xx.
+fn parse_summary(output: &str, requests: usize) -> anyhow::Result<Run> {
+    let line = |prefix: &str| {
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .with_context(|| format!("no `{prefix}` line"))
+    };
+    // finished in 1.23s, 48700.12 req/s, 5.12MB/s
+    let finished: Vec<&str> = line("finished in ")?.split(", ").collect();
+    let per_second: f64 = finished
+        .get(1)
+        .and_then(|rate| rate.strip_suffix(" req/s"))
+        .context("no req/s")?
+        .parse()?;
+    // requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout
+    let succeeded = count(line("requests: ")?, "succeeded")?;
+    // status codes: 100 2xx, 0 3xx, 0 4xx, 0 5xx
+    let ok = count(line("status codes: ")?, "2xx")?;
+    ensure!(
+        succeeded == requests && ok == requests,
+        "{succeeded} of {requests} requests succeeded, {ok} with a 2xx"
+    );
+    Ok(Run {
+        seconds: requests as f64 / per_second,
+        per_second,
+        p50_ms: 0.0,
+        p99_ms: 0.0,
+    })
+}
+
+/// The number before `what` in `12 what, 3 other`.
+fn count(counts: &str, what: &str) -> anyhow::Result<usize> {
+    counts
+        .split(", ")
+        .find_map(|part| part.strip_suffix(what))
+        .with_context(|| format!("no `{what}` count"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("a bad `{what}` count"))
+}
+
+/// p50 and p99 in milliseconds from h2load's log: one line per request,
+/// start (µs since the epoch), status, and µs to the end of the response.
+fn quantiles(log: &Path, requests: usize) -> anyhow::Result<(f64, f64)> {
+    let text = fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
+    let mut micros: Vec<u64> = text
+        .lines()
+        .map(|line| {
+            line.split('\t')
+                .nth(2)
+                .and_then(|us| us.trim().parse().ok())
+                .with_context(|| format!("a bad h2load log line: {line:?}"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    ensure!(
+        micros.len() == requests,
+        "h2load logged {} of {requests} requests",
+        micros.len()
+    );
+    micros.sort_unstable();
+    Ok((
+        quantile(&micros, 0.50) as f64 / 1000.0,
+        quantile(&micros, 0.99) as f64 / 1000.0,
+    ))
+}
+
+/// The nearest-rank quantile of sorted values.
+fn quantile(sorted: &[u64], q: f64) -> u64 {
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SUMMARY: &str = "\
+finished in 1.25s, 48000.00 req/s, 5.12MB/s
+requests: 60000 total, 60000 started, 60000 done, 60000 succeeded, 0 failed, 0 errored, 0 timeout
+status codes: 60000 2xx, 0 3xx, 0 4xx, 0 5xx
+";
+
+    #[test]
+    fn the_summary_gives_the_rate_when_every_request_succeeded() {
+        let run = parse_summary(SUMMARY, 60000).unwrap();
+        assert_eq!(run.per_second, 48000.0);
+        assert!((run.seconds - 1.25).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_failed_request_or_a_non_2xx_fails_the_run() {
+        let failed = SUMMARY.replace("60000 succeeded, 0 failed", "59999 succeeded, 1 failed");
+        assert!(parse_summary(&failed, 60000).is_err());
+        let not_ok = SUMMARY.replace("60000 2xx, 0 3xx", "59990 2xx, 10 3xx");
+        assert!(parse_summary(&not_ok, 60000).is_err());
+        assert!(parse_summary(SUMMARY, 70000).is_err());
+    }
+
+    #[test]
+    fn nearest_rank_quantiles() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(quantile(&values, 0.5), 50);
+        assert_eq!(quantile(&values, 0.99), 99);
+        assert_eq!(quantile(&[7], 0.99), 7);
+    }
+}

@@ -1,0 +1,362 @@
+//! From samples to what people read: medians over rounds, ratios to the
+//! baseline of the same call and concurrency, the budgets, the Markdown
+//! BENCHMARKS.md keeps and the JSON the plot is drawn from.
+
+use super::load::Call;
+use std::fmt::Write as _;
+
+/// One measured scenario of one round.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub target: usize,
+    pub concurrency: usize,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub cpu_per_10k: f64,
+    /// Peak RSS of each process of the target, in MiB.
+    pub peak_rss_mib: Vec<f64>,
+}
+
+/// What the table says about a target.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub label: &'static str,
+    pub call: Call,
+    pub baseline: bool,
+}
+
+/// A target at one concurrency: medians over the rounds.
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub target: usize,
+    pub concurrency: usize,
+    pub per_second: f64,
+    pub ratio: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p99_ratio: f64,
+    pub cpu_per_10k: f64,
+    pub peak_rss_mib: Vec<f64>,
+}
+
+/// A service started on its own, idle.
+#[derive(Debug, Clone)]
+pub struct Startup {
+    pub service: &'static str,
+    pub serving_ms: f64,
+    pub idle_rss_mib: f64,
+}
+
+pub struct Report {
+    pub targets: Vec<Target>,
+    pub rows: Vec<Row>,
+    pub startups: Vec<Startup>,
+    /// (binary, stripped bytes)
+    pub sizes: Vec<(&'static str, u64)>,
+    pub date: String,
+    pub machine: String,
+    pub load_before: String,
+    pub load_after: String,
+    pub rounds: usize,
+    pub command: String,
+}
+
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Medians per (target, concurrency), with ratios to the baseline target of
+/// the same call at the same concurrency.
+pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> Vec<Row> {
+    let medians = |target: usize, concurrency: usize| {
+        let of: Vec<&Sample> = samples
+            .iter()
+            .filter(|s| s.target == target && s.concurrency == concurrency)
+            .collect();
+        let pick =
+            |f: &dyn Fn(&Sample) -> f64| median(&mut of.iter().map(|s| f(s)).collect::<Vec<_>>());
+        let processes = of.first().map_or(0, |s| s.peak_rss_mib.len());
+        (
+            pick(&|s| s.per_second),
+            pick(&|s| s.p50_ms),
+            pick(&|s| s.p99_ms),
+            pick(&|s| s.cpu_per_10k),
+            (0..processes)
+                .map(|i| pick(&|s| s.peak_rss_mib[i]))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let mut rows = Vec::new();
+    for (index, target) in targets.iter().enumerate() {
+        let baseline = targets
+            .iter()
+            .position(|t| t.baseline && t.call == target.call)
+            .expect("every call has a baseline");
+        for &concurrency in concurrencies {
+            let (per_second, p50_ms, p99_ms, cpu_per_10k, peak_rss_mib) =
+                medians(index, concurrency);
+            let (base_rate, _, base_p99, _, _) = medians(baseline, concurrency);
+            rows.push(Row {
+                target: index,
+                concurrency,
+                per_second,
+                ratio: per_second / base_rate,
+                p50_ms,
+                p99_ms,
+                p99_ratio: p99_ms / base_p99,
+                cpu_per_10k,
+                peak_rss_mib,
+            });
+        }
+    }
+    rows
+}
+
+/// A budget of docs/issue 10 and whether this run met it.
+pub struct Budget {
+    pub what: String,
+    pub limit: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+impl Report {
+    fn row(&self, label: &str, concurrency: usize) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|row| self.targets[row.target].label == label && row.concurrency == concurrency)
+    }
+
+    /// The budgets, from the rows at concurrency 64 and the startup figures.
+    pub fn budgets(&self, grpc_target: &str, page_target: &str) -> Vec<Budget> {
+        let mut budgets = Vec::new();
+        if let Some(row) = self.row(grpc_target, 64) {
+            budgets.push(Budget {
+                what: format!("{grpc_target}: throughput at c=64"),
+                limit: "≥ 0.90× bare tonic".into(),
+                measured: format!("{:.2}×", row.ratio),
+                met: row.ratio >= 0.90,
+            });
+            budgets.push(Budget {
+                what: format!("{grpc_target}: p99 at c=64"),
+                limit: "≤ 1.5× bare tonic's".into(),
+                measured: format!("{:.2}× ({:.2} ms)", row.p99_ratio, row.p99_ms),
+                met: row.p99_ratio <= 1.5,
+            });
+            budgets.push(peak_budget("recommendations", row.peak_rss_mib[0]));
+        }
+        if let Some(row) = self.row(page_target, 64) {
+            budgets.push(Budget {
+                what: format!("{page_target}: GET / throughput at c=64"),
+                limit: "≥ 0.85× bare axum → bare tonic".into(),
+                measured: format!("{:.2}×", row.ratio),
+                met: row.ratio >= 0.85,
+            });
+            budgets.push(peak_budget("marketplace", row.peak_rss_mib[0]));
+        }
+        for startup in &self.startups {
+            budgets.push(Budget {
+                what: format!("{}: idle RSS", startup.service),
+                limit: "≤ 15 MiB".into(),
+                measured: format!("{:.1} MiB", startup.idle_rss_mib),
+                met: startup.idle_rss_mib <= 15.0,
+            });
+            budgets.push(Budget {
+                what: format!("{}: exec to SERVING", startup.service),
+                limit: "≤ 100 ms".into(),
+                measured: format!("{:.1} ms", startup.serving_ms),
+                met: startup.serving_ms <= 100.0,
+            });
+        }
+        for (binary, bytes) in &self.sizes {
+            budgets.push(Budget {
+                what: format!("{binary}: stripped binary"),
+                limit: "≤ 25 MB".into(),
+                measured: format!("{:.1} MB", *bytes as f64 / 1e6),
+                met: *bytes <= 25_000_000,
+            });
+        }
+        budgets
+    }
+
+    /// The generated part of BENCHMARKS.md.
+    pub fn markdown(&self, budgets: &[Budget]) -> String {
+        let mut md = String::new();
+        let _ = writeln!(
+            md,
+            "Measured {} on {} (load average {} before, {} after), `{}`: \
+             {} interleaved round(s), medians; ratios are to the baseline of \
+             the same call at the same concurrency, in the same run.\n",
+            self.date, self.machine, self.load_before, self.load_after, self.command, self.rounds
+        );
+        md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
+        md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
+        for row in &self.rows {
+            let target = &self.targets[row.target];
+            let call = match target.call {
+                Call::Recommend => "Recommend",
+                Call::Page => "GET /",
+            };
+            let label = if target.baseline {
+                format!("**{}** (baseline)", target.label)
+            } else {
+                target.label.to_owned()
+            };
+            let rss: Vec<String> = row.peak_rss_mib.iter().map(|m| format!("{m:.1}")).collect();
+            let _ = writeln!(
+                md,
+                "| {label} | {call} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {:.3} | {} |",
+                row.concurrency,
+                row.per_second,
+                row.ratio,
+                row.p50_ms,
+                row.p99_ms,
+                row.p99_ratio,
+                row.cpu_per_10k,
+                rss.join(" + "),
+            );
+        }
+        md += "\nPeak RSS of a chain is each process's, front first; CPU is the sum of its processes.\n\n";
+        md += "| service | exec to SERVING ms | idle RSS MiB |\n|---|--:|--:|\n";
+        for startup in &self.startups {
+            let _ = writeln!(
+                md,
+                "| {} | {:.1} | {:.1} |",
+                startup.service, startup.serving_ms, startup.idle_rss_mib
+            );
+        }
+        md += "\n| binary | stripped size MB |\n|---|--:|\n";
+        for (binary, bytes) in &self.sizes {
+            let _ = writeln!(md, "| {binary} | {:.2} |", *bytes as f64 / 1e6);
+        }
+        md += "\n| budget | limit | measured | |\n|---|---|---|---|\n";
+        for budget in budgets {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                budget.what,
+                budget.limit,
+                budget.measured,
+                if budget.met { "met" } else { "**missed**" }
+            );
+        }
+        md
+    }
+
+    /// What the plot script reads.
+    pub fn plot_json(&self) -> serde_json::Value {
+        let targets: Vec<serde_json::Value> = self
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(index, target)| {
+                let points: Vec<serde_json::Value> = self
+                    .rows
+                    .iter()
+                    .filter(|row| row.target == index)
+                    .map(|row| {
+                        serde_json::json!({
+                            "concurrency": row.concurrency,
+                            "p50_ms": row.p50_ms,
+                            "p99_ms": row.p99_ms,
+                            "per_second": row.per_second,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "label": target.label,
+                    "call": match target.call { Call::Recommend => "Recommend", Call::Page => "GET /" },
+                    "baseline": target.baseline,
+                    "points": points,
+                })
+            })
+            .collect();
+        serde_json::json!({ "title": format!("{} · {}", self.date, self.machine), "targets": targets })
+    }
+}
+
+fn peak_budget(service: &str, mib: f64) -> Budget {
+    Budget {
+        what: format!("{service}: peak RSS at c=64"),
+        limit: "≤ 50 MiB".into(),
+        measured: format!("{mib:.1} MiB"),
+        met: mib <= 50.0,
+    }
+}
+
+/// Puts `generated` between the markers of `document`, or appends markers
+/// and it when there are none yet.
+pub fn splice(document: &str, generated: &str) -> String {
+    const BEGIN: &str = "<!-- cargo xtask bench: begin -->";
+    const END: &str = "<!-- cargo xtask bench: end -->";
+    match (document.find(BEGIN), document.find(END)) {
+        (Some(begin), Some(end)) if begin < end => format!(
+            "{}{BEGIN}\n{generated}{}",
+            &document[..begin],
+            &document[end..]
+        ),
+        _ => format!("{document}\n{BEGIN}\n{generated}{END}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_counts() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn ratios_are_to_the_baseline_of_the_same_call() {
+        let target = |label, call, baseline| Target {
+            label,
+            call,
+            baseline,
+        };
+        let targets = vec![
+            target("bare", Call::Recommend, true),
+            target("ours", Call::Recommend, false),
+            target("bare page", Call::Page, true),
+        ];
+        let sample = |target, per_second, p99_ms| Sample {
+            target,
+            concurrency: 64,
+            per_second,
+            p50_ms: 1.0,
+            p99_ms,
+            cpu_per_10k: 1.0,
+            peak_rss_mib: vec![10.0],
+        };
+        let samples = [
+            sample(0, 100.0, 2.0),
+            sample(0, 300.0, 2.0),
+            sample(1, 180.0, 3.0),
+            sample(2, 50.0, 1.0),
+        ];
+        let rows = rows(&targets, &samples, &[64]);
+        assert_eq!(rows[1].ratio, 180.0 / 200.0);
+        assert_eq!(rows[1].p99_ratio, 1.5);
+        assert_eq!(rows[2].ratio, 1.0);
+    }
+
+    #[test]
+    fn splicing_replaces_only_what_is_between_the_markers() {
+        let first = splice("# Benchmarks\n", "table 1\n");
+        assert!(first.starts_with("# Benchmarks\n"));
+        let second = splice(&format!("{first}\nprose after\n"), "table 2\n");
+        assert!(second.contains("table 2\n") && !second.contains("table 1"));
+        assert!(second.starts_with("# Benchmarks\n") && second.ends_with("prose after\n"));
+    }
+}
