@@ -133,8 +133,11 @@ async fn hold(
     let mut last = None;
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     let mut tick = 0;
-    while !load.is_finished() {
+    loop {
         ticks.tick().await;
+        if load.is_finished() {
+            break;
+        }
         tick += 1;
         let now = sample(&services)?;
         if baseline.is_none() && started.elapsed() >= warm_up {
