@@ -137,6 +137,11 @@ const BARE_AXUM: usize = 5;
 const BARE_CHAIN: usize = 6;
 const MARKETPLACE: usize = 7;
 const MARKETPLACE_WARN: usize = 8;
+const RECOMMENDATIONS_QUIET: usize = 9;
+
+/// RUST_LOG with every other info line but no access lines (the gRPC and
+/// HTTP trace layers log only those at info).
+const NO_ACCESS_LINES: &str = "info,platform::grpc::trace=warn,platform::http::trace=warn";
 
 /// The targets the budgets are about.
 const GRPC_TARGET: &str = "recommendations: info logs, OTLP 10%";
@@ -152,6 +157,12 @@ fn targets() -> Vec<(&'static str, Call, bool, Vec<usize>)> {
             Call::Recommend,
             false,
             vec![RECOMMENDATIONS_ALWAYS],
+        ),
+        (
+            "recommendations: no access lines, OTLP 10%",
+            Call::Recommend,
+            false,
+            vec![RECOMMENDATIONS_QUIET],
         ),
         (
             "recommendations: RUST_LOG=warn, no exporter",
@@ -415,8 +426,16 @@ fn start_processes(bin: &dyn Fn(&str) -> PathBuf) -> anyhow::Result<Vec<Process>
     };
     let mkt = marketplace("marketplace", PROD, &rec)?;
     let mkt_warn = marketplace("marketplace (warn)", warn, &rec_warn)?;
+    let rec_quiet = recommendations(
+        "recommendations (no access lines)",
+        Telemetry {
+            rust_log: NO_ACCESS_LINES,
+            ..PROD
+        },
+    )?;
     Ok(vec![
         sink, bare_tonic, rec, rec_always, rec_warn, bare_axum, bare_chain, mkt, mkt_warn,
+        rec_quiet,
     ])
 }
 
