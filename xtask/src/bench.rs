@@ -194,17 +194,7 @@ fn targets() -> Vec<(&'static str, Call, bool, Vec<usize>)> {
 
 fn bench(tools: &Tools, target_dir: &Path, settings: &Settings) -> anyhow::Result<()> {
     let started = Instant::now();
-    workspace::run(workspace::cargo().args([
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        "recommendations",
-        "--package",
-        "marketplace",
-        "--package",
-        "bench",
-    ]))?;
+    workspace::build_release(&["bench"])?;
     let bin = |name: &str| target_dir.join("release").join(name);
     let work = target_dir.join("bench");
     fs::create_dir_all(&work)?;
