@@ -79,7 +79,7 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
     if duration < Duration::from_secs(5) {
         bail!("a soak shorter than 5 s has no warm-up to speak of");
     }
-    workspace::build_release(&[])?;
+    workspace::build_release()?;
     let bin_dir = target_dir.join("release");
     let log_dir = target_dir.join("soak");
     std::fs::create_dir_all(&log_dir)

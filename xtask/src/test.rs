@@ -137,7 +137,7 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
         Step::Cargo => workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"])),
-        Step::Release => workspace::build_release(&[]),
+        Step::Release => workspace::build_release(),
         Step::Fuzz => crate::fuzz::test(tools, target_dir),
         Step::Bench => crate::bench::test(tools, target_dir),
         Step::Soak => crate::soak::test(tools, target_dir),

@@ -57,12 +57,15 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `--locked` release build of both services that the Dockerfiles run, plus `extra` packages.
-pub fn build_release(extra: &[&str]) -> anyhow::Result<()> {
-    let mut command = cargo();
-    command.args(["build", "--release", "--locked"]);
-    for package in ["recommendations", "marketplace"].iter().chain(extra) {
-        command.args(["--package", package]);
-    }
-    run(&mut command)
+/// The `--locked` release build of both services that the Dockerfiles run.
+pub fn build_release() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "--locked",
+        "--package",
+        "recommendations",
+        "--package",
+        "marketplace",
+    ]))
 }
