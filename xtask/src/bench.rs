@@ -5,11 +5,11 @@
 //! issue 10 marked met or missed. `cargo xtask test bench` runs a short one.
 
 mod load;
-mod procfs;
 mod report;
 mod targets;
 
 use crate::{
+    procfs,
     tools::{Tool, Tools},
     workspace,
 };
@@ -345,7 +345,7 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &Settings) -> anyhow::Resul
         rows,
         startups,
         sizes,
-        date: date()?,
+        date: format!("{} UTC", procfs::utc_minute()?),
         machine: procfs::machine(),
         load_before,
         load_after: procfs::load_average(),
@@ -615,12 +615,4 @@ fn stripped_size(binary: &Path, work: &Path) -> anyhow::Result<u64> {
     fs::copy(binary, &copy)?;
     workspace::run(Command::new("strip").arg(&copy))?;
     Ok(fs::metadata(&copy)?.len())
-}
-
-fn date() -> anyhow::Result<String> {
-    let output = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .context("cannot run date")?;
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }

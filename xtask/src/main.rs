@@ -10,6 +10,7 @@ mod dev;
 mod fuzz;
 mod mesh;
 mod mutants;
+mod procfs;
 mod soak;
 mod test;
 mod tools;

@@ -2,8 +2,9 @@
 //! BENCHMARKS.md's "Soak" section (the last runs, newest first).
 
 use super::load::Counts;
+use crate::procfs;
 use anyhow::Context;
-use std::{fmt, fs, path::Path, process::Command, time::Duration};
+use std::{fmt, fs, path::Path, time::Duration};
 
 /// A service's resident memory and open file descriptors at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +193,7 @@ const HEADER: &str = "| date (UTC) | machine | duration | rate | requests | erro
 /// Adds this run's row to the soak table of `document` (created if missing),
 /// leaving the rest of the document as it is.
 pub fn record(document: &Path, measured: &Measured) -> anyhow::Result<()> {
-    let row = measured.row(&date()?, &machine());
+    let row = measured.row(&procfs::utc_minute()?, &procfs::machine());
     let existing = fs::read_to_string(document).unwrap_or_default();
     fs::write(document, splice(&existing, &row))
         .with_context(|| format!("cannot write {}", document.display()))
@@ -230,34 +231,6 @@ fn splice(document: &str, row: &str) -> String {
             table(Vec::new())
         ),
     }
-}
-
-fn date() -> anyhow::Result<String> {
-    let output = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .context("cannot run date")?;
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
-}
-
-/// The machine: CPU count and model, memory.
-fn machine() -> String {
-    let cpu = fs::read_to_string("/proc/cpuinfo").ok().and_then(|info| {
-        info.lines()
-            .find_map(|line| line.strip_prefix("model name"))
-            .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
-    });
-    let memory = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-        info.lines()
-            .find_map(|line| line.strip_prefix("MemTotal:"))
-            .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    });
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{cpus} × {}, {:.0} GiB",
-        cpu.unwrap_or_else(|| "unknown CPU".into()),
-        memory.unwrap_or(0) as f64 / 1024.0 / 1024.0
-    )
 }
 
 #[cfg(test)]

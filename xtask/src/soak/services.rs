@@ -3,6 +3,7 @@
 //! waited on until ready, sampled through /proc, stopped with SIGTERM.
 
 use super::report::Usage;
+use crate::procfs;
 use anyhow::{Context, bail};
 use std::{
     fs,
@@ -160,11 +161,7 @@ impl Service {
         let status = fs::read_to_string(format!("/proc/{}/status", self.pid))
             .with_context(exited)
             .context("the soak reads /proc: it runs on Linux only")?;
-        let rss_kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(exited)?;
+        let rss_kib = procfs::kib_field(&status, "VmRSS:").with_context(exited)?;
         let fds = fs::read_dir(format!("/proc/{}/fd", self.pid))
             .with_context(exited)?
             .count();

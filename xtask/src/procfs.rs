@@ -1,5 +1,6 @@
-//! What Linux says about a process under load: CPU time, resident memory now
-//! and at its peak (which `clear_refs` resets, so each scenario gets its own).
+//! What Linux says about a process under load (CPU time, resident memory now
+//! and at its peak, which `clear_refs` resets so each bench scenario gets its
+//! own) and about the machine, for `cargo xtask bench` and `cargo xtask soak`.
 
 use anyhow::Context;
 use std::{fs, process::Command, sync::OnceLock};
@@ -45,14 +46,17 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 fn status_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix(field))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no {field} in /proc/{pid}/status"))
+    kib_field(&status, field).with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
-/// The machine, as BENCHMARKS.md names it: CPU model and count.
+/// A `Field:   123 kB` line of a /proc text file, in KiB.
+pub fn kib_field(text: &str, field: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// The machine, as BENCHMARKS.md names it: CPU count and model, memory.
 pub fn machine() -> String {
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -62,8 +66,24 @@ pub fn machine() -> String {
                 .map(|rest| rest.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".into());
+    let memory_kib = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| kib_field(&info, "MemTotal:"))
+        .unwrap_or(0);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!("{cpus} × {model}")
+    format!(
+        "{cpus} × {model}, {:.0} GiB",
+        memory_kib as f64 / 1024.0 / 1024.0
+    )
+}
+
+/// The time now in UTC, to the minute (`2026-12-01 15:03`).
+pub fn utc_minute() -> anyhow::Result<String> {
+    let output = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .context("cannot run date")?;
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
 /// The 1-minute load average: how busy the machine was besides the bench.
