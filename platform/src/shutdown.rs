@@ -46,6 +46,8 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
                 abandoned_requests = in_flight::process_in_flight(),
                 "second signal: exiting at once"
             );
+            // exit() runs no destructors: write the queued log lines first.
+            crate::telemetry::flush_logs();
             std::process::exit(code);
         });
     }
