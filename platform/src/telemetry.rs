@@ -271,10 +271,15 @@ where
             // above from the dispatcher): this layer needs no spans, and
             // skipping them saves turning every span's fields into JSON on
             // every call (`cargo xtask bench`). So RUST_LOG's span directives
-            // (`[span]=level`) have nothing to match in JSON lines.
+            // (`[span]=level`) have nothing to match in JSON lines. The hint
+            // keeps RUST_LOG's level the global maximum: without it, `and`
+            // has none, and every trace!/debug! of h2, hyper and tonic costs a
+            // filter check.
+            let events =
+                filter_fn(|metadata| metadata.is_event()).with_max_level_hint(LevelFilter::TRACE);
             CaptureDispatch(dispatcher)
                 .and_then(json)
-                .with_filter(filter.and(filter_fn(|metadata| metadata.is_event())))
+                .with_filter(filter.and(events))
                 .boxed()
         }
     };
@@ -341,6 +346,26 @@ mod tests {
         let lines = buffer.json_lines();
         assert_eq!(lines.len(), 1);
         assert_eq!(lines[0]["message"], "kept");
+    }
+
+    #[test]
+    fn the_log_level_bounds_what_macros_check_at_all() {
+        // The most verbose level any layer wants is what `tracing`'s macros
+        // compare against before anything else: a `trace!` in h2 must stop
+        // there when RUST_LOG says warn.
+        for format in [LogFormat::Json, LogFormat::Text] {
+            let args = CommonArgs {
+                rust_log: "warn".into(),
+                log_format: Some(format),
+                ..CommonArgs::default()
+            };
+            let layer = log_layer("svc", &args, LogBuffer::default()).unwrap();
+            assert_eq!(
+                layer.max_level_hint(),
+                Some(LevelFilter::WARN),
+                "{format:?}"
+            );
+        }
     }
 
     #[test]
