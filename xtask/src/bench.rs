@@ -138,6 +138,8 @@ const BARE_CHAIN: usize = 6;
 const MARKETPLACE: usize = 7;
 const MARKETPLACE_WARN: usize = 8;
 const RECOMMENDATIONS_QUIET: usize = 9;
+const RECOMMENDATIONS_UNTRACED: usize = 10;
+const MARKETPLACE_UNTRACED: usize = 11;
 
 /// RUST_LOG with every other info line but no access lines (the gRPC and
 /// HTTP trace layers log only those at info).
@@ -146,6 +148,10 @@ const NO_ACCESS_LINES: &str = "info,platform::grpc::trace=warn,platform::http::t
 /// The targets the budgets are about.
 const GRPC_TARGET: &str = "recommendations: info logs, OTLP 10%";
 const PAGE_TARGET: &str = "marketplace → recommendations: info logs, OTLP 10%";
+/// Every layer and metric, no spans and no access lines: what tracing and
+/// logging cost is the difference to the rows above.
+const UNTRACED_GRPC: &str = "recommendations: RUST_LOG=warn, OTEL_SDK_DISABLED";
+const UNTRACED_PAGE: &str = "marketplace → recommendations: RUST_LOG=warn, OTEL_SDK_DISABLED";
 
 /// (label, call, baseline, processes: the first gets the load)
 fn targets() -> Vec<(&'static str, Call, bool, Vec<usize>)> {
@@ -171,6 +177,12 @@ fn targets() -> Vec<(&'static str, Call, bool, Vec<usize>)> {
             vec![RECOMMENDATIONS_WARN],
         ),
         (
+            UNTRACED_GRPC,
+            Call::Recommend,
+            false,
+            vec![RECOMMENDATIONS_UNTRACED],
+        ),
+        (
             "bare axum → bare tonic",
             Call::Page,
             true,
@@ -187,6 +199,12 @@ fn targets() -> Vec<(&'static str, Call, bool, Vec<usize>)> {
             Call::Page,
             false,
             vec![MARKETPLACE_WARN, RECOMMENDATIONS_WARN],
+        ),
+        (
+            UNTRACED_PAGE,
+            Call::Page,
+            false,
+            vec![MARKETPLACE_UNTRACED, RECOMMENDATIONS_UNTRACED],
         ),
         ("bare axum, fixed list", Call::Page, false, vec![BARE_AXUM]),
     ]
@@ -432,9 +450,34 @@ fn start_processes(bin: &dyn Fn(&str) -> PathBuf) -> anyhow::Result<Vec<Process>
             ..PROD
         },
     )?;
+    let untraced = [("OTEL_SDK_DISABLED", "true".to_owned())];
+    let rec_untraced = Process::service(
+        "recommendations (untraced)",
+        &bin("recommendations"),
+        warn,
+        sink_addr,
+        &untraced,
+    )?;
+    let mkt_untraced = Process::service(
+        "marketplace (untraced)",
+        &bin("marketplace"),
+        warn,
+        sink_addr,
+        &[untraced.as_slice(), &upstream(&rec_untraced)?].concat(),
+    )?;
     Ok(vec![
-        sink, bare_tonic, rec, rec_always, rec_warn, bare_axum, bare_chain, mkt, mkt_warn,
+        sink,
+        bare_tonic,
+        rec,
+        rec_always,
+        rec_warn,
+        bare_axum,
+        bare_chain,
+        mkt,
+        mkt_warn,
         rec_quiet,
+        rec_untraced,
+        mkt_untraced,
     ])
 }
 
