@@ -25,7 +25,7 @@ use std::{
     process::Command,
     time::{Duration, Instant},
 };
-use targets::{PROD, Process, Telemetry};
+use targets::{PROD, Process, Telemetry, Traces};
 
 /// What the `bench` test step needs installed: h2load, binutils' strip and
 /// matplotlib (in the Python venv) for the plot.
@@ -417,12 +417,12 @@ fn start_processes(bin: &dyn Fn(&str) -> PathBuf) -> anyhow::Result<Vec<Process>
         "recommendations (100%)",
         Telemetry {
             rust_log: "info",
-            sampler: Some(("parentbased_always_on", "1")),
+            traces: Traces::Exported("parentbased_always_on", "1"),
         },
     )?;
     let warn = Telemetry {
         rust_log: "warn",
-        sampler: None,
+        traces: Traces::NotExported,
     };
     let rec_warn = recommendations("recommendations (warn)", warn)?;
     let bare_axum = Process::start("bare axum", &bin("bare-axum"), &[], &[])?;
@@ -450,21 +450,12 @@ fn start_processes(bin: &dyn Fn(&str) -> PathBuf) -> anyhow::Result<Vec<Process>
             ..PROD
         },
     )?;
-    let untraced = [("OTEL_SDK_DISABLED", "true".to_owned())];
-    let rec_untraced = Process::service(
-        "recommendations (untraced)",
-        &bin("recommendations"),
-        warn,
-        sink_addr,
-        &untraced,
-    )?;
-    let mkt_untraced = Process::service(
-        "marketplace (untraced)",
-        &bin("marketplace"),
-        warn,
-        sink_addr,
-        &[untraced.as_slice(), &upstream(&rec_untraced)?].concat(),
-    )?;
+    let untraced = Telemetry {
+        traces: Traces::Off,
+        ..warn
+    };
+    let rec_untraced = recommendations("recommendations (untraced)", untraced)?;
+    let mkt_untraced = marketplace("marketplace (untraced)", untraced, &rec_untraced)?;
     Ok(vec![
         sink,
         bare_tonic,
@@ -533,23 +524,8 @@ fn startup(
         .args(["startup", "--service", service, "--runs", &runs.to_string()])
         .arg("--bin")
         .arg(bin(service))
-        .envs([
-            ("LOG_FORMAT", "json"),
-            ("RUST_LOG", PROD.rust_log),
-            ("SHUTDOWN_DELAY_SECONDS", "0"),
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}"))
-        .envs(
-            PROD.sampler
-                .map(|(sampler, ratio)| {
-                    [
-                        ("OTEL_TRACES_SAMPLER", sampler),
-                        ("OTEL_TRACES_SAMPLER_ARG", ratio),
-                    ]
-                })
-                .into_iter()
-                .flatten(),
-        )
+        .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")])
+        .envs(PROD.env(sink))
         .envs(more_env.iter().map(|(key, value)| (key, value)));
     let output = command.output().context("cannot run bench-tool startup")?;
     if !output.status.success() {

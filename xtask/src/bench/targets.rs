@@ -34,15 +34,42 @@ const OTEL_VARIABLES: [&str; 5] = [
 #[derive(Debug, Clone, Copy)]
 pub struct Telemetry {
     pub rust_log: &'static str,
-    /// `OTEL_TRACES_SAMPLER`, exporting to the sink; `None`: no exporter.
-    pub sampler: Option<(&'static str, &'static str)>,
+    pub traces: Traces,
+}
+
+/// What becomes of a service's spans.
+#[derive(Debug, Clone, Copy)]
+pub enum Traces {
+    /// Exported to the sink, sampled by `OTEL_TRACES_SAMPLER` and its argument.
+    Exported(&'static str, &'static str),
+    /// Made, but no exporter is set.
+    NotExported,
+    /// `OTEL_SDK_DISABLED=true`: no spans at all.
+    Off,
 }
 
 /// The prod overlay's settings: info logs, 10% parent-based sampling.
 pub const PROD: Telemetry = Telemetry {
     rust_log: "info",
-    sampler: Some(("parentbased_traceidratio", "0.1")),
+    traces: Traces::Exported("parentbased_traceidratio", "0.1"),
 };
+
+impl Telemetry {
+    /// The variables that set it, spans exported to `sink`.
+    pub fn env(&self, sink: SocketAddr) -> Vec<(&'static str, String)> {
+        let mut env = vec![("RUST_LOG", self.rust_log.to_owned())];
+        match self.traces {
+            Traces::Exported(sampler, ratio) => env.extend([
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}")),
+                ("OTEL_TRACES_SAMPLER", sampler.to_owned()),
+                ("OTEL_TRACES_SAMPLER_ARG", ratio.to_owned()),
+            ]),
+            Traces::NotExported => {}
+            Traces::Off => env.push(("OTEL_SDK_DISABLED", "true".to_owned())),
+        }
+        env
+    }
+}
 
 /// A running process.
 pub struct Process {
@@ -136,14 +163,9 @@ impl Process {
             ("HTTP_PORT", main.to_string()),
             ("ADMIN_PORT", admin.to_string()),
             ("LOG_FORMAT", "json".to_owned()),
-            ("RUST_LOG", telemetry.rust_log.to_owned()),
             ("SHUTDOWN_DELAY_SECONDS", "0".to_owned()),
         ];
-        if let Some((sampler, ratio)) = telemetry.sampler {
-            env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{sink}")));
-            env.push(("OTEL_TRACES_SAMPLER", sampler.to_owned()));
-            env.push(("OTEL_TRACES_SAMPLER_ARG", ratio.to_owned()));
-        }
+        env.extend(telemetry.env(sink));
         env.extend(more_env.iter().cloned());
         Self::spawn(name, bin, &[], &env, Some(known))
     }
