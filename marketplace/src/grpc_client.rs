@@ -14,6 +14,7 @@ use tonic::{
     Code, Status,
     transport::{Channel, Endpoint},
 };
+use tower::Layer as _;
 
 impl From<Category> for BookCategory {
     fn from(category: Category) -> Self {
@@ -75,7 +76,7 @@ impl GrpcRecommendations {
             .keep_alive_while_idle(true)
             .connect_lazy();
         let layers = platform::grpc::client_layers(registry, &[FILE_DESCRIPTOR_SET])?;
-        let client = RecommendationsClient::new(layers.service(channel))
+        let client = RecommendationsClient::new(layers.layer(channel))
             .max_decoding_message_size(config.channel.max_response_bytes());
         Ok(Self { client, timeout })
     }

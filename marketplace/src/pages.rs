@@ -11,7 +11,8 @@ use axum::{
     routing::get,
 };
 use platform::{
-    http::{HttpServerMetrics, PanicPage},
+    http::{HttpServerMetrics, Layers, PanicPage},
+    shutdown::InFlight,
     telemetry::TraceParent,
 };
 use serde::Serialize;
@@ -126,8 +127,15 @@ pub fn router(
     state: AppState,
     http_metrics: HttpServerMetrics,
     max_concurrent_requests: usize,
+    in_flight: InFlight,
 ) -> Router {
-    with_middleware(pages(), state, http_metrics, max_concurrent_requests)
+    with_middleware(
+        pages(),
+        state,
+        http_metrics,
+        max_concurrent_requests,
+        in_flight,
+    )
 }
 
 /// The pages, before any middleware: tests add routes here (a panicking one,
@@ -138,28 +146,16 @@ pub fn pages() -> Router<AppState> {
         .fallback(not_found)
 }
 
-/// Wraps `pages` in the marketplace's middleware, each request traced, logged
-/// and counted in `http_metrics`, at most `max_concurrent_requests` at once.
-///
-/// The order, outermost first, is the one place it is written down:
-/// 1. trace: its span is current while everything inside runs, so every line
-///    logged below (the panic's included) carries the trace id;
-/// 2. metrics: counts and times every answer the client gets, the 503s of
-///    shed requests and the 500s of panics included;
-/// 3. security headers: on every answer, error pages and 503s included;
-/// 4. load shedding: before any page work, so a request over the limit costs
-///    next to nothing; its permit is held until the handler has answered;
-/// 5. panic: innermost, so a panicking handler becomes an ordinary 500 page
-///    that every layer above sees like any other response (and its permit is
-///    given back).
-///
-/// Each goes on with `Router::layer` (not `route_layer`), so the fallback's
-/// 404s get all of them, and trace and metrics can read the matched route.
+/// Wraps `pages` in the marketplace's middleware (platform's, in the order of
+/// `platform::layers`, with the shop's security headers), each request traced,
+/// logged and counted in `http_metrics` and `in_flight`, at most
+/// `max_concurrent_requests` at once.
 pub fn with_middleware(
     pages: Router<AppState>,
     state: AppState,
     http_metrics: HttpServerMetrics,
     max_concurrent_requests: usize,
+    in_flight: InFlight,
 ) -> Router {
     // Nothing is loaded from elsewhere; the one stylesheet is inline.
     let csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -186,10 +182,13 @@ pub fn with_middleware(
             "This page could not be shown. Please try again in a moment.",
         )
     });
-    let pages = pages.with_state(state);
-    let pages = platform::http::catch_panics(pages, http_metrics.panics(), panic_page);
-    let pages = platform::http::limit_concurrency(pages, max_concurrent_requests);
-    platform::http::instrument(pages.layer(headers), http_metrics)
+    let layers = Layers {
+        metrics: http_metrics,
+        max_concurrent_requests,
+        panic_page,
+        in_flight,
+    };
+    platform::http::with_layers(pages.with_state(state), layers, headers)
 }
 
 /// `GET /?category=…`: three books of the category, or a notice when

@@ -78,9 +78,8 @@ impl App {
             state,
             HttpServerMetrics::register(&registry)?,
             max_concurrent_requests,
-        )
-        // So that a drain cut short says how many pages it abandons.
-        .layer(shutdown.in_flight().layer());
+            shutdown.in_flight().clone(),
+        );
         // Readiness follows shutdown only: a down recommendations service must
         // not take the marketplace out of rotation too (pages degrade instead).
         let admin = Admin::bind(

@@ -1,10 +1,12 @@
 //! What every bookshop service runs on: typed config helpers, telemetry,
-//! readiness, the admin listener and the graceful-shutdown sequence.
+//! readiness, the admin listener, the graceful-shutdown sequence and the
+//! middleware of both kinds of server.
 
 pub mod admin;
 pub mod config;
 pub mod grpc;
 pub mod http;
+pub mod layers;
 pub mod listener;
 pub mod metrics;
 pub mod readiness;

@@ -5,7 +5,7 @@
 
 mod in_flight;
 
-pub use in_flight::{InFlight, InFlightLayer, Tracked, TrackedBody, TrackedFuture};
+pub use in_flight::InFlight;
 
 use crate::readiness::Readiness;
 use std::{future::Future, time::Duration};

@@ -9,11 +9,8 @@ use crate::{
 };
 use anyhow::Context;
 use platform::{
-    admin::Admin,
-    grpc::{LimitCallsLayer, ServerLayers},
-    listener::BindError,
-    readiness::Readiness,
-    shutdown::{InFlightLayer, Shutdown},
+    admin::Admin, grpc::LimitCallsLayer, listener::BindError, readiness::Readiness,
+    shutdown::Shutdown,
 };
 use prometheus::{IntGaugeVec, Opts, Registry};
 use recommendations_proto::v1::{
@@ -21,15 +18,8 @@ use recommendations_proto::v1::{
 };
 use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
-use tonic::{
-    service::LayerExt as _,
-    transport::{
-        Server,
-        server::{Router, TcpIncoming},
-    },
-};
+use tonic::{service::LayerExt as _, transport::server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::layer::util::{Identity, Stack};
 
 /// Why the service could not start. A bad catalog is a bad setting (exit 64); the
 /// rest are the environment's problems (exit 1).
@@ -43,6 +33,8 @@ pub enum StartupError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("cannot set up the gRPC middleware: {0}")]
     Middleware(#[from] platform::grpc::LayersError),
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// The gRPC service as health reports it; `NamedService::NAME` does not depend on
@@ -53,7 +45,7 @@ type Served = RecommendationsServer<RecommendationsService<Catalog>>;
 pub struct App {
     grpc_listener: TcpListener,
     grpc_addr: SocketAddr,
-    grpc: Router<Stack<ServerLayers, Stack<InFlightLayer, Identity>>>,
+    grpc: platform::grpc::Router,
     admin: Admin,
     registry: Registry,
     health: HealthReporter,
@@ -79,7 +71,7 @@ impl App {
         );
 
         let registry = platform::metrics::registry("recommendations", env!("CARGO_PKG_VERSION"));
-        register_catalog_books(&registry, &source);
+        register_catalog_books(&registry, &source)?;
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<Served>().await;
@@ -88,44 +80,40 @@ impl App {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
 
-        // Every service served, so that each method gets its own labels.
-        let middleware = platform::grpc::server_layers(
+        let limits = &config.limits;
+        let (max_request, max_response) = (limits.max_request_bytes(), limits.max_response_bytes());
+        let recommendations = RecommendationsServer::new(RecommendationsService::new(source))
+            .max_decoding_message_size(max_request)
+            .max_encoding_message_size(max_response);
+        // The middleware of platform::layers, over every service served, so that
+        // each method gets its own labels. Each call is also bounded by a
+        // caller's `grpc-timeout`, whichever is shorter.
+        let grpc = platform::grpc::server(
             &registry,
             &[
                 FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
                 tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             ],
-        )?;
-        let limits = &config.limits;
-        let (max_request, max_response) = (limits.max_request_bytes(), limits.max_response_bytes());
-        let recommendations = RecommendationsServer::new(RecommendationsService::new(source))
-            .max_decoding_message_size(max_request)
-            .max_encoding_message_size(max_response);
-        let grpc = Server::builder()
-            // Also bounded by a caller's `grpc-timeout`, whichever is shorter.
-            .timeout(limits.request_timeout())
-            // Outermost: a call counts as in flight until its response is done.
-            .layer(shutdown.in_flight().layer())
-            // Spans, access lines, grpc_server_* metrics, error lines, panics as INTERNAL.
-            // Inside tonic's timeout: a call it cuts off counts as CANCELLED.
-            .layer(middleware)
-            // Only Recommend is limited (see platform::grpc::load_shed), and no
-            // per-connection limit queues calls in front of it: past the limit a
-            // call is shed at once, counted by the layers above like any answer.
-            .add_service(
-                LimitCallsLayer::new(limits.max_concurrent_calls()).named_layer(recommendations),
-            )
-            .add_service(
-                health_service
-                    .max_decoding_message_size(max_request)
-                    .max_encoding_message_size(max_response),
-            )
-            .add_service(
-                reflection
-                    .max_decoding_message_size(max_request)
-                    .max_encoding_message_size(max_response),
-            );
+            shutdown.in_flight(),
+            limits.request_timeout(),
+        )?
+        // Only Recommend is limited (see platform::grpc::LimitCallsLayer),
+        // and no per-connection limit queues calls in front of it: past the
+        // limit a call is shed at once, counted by the observer like any answer.
+        .add_service(
+            LimitCallsLayer::new(limits.max_concurrent_calls()).named_layer(recommendations),
+        )
+        .add_service(
+            health_service
+                .max_decoding_message_size(max_request)
+                .max_encoding_message_size(max_response),
+        )
+        .add_service(
+            reflection
+                .max_decoding_message_size(max_request)
+                .max_encoding_message_size(max_response),
+        );
 
         let admin = Admin::bind(
             config.admin_port,
@@ -196,15 +184,14 @@ impl App {
 }
 
 /// Sets `recommendations_catalog_books{category}` once: the catalog never changes.
-fn register_catalog_books(registry: &Registry, source: &impl BookSource) {
+fn register_catalog_books(registry: &Registry, source: &impl BookSource) -> prometheus::Result<()> {
     let books = IntGaugeVec::new(
         Opts::new(
             "recommendations_catalog_books",
             "Books in the catalog, by category.",
         ),
         &["category"],
-    )
-    .expect("the gauge's options are valid");
+    )?;
     for category in Category::ALL {
         let count = source.count(category);
         if count == 0 {
@@ -214,9 +201,7 @@ fn register_catalog_books(registry: &Registry, source: &impl BookSource) {
             .with_label_values(&[category.as_str()])
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-    registry
-        .register(Box::new(books))
-        .expect("the registry has no other recommendations_catalog_books");
+    registry.register(Box::new(books))
 }
 
 /// gRPC health follows readiness: both the server ("") and the service turn NOT_SERVING

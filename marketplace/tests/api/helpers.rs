@@ -7,7 +7,7 @@ pub use bookshop_testing::WAIT;
 use marketplace::{
     App, AppState, Book, Category, Config, Recommendations, RecommendationsError, router,
 };
-use platform::http::HttpServerMetrics;
+use platform::{http::HttpServerMetrics, shutdown::InFlight};
 use prometheus::Registry;
 use recommendations_proto::v1::{
     BookRecommendation, RecommendationRequest, RecommendationResponse, recommendations_server,
@@ -118,6 +118,7 @@ fn router_over(state: AppState) -> axum::Router {
         state,
         HttpServerMetrics::register(&Registry::new()).unwrap(),
         256,
+        InFlight::default(),
     )
 }
 

@@ -11,7 +11,7 @@ use axum::{
 };
 use bookshop_testing::{metrics::value, spans::Captured};
 use marketplace::{AppState, pages, with_middleware};
-use platform::http::HttpServerMetrics;
+use platform::{http::HttpServerMetrics, shutdown::InFlight};
 use prometheus::Registry;
 use std::{sync::Arc, time::Duration};
 use tower::ServiceExt;
@@ -33,6 +33,7 @@ fn router_with_a_panicking_route(registry: &Registry) -> Router {
         state,
         HttpServerMetrics::register(registry).unwrap(),
         256,
+        InFlight::default(),
     )
 }
 

@@ -22,7 +22,7 @@ impl Rpc {
     /// fixed value, so a caller cannot mint series or span names.
     pub const UNKNOWN: &'static str = "unknown";
 
-    fn unknown() -> Self {
+    pub(crate) fn unknown() -> Self {
         Self {
             service: Self::UNKNOWN.to_owned(),
             method: Self::UNKNOWN.to_owned(),

@@ -1,32 +1,34 @@
-//! gRPC middleware as tower layers (the Rust form of gRPC interceptors): a span and
-//! an access line per call ([`trace`]), the `grpc_server_*`/`grpc_client_*` metrics
-//! ([`metrics`]), one log line per failed call ([`error_log`]) and panics turned into
-//! INTERNAL ([`panic`]). [`server_layers`] and [`client_layers`] stack them in the
-//! one order that works; apply them with `Server::builder().layer(…)` or around a
-//! `Channel`. Apart, for one service at a time: calls past a limit shed with
-//! RESOURCE_EXHAUSTED ([`load_shed`]).
+//! gRPC middleware as tower layers (the Rust form of gRPC interceptors). One
+//! observer per call ([`observe`]): its span, its access line, its
+//! `grpc_server_*`/`grpc_client_*` metrics and, on the server, one line when it
+//! fails, all at the one moment the call ends ([`call_end`]). Around it the
+//! in-flight count, inside it panics turned into INTERNAL ([`panic`]).
+//! [`server`] and [`client_layers`] stack them in the order written down in
+//! [`crate::layers`]. Apart, for one service at a time: calls past a limit shed
+//! with RESOURCE_EXHAUSTED ([`LimitCallsLayer`]).
 
-pub mod error_log;
-pub mod load_shed;
-pub mod methods;
-pub mod metrics;
-pub mod panic;
-mod status;
-pub mod trace;
+mod call_end;
+mod limit;
+mod methods;
+mod metrics;
+mod observe;
+mod panic;
 
-pub use error_log::{ErrorLog, ErrorLogLayer};
-pub use load_shed::{LimitCalls, LimitCallsLayer};
+pub use limit::{LimitCalls, LimitCallsLayer, OVERLOADED};
 pub use methods::{Methods, Rpc};
-pub use metrics::{Metrics, MetricsLayer};
-pub use panic::PanicAnswer;
-pub use trace::{Trace, TraceLayer};
+pub use observe::{Observe, ObserveLayer};
 
-use prometheus::Registry;
+use crate::shutdown::InFlight;
+use prometheus::{IntCounter, Registry};
+use std::time::Duration;
 use tower::{
-    ServiceBuilder,
+    Layer, ServiceBuilder,
     layer::util::{Identity, Stack},
 };
-use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::{
+    catch_panic::{CatchPanic, CatchPanicLayer},
+    metrics::in_flight_requests::InFlightRequests,
+};
 
 /// Which end of a call a layer sits on: it names the metrics and sets the span kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,60 +48,69 @@ pub enum LayersError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// The layers [`server_layers`] returns, in a nameable type.
-pub type ServerLayers = ServiceBuilder<
-    Stack<
-        CatchPanicLayer<PanicAnswer>,
-        Stack<ErrorLogLayer, Stack<MetricsLayer, Stack<TraceLayer, Identity>>>,
-    >,
->;
+/// The server middleware of [`server`], in the order [`crate::layers`] gives:
+/// in-flight count, observer, panics.
+#[derive(Debug, Clone)]
+pub struct ServerLayers {
+    in_flight: InFlight,
+    observe: ObserveLayer,
+    panics: IntCounter,
+}
 
-/// The layers [`client_layers`] returns, in a nameable type.
-pub type ClientLayers = ServiceBuilder<Stack<MetricsLayer, Stack<TraceLayer, Identity>>>;
+impl<S> Layer<S> for ServerLayers {
+    type Service = InFlightRequests<Observe<CatchPanic<S, panic::InternalOnPanic>>>;
 
-/// A channel (or any gRPC client service) wrapped in [`client_layers`].
-pub type ClientStack<S> = Trace<Metrics<S>>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ServiceBuilder::new()
+            .layer(self.in_flight.layer())
+            .layer(self.observe.clone())
+            .layer(CatchPanicLayer::custom(panic::InternalOnPanic::new(
+                self.panics.clone(),
+            )))
+            .service(inner)
+    }
+}
 
-/// The server middleware, for `tonic::transport::Server::builder().layer(…)`.
+/// A tonic server builder with the platform's middleware on.
+pub type Server = tonic::transport::Server<Stack<ServerLayers, Identity>>;
+/// What [`Server::add_service`] makes of it: serve it with
+/// `serve_with_incoming_shutdown`.
+pub type Router = tonic::transport::server::Router<Stack<ServerLayers, Identity>>;
+
+/// A tonic server with the server middleware on, each call cut off after
+/// `timeout` (or a caller's shorter `grpc-timeout`) and counted in `in_flight`
+/// until its response ends.
 ///
 /// `descriptor_sets` are the encoded `FileDescriptorSet`s of every service served:
 /// they name the methods that metrics and spans may label (any other path counts as
 /// `unknown`). The metrics, `grpc_server_panics_total` included, go to `registry`.
-///
-/// The order, outermost first, is the one place it is written down:
-/// 1. trace: its span is current while everything inside runs, so every line the
-///    other layers and the handler log carries the trace id, and the span covers
-///    the whole call;
-/// 2. metrics: counts every call the way the caller saw it, panics included (by
-///    then already turned into INTERNAL);
-/// 3. error log: one line per failed call, inside the span;
-/// 4. panic: innermost, so a panicking handler becomes an ordinary INTERNAL
-///    response that the layers above observe like any other.
-pub fn server_layers(
+pub fn server(
     registry: &Registry,
     descriptor_sets: &[&[u8]],
-) -> Result<ServerLayers, LayersError> {
-    let methods = Methods::from_descriptor_sets(descriptor_sets)?;
-    Ok(ServiceBuilder::new()
-        .layer(TraceLayer::new(Side::Server, methods.clone()))
-        .layer(MetricsLayer::register(
-            Side::Server,
-            registry,
-            methods.clone(),
-        )?)
-        .layer(ErrorLogLayer::new(methods))
-        .layer(panic::layer(registry)?))
+    in_flight: &InFlight,
+    timeout: Duration,
+) -> Result<Server, LayersError> {
+    let layers = ServerLayers {
+        in_flight: in_flight.clone(),
+        observe: ObserveLayer::register(Side::Server, registry, descriptor_sets)?,
+        panics: panic::register(registry)?,
+    };
+    // tonic's timeout is outside every layer: a call it cuts off is dropped
+    // there, and the observer counts it CANCELLED.
+    Ok(tonic::transport::Server::builder()
+        .timeout(timeout)
+        .layer(layers))
 }
 
-/// The client middleware, to wrap a `Channel`: a CLIENT span whose context goes out
-/// in the request headers, then the `grpc_client_*` metrics, in that order for the
-/// same reasons as on the server. `descriptor_sets` name the methods called.
+/// The client middleware, to wrap a `Channel`: one observer per call, with a
+/// CLIENT span whose context goes out in the request headers and the
+/// `grpc_client_*` metrics. `descriptor_sets` name the methods called.
 pub fn client_layers(
     registry: &Registry,
     descriptor_sets: &[&[u8]],
-) -> Result<ClientLayers, LayersError> {
-    let methods = Methods::from_descriptor_sets(descriptor_sets)?;
-    Ok(ServiceBuilder::new()
-        .layer(TraceLayer::new(Side::Client, methods.clone()))
-        .layer(MetricsLayer::register(Side::Client, registry, methods)?))
+) -> Result<ObserveLayer, LayersError> {
+    ObserveLayer::register(Side::Client, registry, descriptor_sets)
 }
+
+/// A channel (or any gRPC client service) wrapped in [`client_layers`].
+pub type ClientStack<S> = Observe<S>;

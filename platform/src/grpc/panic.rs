@@ -7,25 +7,31 @@ use http::Response;
 use prometheus::{IntCounter, Registry};
 use std::any::Any;
 use tonic::Status;
-use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
+use tower_http::catch_panic::ResponseForPanic;
 
-/// The panic layer, its counter registered in `registry`.
-pub fn layer(registry: &Registry) -> prometheus::Result<CatchPanicLayer<PanicAnswer>> {
+/// Registers `grpc_server_panics_total` in `registry`.
+pub(super) fn register(registry: &Registry) -> prometheus::Result<IntCounter> {
     let panics = IntCounter::new(
         "grpc_server_panics_total",
         "gRPC handlers that panicked; each call answered INTERNAL.",
     )?;
     registry.register(Box::new(panics.clone()))?;
-    Ok(CatchPanicLayer::custom(PanicAnswer { panics }))
+    Ok(panics)
 }
 
 /// Turns a caught panic into a trailers-only INTERNAL response.
 #[derive(Debug, Clone)]
-pub struct PanicAnswer {
+pub struct InternalOnPanic {
     panics: IntCounter,
 }
 
-impl ResponseForPanic for PanicAnswer {
+impl InternalOnPanic {
+    pub(super) fn new(panics: IntCounter) -> Self {
+        Self { panics }
+    }
+}
+
+impl ResponseForPanic for InternalOnPanic {
     type ResponseBody = tonic::body::Body;
 
     fn response_for_panic(

@@ -23,10 +23,7 @@ pub const RETRY_AFTER_SECONDS: u32 = 1;
 /// each route on its own, so the limit shares one semaphore across them
 /// (`GlobalConcurrencyLimitLayer`, not `ConcurrencyLimitLayer`, whose every
 /// route would get its own).
-pub fn limit_concurrency<S>(router: Router<S>, max: usize) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
+pub(super) fn limit_concurrency(router: Router, max: usize) -> Router {
     router.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(shed))

@@ -2,14 +2,8 @@
 //! labelled by `method`, `route` (the template) and `status`; and
 //! `http_server_panics_total`, which the panic layer counts.
 
-use super::{UNMATCHED_ROUTE, known_method, route_of};
-use axum::{
-    extract::{MatchedPath, Request, State},
-    middleware::Next,
-    response::Response,
-};
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
-use std::time::Instant;
+use std::time::Duration;
 
 const LABELS: [&str; 3] = ["method", "route", "status"];
 
@@ -53,38 +47,23 @@ impl HttpServerMetrics {
         })
     }
 
-    /// The counter of panicking handlers, for [`super::catch_panics`].
-    pub fn panics(&self) -> IntCounter {
+    /// The counter of panicking handlers, for the panic layer.
+    pub(super) fn panics(&self) -> IntCounter {
         self.panics.clone()
     }
 
-    fn observe(&self, labels: &[&str; 3], started: Instant) {
+    pub(super) fn observe(&self, labels: &[&str; 3], elapsed: Duration) {
         self.requests.with_label_values(labels).inc();
         self.duration
             .with_label_values(labels)
-            .observe(started.elapsed().as_secs_f64());
+            .observe(elapsed.as_secs_f64());
     }
-}
-
-/// Counts and times one request (axum's services are infallible: every
-/// request ends with a response and its status).
-pub(super) async fn record(
-    State(metrics): State<HttpServerMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let method = known_method(request.method());
-    let route = route_of(&request).cloned();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    metrics.observe(&[method, route, response.status().as_str()], started);
-    response
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::UNMATCHED_ROUTE;
     use axum::http::Request;
     use axum::{
         Router,
@@ -107,7 +86,7 @@ mod tests {
             )
             .layer(from_fn_with_state(
                 HttpServerMetrics::register(registry).unwrap(),
-                record,
+                super::super::observe::observe,
             ))
     }
 
@@ -192,7 +171,7 @@ mod tests {
             .fallback(|| async { (StatusCode::NOT_FOUND, "no such page") })
             .layer(from_fn_with_state(
                 HttpServerMetrics::register(&registry).unwrap(),
-                record,
+                super::super::observe::observe,
             ));
         assert_eq!(send(&app, Method::GET, "/").await, StatusCode::OK);
         assert_eq!(
@@ -212,7 +191,7 @@ mod tests {
     fn the_duration_histogram_spans_half_a_millisecond_to_ten_seconds() {
         let registry = Registry::new();
         let metrics = HttpServerMetrics::register(&registry).unwrap();
-        metrics.observe(&["GET", "/", "200"], Instant::now());
+        metrics.observe(&["GET", "/", "200"], Duration::ZERO);
         let text = crate::metrics::render(&registry).unwrap();
         assert!(
             text.contains(r#"http_server_request_duration_seconds_bucket{method="GET",route="/",status="200",le="0.0005"}"#),

@@ -1,40 +1,72 @@
-//! HTTP server middleware for axum routers, written as `axum::middleware::from_fn`:
-//! a SERVER span, an access log line and a `traceresponse` header per request
-//! ([`trace`]), and the `http_server_*` Prometheus metrics ([`metrics`]); and
-//! panicking handlers answered with a 500 page ([`catch_panics`]), and requests
-//! past a concurrency limit shed with 503 ([`limit_concurrency`]); and [`serve`],
-//! which serves a router with bounds on request heads. The order
-//! they go on in is written once, in the marketplace's `pages::router`.
+//! HTTP server middleware for axum routers: one observer per request, with its
+//! SERVER span, access line, `traceresponse` header and `http_server_*` metrics
+//! ([`observe`], [`metrics`]); requests past a concurrency limit shed with 503
+//! ([`load_shed`]); panicking handlers answered with a 500 page ([`panic`]).
+//! [`with_layers`] stacks them in the order written down in [`crate::layers`].
+//! And [`serve`], which serves a router with bounds on request heads.
 //!
-//! Both name a request by its route template (axum's [`MatchedPath`]), never
-//! by its raw path, so they go on with `Router::layer`, where routing is done.
+//! They name a request by its route template (axum's [`MatchedPath`]), never by
+//! its raw path, so they go on with `Router::layer`, where routing is done.
 
 mod load_shed;
 mod metrics;
+mod observe;
 mod panic;
 mod serve;
-mod trace;
 
-pub use load_shed::{RETRY_AFTER_SECONDS, limit_concurrency};
+pub use load_shed::RETRY_AFTER_SECONDS;
 pub use metrics::HttpServerMetrics;
-pub use panic::{PanicAnswer, PanicPage, catch_panics};
+pub use observe::TRACERESPONSE;
+pub use panic::PanicPage;
 pub use serve::{ConnectionLimits, MIN_HEADER_BYTES, serve};
-pub use trace::TRACERESPONSE;
 
-use axum::{Router, extract::MatchedPath, http::Method, middleware};
+use crate::shutdown::InFlight;
+use axum::{
+    Router,
+    extract::{MatchedPath, Request},
+    http::Method,
+    middleware,
+    response::IntoResponse,
+    routing::Route,
+};
+use std::convert::Infallible;
+use tower::{Layer, Service};
 
-/// Traces, logs and counts every request `router` answers: `Router::layer`, not
-/// `route_layer`, so the fallback's 404s count too.
-pub fn instrument<S>(router: Router<S>, metrics: HttpServerMetrics) -> Router<S>
+/// What the HTTP layers need besides the service's own response headers.
+pub struct Layers {
+    /// The `http_server_*` metrics, `http_server_panics_total` included.
+    pub metrics: HttpServerMetrics,
+    /// The most requests handled at once; past it a request is answered 503.
+    pub max_concurrent_requests: usize,
+    /// The page a panicking handler answers with, forced to 500.
+    pub panic_page: PanicPage,
+    /// Counts each request until its response ends.
+    pub in_flight: InFlight,
+}
+
+/// `router` with every layer on, in the order of [`crate::layers`]: in-flight
+/// count, observer, `headers` (the service's response headers, on every answer:
+/// error pages and 503s included), load shedding, panics.
+///
+/// Each goes on with `Router::layer` (not `route_layer`), so the fallback's
+/// 404s get all of them, and the observer can read the matched route.
+pub fn with_layers<L>(router: Router, layers: Layers, headers: L) -> Router
 where
-    S: Clone + Send + Sync + 'static,
+    L: Layer<Route> + Clone + Send + Sync + 'static,
+    L::Service: Service<Request> + Clone + Send + Sync + 'static,
+    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
+    <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
+    <L::Service as Service<Request>>::Future: Send + 'static,
 {
-    // The layer added last is outermost. Trace is, so its span is current while
-    // everything inside runs: the handler's log lines and client spans hang off
-    // it, and the metrics time the same work the span does.
-    router
-        .layer(middleware::from_fn_with_state(metrics, metrics::record))
-        .layer(middleware::from_fn(trace::trace))
+    // The layer added last is outermost.
+    let router = panic::catch_panics(router, layers.metrics.panics(), layers.panic_page);
+    load_shed::limit_concurrency(router, layers.max_concurrent_requests)
+        .layer(headers)
+        .layer(middleware::from_fn_with_state(
+            layers.metrics,
+            observe::observe,
+        ))
+        .layer(layers.in_flight.layer())
 }
 
 /// The route template a request matched, `None` when it matched no route
@@ -81,9 +113,17 @@ mod tests {
     async fn the_layers_trace_log_and_count_each_request_once() {
         let captured = Captured::install();
         let registry = Registry::new();
-        let app = instrument(
+        let in_flight = InFlight::default();
+        let layers = Layers {
+            metrics: HttpServerMetrics::register(&registry).unwrap(),
+            max_concurrent_requests: 1,
+            panic_page: std::sync::Arc::new(|| "oops".into_response()),
+            in_flight: in_flight.clone(),
+        };
+        let app = with_layers(
             Router::new().route("/", get(|| async { "home" })),
-            HttpServerMetrics::register(&registry).unwrap(),
+            layers,
+            tower::layer::util::Identity::new(),
         );
 
         let response = app
@@ -101,6 +141,8 @@ mod tests {
             text.contains(r#"http_server_requests_total{method="GET",route="/",status="200"} 1"#),
             "{text}"
         );
+        drop(response);
+        assert_eq!(in_flight.count(), 0, "the body is gone");
     }
 
     #[test]

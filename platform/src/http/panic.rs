@@ -1,7 +1,7 @@
 //! A panicking handler answers 500 with the page the service chooses (nothing of
 //! the panic sent to the client), is counted in `http_server_panics_total` and
 //! logged once, and the server carries on: the HTTP side of
-//! [`crate::grpc::panic`]. tower-http's `CatchPanic` catches; this module says
+//! the gRPC panic layer. tower-http's `CatchPanic` catches; this module says
 //! what to answer.
 
 use axum::{Router, response::Response};
@@ -15,27 +15,24 @@ pub type PanicPage = Arc<dyn Fn() -> Response + Send + Sync>;
 
 /// Catches panics of every route of `router` (`Router::layer`: the fallback
 /// too), answering each with `page()` forced to 500.
-pub fn catch_panics<S>(router: Router<S>, panics: IntCounter, page: PanicPage) -> Router<S>
-where
-    S: Clone + Send + Sync + 'static,
-{
-    router.layer(CatchPanicLayer::custom(PanicAnswer { panics, page }))
+pub(super) fn catch_panics(router: Router, panics: IntCounter, page: PanicPage) -> Router {
+    router.layer(CatchPanicLayer::custom(PageOnPanic { panics, page }))
 }
 
 /// Turns a caught panic into the service's 500 page.
 #[derive(Clone)]
-pub struct PanicAnswer {
+pub(super) struct PageOnPanic {
     panics: IntCounter,
     page: PanicPage,
 }
 
-impl fmt::Debug for PanicAnswer {
+impl fmt::Debug for PageOnPanic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PanicAnswer").finish_non_exhaustive()
+        f.debug_struct("PageOnPanic").finish_non_exhaustive()
     }
 }
 
-impl ResponseForPanic for PanicAnswer {
+impl ResponseForPanic for PageOnPanic {
     type ResponseBody = axum::body::Body;
 
     fn response_for_panic(&mut self, panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -13,7 +13,10 @@ use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
     trace::{SdkTracerProvider, SpanData},
 };
-use platform::grpc::{ClientStack, client_layers, server_layers};
+use platform::{
+    grpc::{ClientStack, client_layers},
+    shutdown::InFlight,
+};
 use prometheus::Registry;
 use std::{
     collections::BTreeMap,
@@ -23,8 +26,9 @@ use std::{
 use tokio::sync::mpsc;
 use tonic::{
     Code, Request, Response, Status,
-    transport::{Channel, Endpoint, Server, server::TcpIncoming},
+    transport::{Channel, Endpoint, server::TcpIncoming},
 };
+use tower::Layer as _;
 use tracing::{
     Dispatch, Event, Level, Subscriber, dispatcher::WeakDispatch, field::Field,
     subscriber::DefaultGuard,
@@ -86,13 +90,20 @@ pub async fn spawn_app() -> TestApp {
     let addr = listener.local_addr().unwrap();
     let descriptors = [FILE_DESCRIPTOR_SET, tonic_health::pb::FILE_DESCRIPTOR_SET];
     let (_, health) = tonic_health::server::health_reporter();
-    let server = Server::builder()
-        .layer(server_layers(&server_registry, &descriptors).unwrap())
-        .add_service(health)
-        .add_service(DummyServer::new(Dummy {
-            arrived: arrived_tx,
-            abandoned: abandoned_tx,
-        }));
+    // Longer than any test: the hanging calls are given up by their callers.
+    let timeout = std::time::Duration::from_secs(600);
+    let server = platform::grpc::server(
+        &server_registry,
+        &descriptors,
+        &InFlight::default(),
+        timeout,
+    )
+    .unwrap()
+    .add_service(health)
+    .add_service(DummyServer::new(Dummy {
+        arrived: arrived_tx,
+        abandoned: abandoned_tx,
+    }));
     tokio::spawn(server.serve_with_incoming(TcpIncoming::from(listener)));
 
     let client_registry = Registry::new();
@@ -101,7 +112,7 @@ pub async fn spawn_app() -> TestApp {
         .connect_lazy();
     let channel = client_layers(&client_registry, &descriptors)
         .unwrap()
-        .service(channel);
+        .layer(channel);
     TestApp {
         client: DummyClient::new(channel.clone()),
         channel,

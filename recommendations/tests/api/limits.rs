@@ -140,7 +140,7 @@ async fn past_the_concurrency_limit_a_call_is_shed_with_resource_exhausted_and_h
         .expect("the second call is answered at once")
         .unwrap_err();
     assert_eq!(shed.code(), Code::ResourceExhausted, "{shed:?}");
-    assert_eq!(shed.message(), platform::grpc::load_shed::OVERLOADED);
+    assert_eq!(shed.message(), platform::grpc::OVERLOADED);
 
     // Probes are not shed: a busy pod is not an unready one.
     let health = HealthClient::new(app.channel().await)

@@ -1,11 +1,12 @@
-//! A SERVER span per HTTP request, continuing the caller's trace, one access log
-//! line when the request is answered, and the span's ids in a `traceresponse`
-//! header so a person (or a test) can find the trace of a page.
+//! One observer per HTTP request: a SERVER span continuing the caller's trace,
+//! the `http_server_*` metrics ([`super::metrics`]), one access log line when the
+//! request is answered, and the span's ids in a `traceresponse` header so a
+//! person (or a test) can find the trace of a page.
 
-use super::{OTHER_METHOD, UNMATCHED_ROUTE, known_method, route_of};
+use super::{HttpServerMetrics, OTHER_METHOD, UNMATCHED_ROUTE, known_method, route_of};
 use crate::telemetry::{TraceParent, continue_trace};
 use axum::{
-    extract::{MatchedPath, Request},
+    extract::{MatchedPath, Request, State},
     http::HeaderValue,
     middleware::Next,
     response::Response,
@@ -17,9 +18,17 @@ use tracing::{Instrument as _, Span, field::Empty};
 /// (W3C Trace Context level 2's `traceresponse`); absent when tracing is off.
 pub const TRACERESPONSE: &str = "traceresponse";
 
+/// The target of the access lines: `RUST_LOG` directives name it
+/// (`platform::http::trace=warn` drops them), so it stays put.
+const ACCESS_TARGET: &str = "platform::http::trace";
+
 /// Runs the rest of the stack inside the request's SERVER span, named
-/// `{method} {route}`, then logs the access line.
-pub(super) async fn trace(request: Request, next: Next) -> Response {
+/// `{method} {route}`, then counts, times and logs the answer.
+pub(super) async fn observe(
+    State(metrics): State<HttpServerMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
     let span = server_span(&request);
     let method = request.method().clone();
     let route = route_of(&request).cloned();
@@ -27,8 +36,12 @@ pub(super) async fn trace(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
 
-    let _entered = span.enter();
+    let elapsed = started.elapsed();
     let status = response.status();
+    let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    metrics.observe(&[known_method(&method), route, status.as_str()], elapsed);
+
+    let _entered = span.enter();
     // An i64: OpenTelemetry has no unsigned integers, and tracing-opentelemetry
     // would turn a u16 into a string.
     span.record("http.response.status_code", i64::from(status.as_u16()));
@@ -42,11 +55,12 @@ pub(super) async fn trace(request: Request, next: Next) -> Response {
         response.headers_mut().insert(TRACERESPONSE, value);
     }
     tracing::info!(
+        target: ACCESS_TARGET,
         method = method.as_str(),
-        route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
+        route,
         path,
         status = status.as_u16(),
-        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
         "request finished"
     );
     response
@@ -92,7 +106,7 @@ mod tests {
         Router,
         body::Body,
         http::{Method, StatusCode},
-        middleware::from_fn,
+        middleware::from_fn_with_state,
         routing::get,
     };
     use bookshop_testing::spans::{Captured, attribute};
@@ -116,7 +130,10 @@ mod tests {
                     tracing::info_span!("client call").in_scope(|| "called");
                 }),
             )
-            .layer(from_fn(trace))
+            .layer(from_fn_with_state(
+                HttpServerMetrics::register(&prometheus::Registry::new()).unwrap(),
+                observe,
+            ))
     }
 
     async fn send(request: Request<Body>) -> StatusCode {

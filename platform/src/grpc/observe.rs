@@ -1,0 +1,257 @@
+//! One observer per gRPC call, ended once ([`super::call_end`]): a span (a
+//! SERVER span continuing the trace context the request metadata carries, or a
+//! CLIENT span whose context goes out in the request metadata), the
+//! go-grpc-prometheus metrics ([`super::metrics`]), one access line, and on the
+//! server one line per failed call: `warn` when the caller is at fault
+//! (INVALID_ARGUMENT, NOT_FOUND, CANCELLED…), `error` when the server is
+//! (INTERNAL, UNKNOWN, UNAVAILABLE, DATA_LOSS…). Span names and attributes follow
+//! the OpenTelemetry RPC conventions (`{service}/{method}`, `rpc.system`,
+//! `rpc.grpc.status_code`).
+
+use super::{
+    LayersError, Methods, Rpc, Side,
+    call_end::{BoxError, EndBody, EndFuture, OnEnd, code_name, is_server_fault},
+    metrics::{Series, Vecs},
+};
+use http::{Request, Response};
+use prometheus::Registry;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+    task::{Context, Poll},
+    time::Instant,
+};
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+use tracing::{Level, Span, field::Empty};
+
+/// The targets of the access and error lines: `RUST_LOG` directives name them
+/// (`platform::grpc::trace=warn` drops the access lines), so they stay put
+/// whatever module writes the lines.
+const ACCESS_TARGET: &str = "platform::grpc::trace";
+const ERROR_TARGET: &str = "platform::grpc::error_log";
+
+/// What a call knows of its method: resolved once per call, by one lookup.
+#[derive(Debug)]
+struct Method {
+    rpc: Rpc,
+    /// `{service}/{method}`: the span name and the access line's `method`.
+    name: String,
+    series: Series,
+}
+
+/// Wraps services in [`Observe`].
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    side: Side,
+    methods: Arc<Table>,
+}
+
+#[derive(Debug)]
+struct Table {
+    known: HashMap<String, Arc<Method>>,
+    vecs: Vecs,
+    /// Made on the first call to a path that is no known method.
+    unknown: OnceLock<Arc<Method>>,
+}
+
+impl ObserveLayer {
+    /// Registers the metrics of `side` in `registry`, with every series of the
+    /// methods of `descriptor_sets` at 0; fails if they are registered already
+    /// or a set is not a `FileDescriptorSet`.
+    pub fn register(
+        side: Side,
+        registry: &Registry,
+        descriptor_sets: &[&[u8]],
+    ) -> Result<Self, LayersError> {
+        let methods = Methods::from_descriptor_sets(descriptor_sets)?;
+        let vecs = Vecs::register(side, registry)?;
+        let known = methods
+            .iter()
+            .map(|rpc| (format!("/{rpc}"), Arc::new(method(&vecs, rpc.clone()))))
+            .collect();
+        Ok(Self {
+            side,
+            methods: Arc::new(Table {
+                known,
+                vecs,
+                unknown: OnceLock::new(),
+            }),
+        })
+    }
+
+    fn method(&self, path: &str) -> Arc<Method> {
+        let table = &*self.methods;
+        match table.known.get(path) {
+            Some(method) => Arc::clone(method),
+            None => Arc::clone(
+                table
+                    .unknown
+                    .get_or_init(|| Arc::new(method(&table.vecs, Rpc::unknown()))),
+            ),
+        }
+    }
+}
+
+fn method(vecs: &Vecs, rpc: Rpc) -> Method {
+    Method {
+        name: rpc.to_string(),
+        series: vecs.series(&rpc),
+        rpc,
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Observes each call of `S`: its span, metrics and lines.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    layer: ObserveLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Observe<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body,
+{
+    type Response = Response<EndBody<ResBody, Ended>>;
+    type Error = BoxError;
+    type Future = EndFuture<S::Future, Ended>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let started = Instant::now();
+        let side = self.layer.side;
+        let path = request.uri().path();
+        let method = self.layer.method(path);
+        method.series.started.inc();
+        // The raw path goes to the access line only, and only when it names no
+        // known method: logs may hold it, span names and metrics may not.
+        let unknown_path = method.rpc.is_unknown().then(|| path.to_owned());
+        let span = span(side, &method);
+        match side {
+            // The child of the trace context in the request's metadata (a root
+            // when there is none).
+            Side::Server => crate::telemetry::continue_trace(&span, request.headers()),
+            // The child of the current span; its context goes to the server.
+            Side::Client => crate::telemetry::inject_trace(&span, request.headers_mut()),
+        }
+        // Entered for `call` too: some services start their work there.
+        let inner = span.in_scope(|| self.inner.call(request));
+        let ended = Ended {
+            span,
+            side,
+            method,
+            unknown_path,
+            started,
+        };
+        EndFuture::new(inner, ended)
+    }
+}
+
+fn span(side: Side, method: &Method) -> Span {
+    let kind = match side {
+        Side::Server => "server",
+        Side::Client => "client",
+    };
+    let rpc = &method.rpc;
+    // Levels must be constants: one span definition, at two levels.
+    macro_rules! call_span {
+        ($level:expr) => {
+            tracing::span!(
+                $level,
+                "gRPC call",
+                otel.name = method.name.as_str(),
+                otel.kind = kind,
+                otel.status_code = Empty,
+                otel.status_description = Empty,
+                rpc.system = "grpc",
+                rpc.service = rpc.service.as_str(),
+                rpc.method = rpc.method.as_str(),
+                rpc.grpc.status_code = Empty,
+            )
+        };
+    }
+    // Traces export info spans and up: a probe's debug span is not exported.
+    if rpc.is_probe() {
+        call_span!(Level::DEBUG)
+    } else {
+        call_span!(Level::INFO)
+    }
+}
+
+/// Ends a call: its span's status, its metrics, its lines.
+pub struct Ended {
+    span: Span,
+    side: Side,
+    method: Arc<Method>,
+    unknown_path: Option<String>,
+    started: Instant,
+}
+
+impl OnEnd for Ended {
+    fn on_end(self, status: &Status) {
+        let elapsed = self.started.elapsed();
+        let code = status.code();
+        let series = &self.method.series;
+        series.handled[code as usize].inc();
+        series.seconds.observe(elapsed.as_secs_f64());
+
+        // The conventions: every non-OK code fails a CLIENT span; a SERVER span
+        // fails only for the codes that are the server's fault.
+        let server_fault = is_server_fault(code);
+        let failed = match self.side {
+            Side::Server => server_fault,
+            Side::Client => code != Code::Ok,
+        };
+        if !self.span.is_disabled() {
+            self.span.record("rpc.grpc.status_code", code as i32);
+            if failed {
+                self.span.record("otel.status_code", "ERROR");
+                self.span
+                    .record("otel.status_description", status.message());
+            }
+        }
+        let _entered = self.span.enter();
+        let method = self.method.name.as_str();
+        let code_name = code_name(code);
+        if self.side == Side::Server && code != Code::Ok {
+            // Not `message`: that is the log line's own text.
+            let status_message = status.message();
+            if server_fault {
+                tracing::error!(target: ERROR_TARGET, method, code = code_name, status_message, "gRPC call failed");
+            } else {
+                tracing::warn!(target: ERROR_TARGET, method, code = code_name, status_message, "gRPC call failed");
+            }
+        }
+        let path = self.unknown_path.as_deref();
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let message = match self.side {
+            Side::Server => "gRPC call handled",
+            Side::Client => "gRPC call finished",
+        };
+        if self.method.rpc.is_probe() {
+            tracing::debug!(target: ACCESS_TARGET, method, path, code = code_name, duration_ms, message);
+        } else {
+            tracing::info!(target: ACCESS_TARGET, method, path, code = code_name, duration_ms, message);
+        }
+    }
+
+    fn span(&self) -> Option<&Span> {
+        Some(&self.span)
+    }
+}
