@@ -4,9 +4,7 @@
 
 #![no_main]
 
-#[path = "../../recommendations/tests/api/properties/expected_catalog.rs"]
-mod expected_catalog;
-
+use bookshop_test_support::oracles::catalog::check_catalog;
 use libfuzzer_sys::fuzz_target;
 use recommendations::catalog::Catalog;
 
@@ -18,7 +16,7 @@ fuzz_target!(|text: &[u8]| {
         return;
     };
     let loaded = Catalog::from_json(ORIGIN, json);
-    if let Err(wrong) = expected_catalog::check_catalog(ORIGIN, json, &loaded) {
+    if let Err(wrong) = check_catalog(ORIGIN, json, &loaded) {
         panic!("{wrong}");
     }
 });

@@ -5,15 +5,13 @@
 
 #![no_main]
 
-#[path = "../../marketplace/tests/api/properties/expected_page.rs"]
-mod expected_page;
-
 use async_trait::async_trait;
 use axum::{
     Router,
     body::Body,
     http::{Request, Uri},
 };
+use bookshop_test_support::oracles::page::check_page;
 use libfuzzer_sys::fuzz_target;
 use marketplace::{AppState, Book, Category, Recommendations, RecommendationsError};
 use std::{sync::Arc, sync::LazyLock, time::Duration};
@@ -76,7 +74,7 @@ fuzz_target!(|query: &[u8]| {
             String::from_utf8(body.to_vec()).expect("HTML is UTF-8"),
         )
     });
-    if let Err(wrong) = expected_page::check_page(&received, status, &html) {
+    if let Err(wrong) = check_page(&received, status, &html) {
         panic!("{wrong}");
     }
 });

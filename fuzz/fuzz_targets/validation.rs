@@ -5,9 +5,7 @@
 
 #![no_main]
 
-#[path = "../../recommendations/tests/api/properties/expected_answer.rs"]
-mod expected_answer;
-
+use bookshop_test_support::oracles::answer::check_answer;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use recommendations::{catalog::Catalog, grpc::RecommendationsService};
@@ -34,7 +32,7 @@ fuzz_target!(|message: &[u8]| {
     let answer = RUNTIME
         .block_on(SERVICE.recommend(Request::new(request)))
         .map(tonic::Response::into_inner);
-    if let Err(wrong) = expected_answer::check_answer(&CATALOG, &request, answer) {
+    if let Err(wrong) = check_answer(&CATALOG, &request, answer) {
         panic!("{wrong}");
     }
 });

@@ -5,42 +5,13 @@
 //! the other tests. Both services run in this process and so share one
 //! `service.name`; the spans' kinds and names tell them apart.
 
-use bookshop_testing::WAIT;
+use bookshop_test_support::{WAIT, otlp::Receiver};
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
     common::v1::{AnyValue, any_value::Value},
     trace::v1::{Span, span::SpanKind},
 };
 use platform::config::{CommonArgs, TraceArgs};
-use std::sync::{Arc, Mutex};
 use tokio::{sync::oneshot, time::timeout};
-use tokio_stream::wrappers::TcpListenerStream;
-
-/// Keeps every span it is sent.
-#[derive(Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<Span>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans = request
-            .into_inner()
-            .resource_spans
-            .into_iter()
-            .flat_map(|resource| resource.scope_spans)
-            .flat_map(|scope| scope.spans);
-        self.spans.lock().unwrap().extend(spans);
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
 
 fn attribute<'s>(span: &'s Span, key: &str) -> Option<&'s Value> {
     span.attributes
@@ -79,14 +50,7 @@ fn find<'s>(spans: &'s [Span], kind: SpanKind, name: &str) -> &'s Span {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations() {
-    let receiver = Receiver::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(receiver.clone()))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (receiver, endpoint) = Receiver::start().await;
     let common = CommonArgs {
         traces: TraceArgs {
             otel_exporter_otlp_endpoint: Some(endpoint),
@@ -159,7 +123,7 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
         .unwrap();
     telemetry.shutdown().await;
 
-    let spans = receiver.spans.lock().unwrap().clone();
+    let spans = receiver.spans();
     let trace_id = hex(trace_id);
     assert!(!spans.is_empty(), "no span was exported");
     for span in &spans {

@@ -289,7 +289,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bookshop_testing::logs::LogBuffer;
+    use bookshop_test_support::logs::LogBuffer;
 
     fn json_args() -> CommonArgs {
         CommonArgs {

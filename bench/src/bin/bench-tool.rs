@@ -4,11 +4,8 @@
 //! RSS, and an OTLP sink for the services' spans.
 
 use anyhow::{Context as _, bail, ensure};
+use bookshop_test_support::otlp;
 use clap::{Parser, Subcommand, ValueEnum};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
-};
 use prost::Message as _;
 use recommendations::catalog::{Catalog, Category};
 use recommendations_proto::v1::{
@@ -18,17 +15,14 @@ use std::{
     collections::HashSet,
     path::PathBuf,
     process::Stdio,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
-use tonic::transport::{Endpoint, Server, server::TcpIncoming};
+use tonic::transport::Endpoint;
 use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
@@ -254,35 +248,15 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS in /proc/<pid>/status")
 }
 
-#[derive(Default, Clone)]
-struct Sink {
-    spans: Arc<AtomicU64>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans: usize = request
-            .into_inner()
-            .resource_spans
-            .iter()
-            .flat_map(|resource| &resource.scope_spans)
-            .map(|scope| scope.spans.len())
-            .sum();
-        let total = self.spans.fetch_add(spans as u64, Ordering::Relaxed) + spans as u64;
-        println!("{}", serde_json::json!({ "spans": total }));
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
+/// The trace tests' OTLP receiver, counting the spans rather than keeping them.
 async fn otlp_sink(port: u16) -> anyhow::Result<()> {
     let (listener, _) = bench::listen("grpc_addr", port).await?;
-    Server::builder()
-        .add_service(TraceServiceServer::new(Sink::default()))
-        .serve_with_incoming(TcpIncoming::from(listener))
-        .await?;
+    let total = AtomicU64::new(0);
+    otlp::serve(listener, move |spans| {
+        let spans = spans.len() as u64;
+        let total = total.fetch_add(spans, Ordering::Relaxed) + spans;
+        println!("{}", serde_json::json!({ "spans": total }));
+    })
+    .await?;
     Ok(())
 }

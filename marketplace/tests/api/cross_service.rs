@@ -4,7 +4,7 @@
 use crate::helpers::{
     WAIT, count_li, get_page, recommendations_config, spawn_app_with, test_config,
 };
-use bookshop_testing::metrics::{Labels, labels, nonzero};
+use bookshop_test_support::metrics::{Labels, labels, nonzero};
 use prometheus::Registry;
 use recommendations::catalog::{Catalog, Category};
 use recommendations_proto::v1::{

@@ -6,7 +6,7 @@
 use crate::helpers::{
     WAIT, config_for, count_li, get_page, recommendations_config, spawn_app_with,
 };
-use bookshop_testing::{metrics::value, net::RefusedPort};
+use bookshop_test_support::{metrics::value, net::RefusedPort};
 use marketplace::config::ChannelArgs;
 use prometheus::Registry;
 use recommendations::{

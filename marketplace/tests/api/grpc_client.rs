@@ -2,7 +2,7 @@
 //! answers: its metrics, and what it refuses to pass on.
 
 use crate::helpers::{FakeRecommendationsServer, config_for, count_li, get_page, spawn_app_with};
-use bookshop_testing::metrics::value;
+use bookshop_test_support::metrics::value;
 use prometheus::Registry;
 
 const RECOMMEND: [(&str, &str); 3] = [

@@ -3,7 +3,7 @@
 //! [`WAIT`].
 
 use async_trait::async_trait;
-pub use bookshop_testing::WAIT;
+pub use bookshop_test_support::WAIT;
 use marketplace::{
     App, AppState, Book, Category, Config, Recommendations, RecommendationsError, router,
 };
@@ -126,7 +126,7 @@ fn router_over(state: AppState) -> axum::Router {
 pub struct TestApp {
     pub http_url: String,
     pub admin_url: String,
-    /// What `/metrics` serves, read with `bookshop_testing::metrics`.
+    /// What `/metrics` serves, read with `bookshop_test_support::metrics`.
     pub registry: Registry,
     _stop: oneshot::Sender<()>,
 }

@@ -3,7 +3,7 @@
 
 use crate::helpers::{WAIT, count_li, get_page, spawn_app_with_client, test_config};
 use async_trait::async_trait;
-use bookshop_testing::metrics::value;
+use bookshop_test_support::metrics::value;
 use marketplace::{Book, Category, Config, Recommendations, RecommendationsError};
 use reqwest::StatusCode;
 use std::sync::Arc;

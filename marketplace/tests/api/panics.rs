@@ -9,7 +9,7 @@ use axum::{
     http::{HeaderMap, Request, StatusCode},
     routing::get,
 };
-use bookshop_testing::{metrics::value, spans::Captured};
+use bookshop_test_support::{metrics::value, spans::Captured};
 use marketplace::{AppState, pages, with_middleware};
 use platform::{http::HttpServerMetrics, shutdown::InFlight};
 use prometheus::Registry;

@@ -2,13 +2,11 @@
 //! sent over real HTTP to a marketplace on port 0 (recommendations faked: the
 //! other side of the boundary), gets the page docs/design.md promises. The
 //! fuzz target `fuzz/fuzz_targets/query.rs` explores the same input with
-//! coverage guidance and the same check (`properties/expected_page.rs`).
+//! coverage guidance and the same check (`bookshop_test_support::oracles::page`).
 //! `PROPTEST_CASES` sets the number of cases (256 by default).
 
-mod expected_page;
-
 use crate::helpers::{get_page, spawn_app};
-use expected_page::check_page;
+use bookshop_test_support::oracles::page::check_page;
 use proptest::{prelude::*, sample::select};
 use std::fmt::Write;
 

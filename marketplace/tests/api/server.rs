@@ -4,7 +4,7 @@ use crate::helpers::{
     FakeRecommendations, FakeRecommendationsServer, config_for, count_li, get_page, spawn_app,
     spawn_app_with, spawn_app_with_client, test_config,
 };
-use bookshop_testing::{
+use bookshop_test_support::{
     metrics::{buckets, labels, series, value},
     net::RefusedPort,
 };

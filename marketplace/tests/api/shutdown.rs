@@ -2,7 +2,7 @@
 //! bad settings refused at start.
 
 use crate::helpers::{FakeRecommendationsServer, WAIT, count_li, get_page};
-use bookshop_testing::{
+use bookshop_test_support::{
     net::RefusedPort,
     process::{self, Spawned, logged_addr},
 };

@@ -7,7 +7,7 @@ use axum::{
     body::Body,
     http::{HeaderMap, Request, StatusCode},
 };
-use bookshop_testing::spans::Captured;
+use bookshop_test_support::spans::Captured;
 use std::time::Duration;
 use tower::ServiceExt;
 

@@ -72,7 +72,7 @@ mod tests {
         middleware::from_fn_with_state,
         routing::get,
     };
-    use bookshop_testing::metrics::{Labels, labels, series};
+    use bookshop_test_support::metrics::{Labels, labels, series};
     use std::collections::BTreeMap;
     use tower::ServiceExt;
 

@@ -104,7 +104,7 @@ const OTHER_METHOD: &str = "_OTHER";
 mod tests {
     use super::*;
     use axum::{body::Body, http::Request, routing::get};
-    use bookshop_testing::spans::{Captured, attribute};
+    use bookshop_test_support::spans::{Captured, attribute};
     use opentelemetry::Value;
     use prometheus::Registry;
     use tower::ServiceExt;

@@ -109,7 +109,7 @@ mod tests {
         middleware::from_fn_with_state,
         routing::get,
     };
-    use bookshop_testing::spans::{Captured, attribute};
+    use bookshop_test_support::spans::{Captured, attribute};
     use opentelemetry::{
         Value,
         trace::{SpanId, Status, TraceId},

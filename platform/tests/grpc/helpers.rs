@@ -2,12 +2,12 @@
 //! and a client through the client layers, each with its own registry), captured
 //! log lines and finished spans, and a scrape of the registries.
 
-use bookshop_testing::dummy::v1::{
+use bookshop_test_support::dummy::v1::{
     EchoRequest, EchoResponse, FILE_DESCRIPTOR_SET,
     dummy_client::DummyClient,
     dummy_server::{self, DummyServer},
 };
-use bookshop_testing::{WAIT, spans::Spans};
+use bookshop_test_support::{WAIT, spans::Spans};
 use opentelemetry::trace::{SpanId, TraceContextExt as _, TraceId, TracerProvider as _};
 use opentelemetry_sdk::{
     propagation::TraceContextPropagator,

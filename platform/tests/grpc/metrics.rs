@@ -1,8 +1,8 @@
 //! The grpc_server_* and grpc_client_* series: codes, labels, cancellation.
 
 use crate::helpers::{echo_labels, hang, spawn_app};
-use bookshop_testing::dummy::v1::{EchoRequest, EchoResponse};
-use bookshop_testing::metrics::{buckets, value};
+use bookshop_test_support::dummy::v1::{EchoRequest, EchoResponse};
+use bookshop_test_support::metrics::{buckets, value};
 use platform::grpc::ClientStack;
 use std::time::Duration;
 use tonic::{Code, Request, client::Grpc, codegen::http::uri::PathAndQuery, transport::Channel};

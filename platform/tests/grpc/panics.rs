@@ -1,8 +1,8 @@
 //! A panicking handler: INTERNAL for the caller, counted and logged, server up.
 
 use crate::helpers::{ECHO, echo_labels, spawn_app};
-use bookshop_testing::dummy::v1::EchoRequest;
-use bookshop_testing::metrics::value;
+use bookshop_test_support::dummy::v1::EchoRequest;
+use bookshop_test_support::metrics::value;
 use tonic::Code;
 use tracing::Level;
 

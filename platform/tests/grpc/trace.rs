@@ -1,7 +1,7 @@
 //! Spans and access lines: one trace from the client span to the server span.
 
 use crate::helpers::{ECHO, attribute, spawn_app};
-use bookshop_testing::dummy::v1::EchoRequest;
+use bookshop_test_support::dummy::v1::EchoRequest;
 use opentelemetry::trace::{SpanKind, Status as SpanStatus};
 use tonic::Code;
 use tracing::Instrument as _;
@@ -135,7 +135,7 @@ async fn each_side_writes_one_access_line_per_call_inside_its_span() {
             let duration: f64 = line.field("duration_ms").unwrap().parse().unwrap();
             // A real call over TCP takes some time, and far less than a test's bound.
             assert!(
-                duration > 0.0 && duration < bookshop_testing::WAIT.as_secs_f64() * 1000.0,
+                duration > 0.0 && duration < bookshop_test_support::WAIT.as_secs_f64() * 1000.0,
                 "{duration}"
             );
             let ids = (span.span_context.trace_id(), span.span_context.span_id());
@@ -149,7 +149,7 @@ async fn an_unknown_method_gets_a_fixed_span_name_and_its_path_only_in_the_acces
     let app = spawn_app().await;
     let mut grpc = tonic::client::Grpc::new(app.channel.clone());
     grpc.ready().await.unwrap();
-    grpc.unary::<_, bookshop_testing::dummy::v1::EchoResponse, _>(
+    grpc.unary::<_, bookshop_test_support::dummy::v1::EchoResponse, _>(
         tonic::Request::new(EchoRequest::default()),
         tonic::codegen::http::uri::PathAndQuery::from_static("/dummy.v1.Dummy/Nope"),
         tonic_prost::ProstCodec::default(),
@@ -195,7 +195,7 @@ async fn health_checks_are_counted_but_neither_traced_nor_logged_at_info() {
             (ECHO.to_owned(), tracing::Level::INFO)
         ]
     );
-    let checks = bookshop_testing::metrics::value(
+    let checks = bookshop_test_support::metrics::value(
         &app.server_registry,
         "grpc_server_handled_total",
         &[

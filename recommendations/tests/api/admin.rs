@@ -1,7 +1,7 @@
 //! The admin listener: readiness and the catalog gauge.
 
 use crate::helpers::spawn_app;
-use bookshop_testing::metrics::value;
+use bookshop_test_support::metrics::value;
 use recommendations::catalog::{Catalog, Category};
 use reqwest::StatusCode;
 

@@ -1,6 +1,6 @@
 //! Starting the service in-process on port 0, and clients for it.
 
-use bookshop_testing::WAIT;
+use bookshop_test_support::WAIT;
 use platform::config::CommonArgs;
 use recommendations::{
     App, Config,
@@ -17,7 +17,7 @@ use tonic::transport::{Channel, Endpoint};
 pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    /// What `/metrics` serves, read with `bookshop_testing::metrics`.
+    /// What `/metrics` serves, read with `bookshop_test_support::metrics`.
     pub registry: prometheus::Registry,
     _stop: oneshot::Sender<()>,
 }

@@ -3,7 +3,7 @@
 //! handler's work, and message sizes both ways.
 
 use crate::helpers::{connect, spawn_app_with_limits};
-use bookshop_testing::{WAIT, metrics::value};
+use bookshop_test_support::{WAIT, metrics::value};
 use recommendations::{
     catalog::{Book, Catalog, Category},
     config::Limits,

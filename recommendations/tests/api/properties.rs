@@ -1,15 +1,11 @@
 //! Properties of what comes from outside, checked on stable Rust: any
 //! Recommend request over real gRPC, any catalog text. The fuzz targets in
 //! `fuzz/` explore the same inputs with coverage guidance, with the same
-//! checks (`properties/expected_*.rs`). `PROPTEST_CASES` sets the number of
-//! cases (256 by default).
-
-mod expected_answer;
-mod expected_catalog;
+//! checks (`bookshop_test_support::oracles`). `PROPTEST_CASES` sets the
+//! number of cases (256 by default).
 
 use crate::helpers::spawn_app;
-use expected_answer::check_answer;
-use expected_catalog::check_catalog;
+use bookshop_test_support::oracles::{answer::check_answer, catalog::check_catalog};
 use proptest::{prelude::*, sample::select};
 use recommendations::catalog::{Catalog, Category};
 use recommendations_proto::v1::RecommendationRequest;

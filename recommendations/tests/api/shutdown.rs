@@ -2,7 +2,7 @@
 //! and single stderr line of a bad setting.
 
 use crate::helpers::connect;
-use bookshop_testing::{
+use bookshop_test_support::{
     WAIT,
     net::RefusedPort,
     process::{self, Spawned, logged_addr},

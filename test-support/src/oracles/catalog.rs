@@ -1,6 +1,6 @@
 //! What loading any catalog text must give: a catalog whose every book of the
 //! file sits, once and titled, on its own shelf, or an error naming the file.
-//! Shared by the proptest properties and the fuzz target
+//! Used by the catalog properties and the fuzz target
 //! `fuzz/fuzz_targets/catalog.rs`.
 
 use recommendations::catalog::{Catalog, CatalogError, Category};

@@ -1,7 +1,7 @@
 //! What `GET /?<query>` must answer, per docs/design.md: the page of the
 //! category the query names (mystery when none), three books on it, or the
 //! 400 "Unknown category" page when `category` repeats or is not one of the
-//! three. Shared by the proptest properties and the fuzz target
+//! three. Used by the query property and the fuzz target
 //! `fuzz/fuzz_targets/query.rs`.
 
 /// The heading a query's page has, or `None` for the 400 page. The query is

@@ -1,5 +1,5 @@
 //! What docs/design.md's validation table says a Recommend request gets, as a
-//! check of an answer. Shared by the proptest properties and the fuzz target
+//! check of an answer. Used by the Recommend property and the fuzz target
 //! `fuzz/fuzz_targets/validation.rs`.
 
 use recommendations::catalog::{Catalog, Category};

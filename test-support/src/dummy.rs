@@ -1,7 +1,7 @@
 //! `dummy.v1`: a test-only gRPC service whose requests choose the answer (OK, an
 //! error code, a panic, no answer), for platform's gRPC middleware tests.
 
-/// Generated from `testing/proto/dummy/v1/dummy.proto`.
+/// Generated from `test-support/proto/dummy/v1/dummy.proto`.
 pub mod v1 {
     tonic::include_proto!("dummy.v1");
 
