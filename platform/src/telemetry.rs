@@ -62,16 +62,18 @@ pub struct Telemetry {
 ///
 /// Fails if the settings are invalid or a global logger is already installed.
 pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetry> {
-    let service_name = args
-        .traces
-        .otel_service_name
-        .clone()
-        .unwrap_or_else(|| service.to_owned());
-    let provider = if args.traces.otel_sdk_disabled {
-        None
-    } else {
-        Some(tracer_provider(&service_name, &args.traces)?)
+    let exporter = match &args.traces.otel_exporter_otlp_endpoint {
+        Some(endpoint) => Some(
+            SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(EXPORT_TIMEOUT)
+                .build()
+                .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?,
+        ),
+        None => None,
     };
+    let (subscriber, provider) = subscriber(service, args, batched_stdout(), exporter)?;
     if provider.is_some() {
         global::set_text_map_propagator(
             opentelemetry::propagation::TextMapCompositePropagator::new(vec![
@@ -80,6 +82,40 @@ pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetr
             ]),
         );
     }
+    subscriber.try_init()?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        otlp_endpoint = args
+            .traces
+            .otel_exporter_otlp_endpoint
+            .as_deref()
+            .unwrap_or("none"),
+        "telemetry ready"
+    );
+    Ok(Telemetry { provider })
+}
+
+/// The subscriber [`init`] installs, log lines to `writer` and sampled spans
+/// to `exporter` (in batches, off the request's thread), with the tracer
+/// provider to shut down; `None` when tracing is off. For benchmarks and
+/// tests of the whole stack; services call [`init`].
+pub fn subscriber<W, E>(
+    service: &'static str,
+    args: &CommonArgs,
+    writer: W,
+    exporter: Option<E>,
+) -> anyhow::Result<(impl Subscriber + Send + Sync + 'static, Option<SdkTracerProvider>)>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    E: opentelemetry_sdk::trace::SpanExporter + 'static,
+{
+    let service_name = args
+        .traces
+        .otel_service_name
+        .clone()
+        .unwrap_or_else(|| service.to_owned());
+    let provider =
+        (!args.traces.otel_sdk_disabled).then(|| tracer_provider(&service_name, &args.traces, exporter));
     // Spans go to OpenTelemetry whatever RUST_LOG says about log lines.
     // Without source locations, thread names and busy/idle timings: each
     // costs allocations or clock reads on every span (and every poll), for
@@ -92,20 +128,10 @@ pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetr
             .with_tracked_inactivity(false)
             .with_filter(LevelFilter::INFO)
     });
-    tracing_subscriber::registry()
-        .with(log_layer(&service_name, args, batched_stdout())?)
-        .with(traces)
-        .try_init()?;
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        otlp_endpoint = args
-            .traces
-            .otel_exporter_otlp_endpoint
-            .as_deref()
-            .unwrap_or("none"),
-        "telemetry ready"
-    );
-    Ok(Telemetry { provider })
+    let subscriber = tracing_subscriber::registry()
+        .with(log_layer(&service_name, args, writer)?)
+        .with(traces);
+    Ok((subscriber, provider))
 }
 
 /// Stdout through a writer thread: a request's thread only queues its line,
@@ -163,7 +189,10 @@ impl Telemetry {
     }
 }
 
-fn tracer_provider(service_name: &str, args: &TraceArgs) -> anyhow::Result<SdkTracerProvider> {
+fn tracer_provider<E>(service_name: &str, args: &TraceArgs, exporter: Option<E>) -> SdkTracerProvider
+where
+    E: opentelemetry_sdk::trace::SpanExporter + 'static,
+{
     // The workspace shares one version, so this crate's is the service's.
     let resource = Resource::builder()
         .with_service_name(service_name.to_owned())
@@ -172,13 +201,7 @@ fn tracer_provider(service_name: &str, args: &TraceArgs) -> anyhow::Result<SdkTr
     let mut builder = SdkTracerProvider::builder()
         .with_resource(resource)
         .with_sampler(sampler(args));
-    if let Some(endpoint) = &args.otel_exporter_otlp_endpoint {
-        let exporter = SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint)
-            .with_timeout(EXPORT_TIMEOUT)
-            .build()
-            .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?;
+    if let Some(exporter) = exporter {
         let batches = BatchConfigBuilder::default()
             .with_max_queue_size(MAX_QUEUED_SPANS)
             .build();
@@ -188,7 +211,7 @@ fn tracer_provider(service_name: &str, args: &TraceArgs) -> anyhow::Result<SdkTr
                 .build(),
         );
     }
-    Ok(builder.build())
+    builder.build()
 }
 
 fn sampler(args: &TraceArgs) -> opentelemetry_sdk::trace::Sampler {
@@ -301,7 +324,7 @@ mod tests {
     #[test]
     fn json_lines_inside_a_span_carry_the_service_and_the_span_ids() {
         let buffer = LogBuffer::default();
-        let provider = tracer_provider("svc", &TraceArgs::default()).unwrap();
+        let provider = tracer_provider("svc", &TraceArgs::default(), None::<SpanExporter>);
         let subscriber = tracing_subscriber::registry()
             .with(log_layer("svc", &json_args(), buffer.clone()).unwrap())
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("svc")));

@@ -90,16 +90,25 @@ pub fn server(
     in_flight: &InFlight,
     timeout: Duration,
 ) -> Result<Server, LayersError> {
-    let layers = ServerLayers {
-        in_flight: in_flight.clone(),
-        observe: ObserveLayer::register(Side::Server, registry, descriptor_sets)?,
-        panics: panic::register(registry)?,
-    };
+    let layers = server_layers(registry, descriptor_sets, in_flight)?;
     // tonic's timeout is outside every layer: a call it cuts off is dropped
     // there, and the observer counts it CANCELLED.
     Ok(tonic::transport::Server::builder()
         .timeout(timeout)
         .layer(layers))
+}
+
+/// The layers of [`server`], for other servers (or none: benchmarks).
+pub fn server_layers(
+    registry: &Registry,
+    descriptor_sets: &[&[u8]],
+    in_flight: &InFlight,
+) -> Result<ServerLayers, LayersError> {
+    Ok(ServerLayers {
+        in_flight: in_flight.clone(),
+        observe: ObserveLayer::register(Side::Server, registry, descriptor_sets)?,
+        panics: panic::register(registry)?,
+    })
 }
 
 /// The client middleware, to wrap a `Channel`: one observer per call, with a
