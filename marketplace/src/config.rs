@@ -1,10 +1,8 @@
 //! The marketplace's settings, parsed once from flags and environment.
 
 use clap::{Args, Parser};
+use platform::config::{count, millis};
 use std::time::Duration;
-
-/// `HTTP_MAX_CONCURRENT_REQUESTS` unless set.
-pub const DEFAULT_MAX_CONCURRENT_REQUESTS: u32 = 256;
 
 /// Every setting of the marketplace; each is a `--flag` and an environment variable.
 #[derive(Parser, Debug, Clone)]
@@ -28,43 +26,45 @@ pub struct Config {
 
     /// Milliseconds a page waits for recommendations before showing a notice instead.
     #[arg(
-        long,
+        long = "recommendations-timeout-ms",
         env = "RECOMMENDATIONS_TIMEOUT_MS",
-        default_value_t = 500,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_name = "RECOMMENDATIONS_TIMEOUT_MS",
+        default_value = "500",
+        value_parser = millis(1..)
     )]
-    pub recommendations_timeout_ms: u64,
+    pub recommendations_timeout: Duration,
 
     /// Milliseconds a client has to send a complete request head (from
     /// connecting, or from the previous answer on a kept-alive connection);
     /// slower clients are disconnected.
     #[arg(
-        long,
+        long = "http-header-read-timeout-ms",
         env = "HTTP_HEADER_READ_TIMEOUT_MS",
-        default_value_t = 5_000,
-        value_parser = clap::value_parser!(u64).range(100..=60_000)
+        value_name = "HTTP_HEADER_READ_TIMEOUT_MS",
+        default_value = "5000",
+        value_parser = millis(100..=60_000)
     )]
-    pub http_header_read_timeout_ms: u64,
+    pub http_header_read_timeout: Duration,
 
     /// The most bytes a request head (request line and headers) may take;
     /// larger ones are answered 431.
     #[arg(
         long,
         env = "HTTP_MAX_HEADER_BYTES",
-        default_value_t = 16_384,
-        value_parser = clap::value_parser!(u32).range(8_192..=1_048_576)
+        default_value = "16384",
+        value_parser = count(8_192..=1_048_576)
     )]
-    pub http_max_header_bytes: u32,
+    pub http_max_header_bytes: usize,
 
     /// The most page requests handled at once; past it a request is answered
     /// 503 with Retry-After at once instead of queueing.
     #[arg(
         long,
         env = "HTTP_MAX_CONCURRENT_REQUESTS",
-        default_value_t = DEFAULT_MAX_CONCURRENT_REQUESTS,
-        value_parser = clap::value_parser!(u32).range(1..=65_536)
+        default_value = "256",
+        value_parser = count(1..=65_536)
     )]
-    pub http_max_concurrent_requests: u32,
+    pub http_max_concurrent_requests: usize,
 
     #[command(flatten)]
     pub channel: ChannelArgs,
@@ -84,57 +84,47 @@ pub struct ChannelArgs {
     /// idle or not: a peer that stopped answering is noticed, and the channel
     /// reconnects, instead of calls timing out on a dead connection.
     #[arg(
-        long,
+        long = "recommendations-keepalive-interval-ms",
         env = "RECOMMENDATIONS_KEEPALIVE_INTERVAL_MS",
-        default_value_t = 10_000,
-        value_parser = clap::value_parser!(u64).range(100..=3_600_000)
+        value_name = "RECOMMENDATIONS_KEEPALIVE_INTERVAL_MS",
+        default_value = "10000",
+        value_parser = millis(100..=3_600_000)
     )]
-    pub recommendations_keepalive_interval_ms: u64,
+    pub keepalive_interval: Duration,
 
     /// Milliseconds to wait for a PING's answer before the connection counts
     /// as dead: calls on it fail UNAVAILABLE, and the next one reconnects.
     #[arg(
-        long,
+        long = "recommendations-keepalive-timeout-ms",
         env = "RECOMMENDATIONS_KEEPALIVE_TIMEOUT_MS",
-        default_value_t = 5_000,
-        value_parser = clap::value_parser!(u64).range(100..=600_000)
+        value_name = "RECOMMENDATIONS_KEEPALIVE_TIMEOUT_MS",
+        default_value = "5000",
+        value_parser = millis(100..=600_000)
     )]
-    pub recommendations_keepalive_timeout_ms: u64,
+    pub keepalive_timeout: Duration,
 
     /// The largest response message accepted from recommendations, in bytes;
     /// a larger one fails the call (OUT_OF_RANGE) and the page degrades.
     #[arg(
         long,
         env = "RECOMMENDATIONS_MAX_RESPONSE_BYTES",
-        default_value_t = 65_536,
-        value_parser = clap::value_parser!(u32).range(1_024..=67_108_864)
+        default_value = "65536",
+        value_parser = count(1_024..=67_108_864)
     )]
-    pub recommendations_max_response_bytes: u32,
+    pub recommendations_max_response_bytes: usize,
 }
 
 impl Default for ChannelArgs {
     /// The flags' defaults.
     fn default() -> Self {
-        Self {
-            recommendations_keepalive_interval_ms: 10_000,
-            recommendations_keepalive_timeout_ms: 5_000,
-            recommendations_max_response_bytes: 65_536,
-        }
+        platform::config::defaults()
     }
 }
 
-impl ChannelArgs {
-    pub fn keepalive_interval(&self) -> Duration {
-        Duration::from_millis(self.recommendations_keepalive_interval_ms)
-    }
-
-    pub fn keepalive_timeout(&self) -> Duration {
-        Duration::from_millis(self.recommendations_keepalive_timeout_ms)
-    }
-
-    pub fn max_response_bytes(&self) -> usize {
-        // At most 64 MiB: fits any usize this builds for.
-        usize::try_from(self.recommendations_max_response_bytes).unwrap_or(usize::MAX)
+impl Default for Config {
+    /// The flags' defaults; the environment is not read.
+    fn default() -> Self {
+        platform::config::defaults()
     }
 }
 
@@ -142,20 +132,9 @@ impl Config {
     /// The bounds every connection to the pages is served under.
     pub fn connection_limits(&self) -> platform::http::ConnectionLimits {
         platform::http::ConnectionLimits {
-            header_read_timeout: Duration::from_millis(self.http_header_read_timeout_ms),
-            // At most 1 MiB: fits any usize this builds for.
-            max_header_bytes: usize::try_from(self.http_max_header_bytes).unwrap_or(usize::MAX),
+            header_read_timeout: self.http_header_read_timeout,
+            max_header_bytes: self.http_max_header_bytes,
         }
-    }
-
-    /// `HTTP_MAX_CONCURRENT_REQUESTS`, as the limit takes it.
-    pub fn http_max_concurrent_requests(&self) -> usize {
-        // At most 65536: fits any usize this builds for.
-        usize::try_from(self.http_max_concurrent_requests).unwrap_or(usize::MAX)
-    }
-
-    pub fn recommendations_timeout(&self) -> Duration {
-        Duration::from_millis(self.recommendations_timeout_ms)
     }
 
     /// The recommendations service's address as a gRPC endpoint URI.
@@ -181,21 +160,25 @@ fn parse_host(value: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::error::ErrorKind;
+    use clap::{CommandFactory, error::ErrorKind};
+
+    #[test]
+    fn the_flags_are_consistent_and_named_by_their_environment_variables() {
+        platform::config::debug_assert_settings(Config::command());
+    }
 
     #[test]
     fn defaults_match_the_design() {
-        let config = Config::try_parse_from(["marketplace"]).unwrap();
+        let config = Config::default();
         assert_eq!(config.http_port, 8080);
         assert_eq!(config.admin_port, 9465);
         assert_eq!(config.recommendations_uri(), "http://localhost:50051");
-        assert_eq!(config.recommendations_timeout(), Duration::from_millis(500));
+        assert_eq!(config.recommendations_timeout, Duration::from_millis(500));
         assert_eq!(config.jaeger_ui_url, None);
-        assert_eq!(config.http_max_concurrent_requests(), 256);
-        assert_eq!(config.channel, ChannelArgs::default());
-        assert_eq!(config.channel.keepalive_interval(), Duration::from_secs(10));
-        assert_eq!(config.channel.keepalive_timeout(), Duration::from_secs(5));
-        assert_eq!(config.channel.max_response_bytes(), 65_536);
+        assert_eq!(config.http_max_concurrent_requests, 256);
+        assert_eq!(config.channel.keepalive_interval, Duration::from_secs(10));
+        assert_eq!(config.channel.keepalive_timeout, Duration::from_secs(5));
+        assert_eq!(config.channel.recommendations_max_response_bytes, 65_536);
         assert_eq!(
             config.connection_limits(),
             platform::http::ConnectionLimits {
@@ -203,6 +186,25 @@ mod tests {
                 max_header_bytes: 16_384,
             }
         );
+    }
+
+    #[test]
+    fn the_timings_are_read_in_milliseconds() {
+        let config = Config::try_parse_from([
+            "marketplace",
+            "--recommendations-timeout-ms=1",
+            "--http-header-read-timeout-ms=60000",
+            "--recommendations-keepalive-interval-ms=3600000",
+            "--recommendations-keepalive-timeout-ms=100",
+        ])
+        .unwrap();
+        assert_eq!(config.recommendations_timeout, Duration::from_millis(1));
+        assert_eq!(config.http_header_read_timeout, Duration::from_secs(60));
+        assert_eq!(
+            config.channel.keepalive_interval,
+            Duration::from_secs(3_600)
+        );
+        assert_eq!(config.channel.keepalive_timeout, Duration::from_millis(100));
     }
 
     #[test]

@@ -67,17 +67,17 @@ impl GrpcRecommendations {
     /// UNAVAILABLE at once and the next call reconnects, rather than every call
     /// running into its deadline until TCP gives up, minutes later.
     pub fn new(config: &Config, registry: &Registry) -> Result<Self, StartupError> {
-        let timeout = config.recommendations_timeout();
+        let timeout = config.recommendations_timeout;
         let channel = Endpoint::from_shared(config.recommendations_uri())
             .map_err(StartupError::Address)?
             .connect_timeout(timeout)
-            .http2_keep_alive_interval(config.channel.keepalive_interval())
-            .keep_alive_timeout(config.channel.keepalive_timeout())
+            .http2_keep_alive_interval(config.channel.keepalive_interval)
+            .keep_alive_timeout(config.channel.keepalive_timeout)
             .keep_alive_while_idle(true)
             .connect_lazy();
         let layers = platform::grpc::client_layers(registry, &[FILE_DESCRIPTOR_SET])?;
         let client = RecommendationsClient::new(layers.layer(channel))
-            .max_decoding_message_size(config.channel.max_response_bytes());
+            .max_decoding_message_size(config.channel.recommendations_max_response_bytes);
         Ok(Self { client, timeout })
     }
 }

@@ -66,13 +66,10 @@ impl App {
         registry: Registry,
     ) -> Result<App, StartupError> {
         let (http_listener, http_addr) = platform::listener::bind("http", config.http_port).await?;
-        let shutdown = Shutdown::new(
-            config.common.shutdown_delay(),
-            config.common.shutdown_timeout(),
-        );
-        let max_concurrent_requests = config.http_max_concurrent_requests();
+        let shutdown = Shutdown::new(config.common.shutdown_delay, config.common.shutdown_timeout);
+        let max_concurrent_requests = config.http_max_concurrent_requests;
         let limits = config.connection_limits();
-        let state = AppState::new(recommendations, config.recommendations_timeout(), &registry)?
+        let state = AppState::new(recommendations, config.recommendations_timeout, &registry)?
             .with_jaeger_ui(config.jaeger_ui_url);
         let pages = router(
             state,

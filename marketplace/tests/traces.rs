@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::{
     trace::v1::{Span, span::SpanKind},
 };
 use platform::config::{CommonArgs, TraceArgs};
+use std::time::Duration;
 use tokio::{sync::oneshot, time::timeout};
 
 fn attribute<'s>(span: &'s Span, key: &str) -> Option<&'s Value> {
@@ -52,6 +53,8 @@ fn find<'s>(spans: &'s [Span], kind: SpanKind, name: &str) -> &'s Span {
 async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations() {
     let (receiver, endpoint) = Receiver::start().await;
     let common = CommonArgs {
+        // Stopped servers stop at once, so that the spans are all exported.
+        shutdown_delay: Duration::ZERO,
         traces: TraceArgs {
             otel_exporter_otlp_endpoint: Some(endpoint),
             ..TraceArgs::default()
@@ -63,9 +66,8 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
     let recommendations = recommendations::App::bind(recommendations::Config {
         grpc_port: 0,
         admin_port: 0,
-        catalog_path: None,
-        limits: recommendations::config::Limits::default(),
         common: common.clone(),
+        ..recommendations::Config::default()
     })
     .await
     .unwrap();
@@ -74,13 +76,9 @@ async fn one_page_view_is_one_trace_from_the_inbound_header_to_recommendations()
         admin_port: 0,
         recommendations_host: "127.0.0.1".into(),
         recommendations_port: recommendations.grpc_addr().port(),
-        recommendations_timeout_ms: 5_000,
-        http_header_read_timeout_ms: 5_000,
-        http_max_header_bytes: 16_384,
-        http_max_concurrent_requests: marketplace::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
-        channel: marketplace::config::ChannelArgs::default(),
-        jaeger_ui_url: None,
+        recommendations_timeout: Duration::from_secs(5),
         common,
+        ..marketplace::Config::default()
     })
     .await
     .unwrap();

@@ -1,8 +1,12 @@
 //! Settings shared by every service, and parsing that fails the way docs/design.md
 //! asks: one line naming the setting, exit code 64 (EX_USAGE).
 
-use clap::{ArgAction, Args, Parser, ValueEnum, builder::BoolishValueParser, error::ErrorKind};
-use std::{fmt::Display, process::ExitCode, time::Duration};
+use clap::{
+    ArgAction, Args, Command, Parser, ValueEnum,
+    builder::{BoolishValueParser, RangedU64ValueParser, TypedValueParser},
+    error::ErrorKind,
+};
+use std::{fmt::Display, ops::RangeBounds, process::ExitCode, time::Duration};
 
 /// `sysexits.h` EX_USAGE: the process was started with a bad setting.
 pub const EX_USAGE: u8 = 64;
@@ -20,12 +24,24 @@ pub struct CommonArgs {
 
     /// Seconds to keep serving after turning not-ready, so that endpoints
     /// and sidecars stop routing to this pod first.
-    #[arg(long, env = "SHUTDOWN_DELAY_SECONDS", default_value_t = 5)]
-    pub shutdown_delay_seconds: u64,
+    #[arg(
+        long = "shutdown-delay-seconds",
+        env = "SHUTDOWN_DELAY_SECONDS",
+        value_name = "SHUTDOWN_DELAY_SECONDS",
+        default_value = "5",
+        value_parser = seconds(..)
+    )]
+    pub shutdown_delay: Duration,
 
     /// The most seconds given to in-flight requests once listeners close.
-    #[arg(long, env = "SHUTDOWN_TIMEOUT_SECONDS", default_value_t = 20)]
-    pub shutdown_timeout_seconds: u64,
+    #[arg(
+        long = "shutdown-timeout-seconds",
+        env = "SHUTDOWN_TIMEOUT_SECONDS",
+        value_name = "SHUTDOWN_TIMEOUT_SECONDS",
+        default_value = "20",
+        value_parser = seconds(..)
+    )]
+    pub shutdown_timeout: Duration,
 
     #[command(flatten)]
     pub traces: TraceArgs,
@@ -58,14 +74,9 @@ pub struct TraceArgs {
 }
 
 impl Default for TraceArgs {
+    /// The flags' defaults.
     fn default() -> Self {
-        Self {
-            otel_exporter_otlp_endpoint: None,
-            otel_service_name: None,
-            otel_traces_sampler: Sampler::ParentbasedAlwaysOn,
-            otel_traces_sampler_arg: 1.0,
-            otel_sdk_disabled: false,
-        }
+        defaults()
     }
 }
 
@@ -104,25 +115,9 @@ fn parse_ratio(value: &str) -> Result<f64, String> {
 }
 
 impl Default for CommonArgs {
-    /// The defaults of the flags, but with no shutdown delay: what tests want.
+    /// The flags' defaults.
     fn default() -> Self {
-        Self {
-            rust_log: "info".into(),
-            log_format: None,
-            shutdown_delay_seconds: 0,
-            shutdown_timeout_seconds: 20,
-            traces: TraceArgs::default(),
-        }
-    }
-}
-
-impl CommonArgs {
-    pub fn shutdown_delay(&self) -> Duration {
-        Duration::from_secs(self.shutdown_delay_seconds)
-    }
-
-    pub fn shutdown_timeout(&self) -> Duration {
-        Duration::from_secs(self.shutdown_timeout_seconds)
+        defaults()
     }
 }
 
@@ -131,6 +126,59 @@ impl CommonArgs {
 pub enum LogFormat {
     Json,
     Text,
+}
+
+/// A whole number of milliseconds in `range`, as a [`Duration`]: a clap value
+/// parser for settings named `…_MS`. Its errors are clap's for a bounded
+/// integer ("0 is not in 1..=600000"), so they speak in the setting's unit.
+pub fn millis(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
+    RangedU64ValueParser::<u64>::from(range).map(Duration::from_millis)
+}
+
+/// A whole number of seconds in `range`, as a [`Duration`]: [`millis`] for
+/// settings named `…_SECONDS`.
+pub fn seconds(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
+    RangedU64ValueParser::<u64>::from(range).map(Duration::from_secs)
+}
+
+/// A whole number in `range`, as a `usize`: a clap value parser for counts and
+/// sizes in bytes, which are used as `usize`.
+pub fn count(range: impl RangeBounds<u64>) -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::from(range)
+}
+
+/// The settings `T` holds when none is given: its flags' defaults, the one
+/// place they are written. The environment is not read, so tests that start
+/// from these defaults see the same values whatever variables are set.
+pub fn defaults<T: Args>() -> T {
+    let command = T::augment_args(Command::new("defaults")).mut_args(|arg| arg.env(None));
+    let parsed = command
+        .try_get_matches_from(["defaults"])
+        .and_then(|matches| T::from_arg_matches(&matches));
+    // Only a flag whose default its own parser rejects fails; every crate's
+    // tests take its defaults.
+    parsed.unwrap_or_else(|err| panic!("the flags' defaults do not parse: {err}"))
+}
+
+/// Panics unless `command`'s settings are consistent: clap's own checks
+/// ([`Command::debug_assert`]), and each flag and value name made from the
+/// setting's environment variable (`GRPC_PORT`: `--grpc-port <GRPC_PORT>`),
+/// since errors name a setting by those. What each service's tests call.
+pub fn debug_assert_settings(command: Command) {
+    let misnamed = |arg: &clap::Arg| {
+        let env = arg.get_env()?.to_str()?;
+        let long = env.to_lowercase().replace('_', "-");
+        let value_names = arg.get_value_names().unwrap_or_default();
+        let named = arg.get_long() == Some(long.as_str())
+            && value_names.iter().map(|name| name.as_str()).eq([env]);
+        (!named).then(|| env.to_owned())
+    };
+    let misnamed: Vec<String> = command.get_arguments().filter_map(misnamed).collect();
+    assert!(
+        misnamed.is_empty(),
+        "not named by their environment variables: {misnamed:?}"
+    );
+    command.debug_assert();
 }
 
 fn parse_log_filter(value: &str) -> Result<String, String> {
@@ -178,11 +226,139 @@ mod tests {
 
     #[test]
     fn defaults_match_the_design() {
-        let config = TestConfig::try_parse_from(["test"]).unwrap();
-        assert_eq!(config.common.rust_log, "info");
-        assert_eq!(config.common.shutdown_delay(), Duration::from_secs(5));
-        assert_eq!(config.common.shutdown_timeout(), Duration::from_secs(20));
-        assert_eq!(config.common.log_format, None);
+        let common = CommonArgs::default();
+        assert_eq!(common.rust_log, "info");
+        assert_eq!(common.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(common.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(common.log_format, None);
+    }
+
+    #[test]
+    fn the_shutdown_timings_are_read_in_seconds_and_named_by_their_variables() {
+        let config = TestConfig::try_parse_from([
+            "test",
+            "--shutdown-delay-seconds=0",
+            "--shutdown-timeout-seconds=3",
+        ])
+        .unwrap();
+        assert_eq!(config.common.shutdown_delay, Duration::ZERO);
+        assert_eq!(config.common.shutdown_timeout, Duration::from_secs(3));
+        for (flag, name) in [
+            ("--shutdown-delay-seconds", "SHUTDOWN_DELAY_SECONDS"),
+            ("--shutdown-timeout-seconds", "SHUTDOWN_TIMEOUT_SECONDS"),
+        ] {
+            for bad in ["-1", "1.5", "5s", ""] {
+                let arg = format!("{flag}={bad}");
+                let err = TestConfig::try_parse_from(["test", &arg]).unwrap_err();
+                assert!(err.to_string().contains(name), "{arg}: {err}");
+            }
+        }
+    }
+
+    /// Settings of each parser, as a service would declare them.
+    #[derive(Parser, Debug)]
+    struct Bounded {
+        #[arg(long = "timeout-ms", value_name = "TIMEOUT_MS", default_value = "500",
+              value_parser = millis(1..=600_000))]
+        timeout: Duration,
+        #[arg(long = "delay-seconds", value_name = "DELAY_SECONDS", default_value = "5",
+              value_parser = seconds(..=60))]
+        delay: Duration,
+        #[arg(long, default_value = "4096", value_parser = count(256..=4_194_304))]
+        max_bytes: usize,
+        /// Always set where tests run: shows whether the environment is read.
+        #[arg(long, env = "PATH", default_value = "")]
+        path: String,
+    }
+
+    fn parse_bounded(args: &[&str]) -> Result<Bounded, clap::Error> {
+        Bounded::try_parse_from(std::iter::once("test").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn millis_and_seconds_accept_their_bounds_in_their_unit() {
+        let low = parse_bounded(&["--timeout-ms=1", "--delay-seconds=0", "--max-bytes=256"]);
+        let low = low.unwrap();
+        assert_eq!(low.timeout, Duration::from_millis(1));
+        assert_eq!(low.delay, Duration::ZERO);
+        assert_eq!(low.max_bytes, 256);
+        let high = parse_bounded(&[
+            "--timeout-ms=600000",
+            "--delay-seconds=60",
+            "--max-bytes=4194304",
+        ]);
+        let high = high.unwrap();
+        assert_eq!(high.timeout, Duration::from_secs(600));
+        assert_eq!(high.delay, Duration::from_secs(60));
+        assert_eq!(high.max_bytes, 4_194_304);
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected_naming_the_setting_and_the_bounds() {
+        for (arg, message) in [
+            (
+                "--timeout-ms=0",
+                "invalid value '0' for '--timeout-ms <TIMEOUT_MS>': 0 is not in 1..=600000",
+            ),
+            (
+                "--timeout-ms=600001",
+                "invalid value '600001' for '--timeout-ms <TIMEOUT_MS>': 600001 is not in 1..=600000",
+            ),
+            (
+                "--delay-seconds=61",
+                "invalid value '61' for '--delay-seconds <DELAY_SECONDS>': 61 is not in 0..=60",
+            ),
+            (
+                "--max-bytes=255",
+                "invalid value '255' for '--max-bytes <MAX_BYTES>': 255 is not in 256..=4194304",
+            ),
+        ] {
+            let err = parse_bounded(&[arg]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ValueValidation, "{arg}");
+            let first_line = err.to_string().lines().next().unwrap().to_owned();
+            assert_eq!(first_line, format!("error: {message}"));
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_whole_number_is_rejected_naming_the_setting() {
+        for arg in ["--timeout-ms", "--delay-seconds", "--max-bytes"] {
+            for bad in ["", "abc", "-1", "1.5", "5s", "18446744073709551616"] {
+                let err = parse_bounded(&[&format!("{arg}={bad}")]).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::ValueValidation, "{arg}={bad}");
+                let name = arg
+                    .trim_start_matches("--")
+                    .replace('-', "_")
+                    .to_uppercase();
+                assert!(err.to_string().contains(&name), "{arg}={bad}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_flags_defaults_and_never_read_the_environment() {
+        let defaults: Bounded = defaults();
+        assert_eq!(defaults.timeout, Duration::from_millis(500));
+        assert_eq!(defaults.delay, Duration::from_secs(5));
+        assert_eq!(defaults.max_bytes, 4_096);
+        assert_eq!(defaults.path, "");
+        // Parsing the command line does read it, which is what the services want.
+        if std::env::var_os("PATH").is_some_and(|path| !path.is_empty()) {
+            assert_ne!(parse_bounded(&[]).unwrap().path, "");
+        }
+    }
+
+    #[test]
+    fn the_common_settings_are_named_by_their_environment_variables() {
+        use clap::CommandFactory;
+        debug_assert_settings(TestConfig::command());
+    }
+
+    #[test]
+    #[should_panic(expected = "not named by their environment variables: [\"WRONG_NAME\"]")]
+    fn a_flag_not_named_by_its_environment_variable_is_found() {
+        let arg = clap::Arg::new("x").long("x").env("WRONG_NAME");
+        debug_assert_settings(Command::new("test").arg(arg));
     }
 
     #[test]
@@ -193,8 +369,12 @@ mod tests {
 
     #[test]
     fn the_otel_settings_default_to_the_specification() {
-        let config = TestConfig::try_parse_from(["test"]).unwrap();
-        assert_eq!(config.common.traces, TraceArgs::default());
+        let traces = TraceArgs::default();
+        assert_eq!(traces.otel_exporter_otlp_endpoint, None);
+        assert_eq!(traces.otel_service_name, None);
+        assert_eq!(traces.otel_traces_sampler, Sampler::ParentbasedAlwaysOn);
+        assert_eq!(traces.otel_traces_sampler_arg, 1.0);
+        assert!(!traces.otel_sdk_disabled);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The service's settings, parsed once from flags and environment before anything binds.
 
 use clap::{Args, Parser};
-use platform::config::CommonArgs;
+use platform::config::{CommonArgs, count, millis};
 use std::{path::PathBuf, time::Duration};
 
 /// Every setting of the service; `--help` lists them with their environment names.
@@ -36,69 +36,53 @@ pub struct Limits {
     #[arg(
         long,
         env = "GRPC_MAX_CONCURRENT_CALLS",
-        default_value_t = 256,
-        value_parser = clap::value_parser!(u32).range(1..=65_536)
+        default_value = "256",
+        value_parser = count(1..=65_536)
     )]
-    pub grpc_max_concurrent_calls: u32,
+    pub grpc_max_concurrent_calls: usize,
 
     /// Milliseconds a call may take before it is cut off (CANCELLED); a
     /// caller's shorter `grpc-timeout` applies instead.
     #[arg(
-        long,
+        long = "grpc-request-timeout-ms",
         env = "GRPC_REQUEST_TIMEOUT_MS",
-        default_value_t = 5_000,
-        value_parser = clap::value_parser!(u64).range(1..=600_000)
+        value_name = "GRPC_REQUEST_TIMEOUT_MS",
+        default_value = "5000",
+        value_parser = millis(1..=600_000)
     )]
-    pub grpc_request_timeout_ms: u64,
+    pub request_timeout: Duration,
 
     /// The largest request message accepted, in bytes (OUT_OF_RANGE past it).
     #[arg(
         long,
         env = "GRPC_MAX_REQUEST_BYTES",
-        default_value_t = 4_096,
-        value_parser = clap::value_parser!(u32).range(256..=4_194_304)
+        default_value = "4096",
+        value_parser = count(256..=4_194_304)
     )]
-    pub grpc_max_request_bytes: u32,
+    pub grpc_max_request_bytes: usize,
 
     /// The largest response message sent, in bytes (the call fails
     /// OUT_OF_RANGE rather than send more).
     #[arg(
         long,
         env = "GRPC_MAX_RESPONSE_BYTES",
-        default_value_t = 65_536,
-        value_parser = clap::value_parser!(u32).range(1_024..=67_108_864)
+        default_value = "65536",
+        value_parser = count(1_024..=67_108_864)
     )]
-    pub grpc_max_response_bytes: u32,
+    pub grpc_max_response_bytes: usize,
 }
 
 impl Default for Limits {
     /// The flags' defaults.
     fn default() -> Self {
-        Self {
-            grpc_max_concurrent_calls: 256,
-            grpc_request_timeout_ms: 5_000,
-            grpc_max_request_bytes: 4_096,
-            grpc_max_response_bytes: 65_536,
-        }
+        platform::config::defaults()
     }
 }
 
-impl Limits {
-    pub fn max_concurrent_calls(&self) -> usize {
-        // At most 65536: fits any usize this builds for.
-        usize::try_from(self.grpc_max_concurrent_calls).unwrap_or(usize::MAX)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.grpc_request_timeout_ms)
-    }
-
-    pub fn max_request_bytes(&self) -> usize {
-        usize::try_from(self.grpc_max_request_bytes).unwrap_or(usize::MAX)
-    }
-
-    pub fn max_response_bytes(&self) -> usize {
-        usize::try_from(self.grpc_max_response_bytes).unwrap_or(usize::MAX)
+impl Default for Config {
+    /// The flags' defaults; the environment is not read.
+    fn default() -> Self {
+        platform::config::defaults()
     }
 }
 
@@ -108,21 +92,27 @@ mod tests {
     use clap::CommandFactory;
 
     #[test]
-    fn the_flags_are_consistent() {
-        Config::command().debug_assert();
+    fn the_flags_are_consistent_and_named_by_their_environment_variables() {
+        platform::config::debug_assert_settings(Config::command());
     }
 
     #[test]
     fn defaults_match_the_design() {
-        let config = Config::try_parse_from(["recommendations"]).unwrap();
+        let config = Config::default();
         assert_eq!(config.grpc_port, 50051);
         assert_eq!(config.admin_port, 9464);
         assert_eq!(config.catalog_path, None);
-        assert_eq!(config.limits, Limits::default());
-        assert_eq!(config.limits.max_concurrent_calls(), 256);
-        assert_eq!(config.limits.request_timeout(), Duration::from_secs(5));
-        assert_eq!(config.limits.max_request_bytes(), 4_096);
-        assert_eq!(config.limits.max_response_bytes(), 65_536);
+        assert_eq!(config.limits.grpc_max_concurrent_calls, 256);
+        assert_eq!(config.limits.request_timeout, Duration::from_secs(5));
+        assert_eq!(config.limits.grpc_max_request_bytes, 4_096);
+        assert_eq!(config.limits.grpc_max_response_bytes, 65_536);
+    }
+
+    #[test]
+    fn the_request_timeout_is_read_in_milliseconds() {
+        let config =
+            Config::try_parse_from(["recommendations", "--grpc-request-timeout-ms=250"]).unwrap();
+        assert_eq!(config.limits.request_timeout, Duration::from_millis(250));
     }
 
     #[test]
@@ -134,6 +124,11 @@ mod tests {
                 "GRPC_MAX_CONCURRENT_CALLS",
             ),
             ("--grpc-request-timeout-ms", "0", "GRPC_REQUEST_TIMEOUT_MS"),
+            (
+                "--grpc-request-timeout-ms",
+                "600001",
+                "GRPC_REQUEST_TIMEOUT_MS",
+            ),
             ("--grpc-max-request-bytes", "255", "GRPC_MAX_REQUEST_BYTES"),
             (
                 "--grpc-max-response-bytes",

@@ -65,10 +65,7 @@ impl App {
         source: B,
     ) -> Result<App, StartupError> {
         let (grpc_listener, grpc_addr) = platform::listener::bind("gRPC", config.grpc_port).await?;
-        let shutdown = Shutdown::new(
-            config.common.shutdown_delay(),
-            config.common.shutdown_timeout(),
-        );
+        let shutdown = Shutdown::new(config.common.shutdown_delay, config.common.shutdown_timeout);
 
         let registry = platform::metrics::registry("recommendations", env!("CARGO_PKG_VERSION"));
         register_catalog_books(&registry, &source)?;
@@ -81,7 +78,10 @@ impl App {
             .build_v1()?;
 
         let limits = &config.limits;
-        let (max_request, max_response) = (limits.max_request_bytes(), limits.max_response_bytes());
+        let (max_request, max_response) = (
+            limits.grpc_max_request_bytes,
+            limits.grpc_max_response_bytes,
+        );
         let recommendations = RecommendationsServer::new(RecommendationsService::new(source))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
@@ -96,13 +96,13 @@ impl App {
                 tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             ],
             shutdown.in_flight(),
-            limits.request_timeout(),
+            limits.request_timeout,
         )?
         // Only Recommend is limited (see platform::grpc::LimitCallsLayer),
         // and no per-connection limit queues calls in front of it: past the
         // limit a call is shed at once, counted by the observer like any answer.
         .add_service(
-            LimitCallsLayer::new(limits.max_concurrent_calls()).named_layer(recommendations),
+            LimitCallsLayer::new(limits.grpc_max_concurrent_calls).named_layer(recommendations),
         )
         .add_service(
             health_service

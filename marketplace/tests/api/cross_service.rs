@@ -77,7 +77,7 @@ fn list_items(html: &str) -> Vec<String> {
 fn marketplace_config(recommendations_port: u16, timeout_ms: u64) -> marketplace::Config {
     marketplace::Config {
         recommendations_port,
-        recommendations_timeout_ms: timeout_ms,
+        recommendations_timeout: Duration::from_millis(timeout_ms),
         ..test_config()
     }
 }

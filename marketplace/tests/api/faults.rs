@@ -347,8 +347,8 @@ async fn a_silent_upstream_is_noticed_by_keepalive_and_the_page_degrades_instead
     let mut peer = SilentPeer::start().await;
     let config = marketplace::Config {
         channel: ChannelArgs {
-            recommendations_keepalive_interval_ms: 300,
-            recommendations_keepalive_timeout_ms: 500,
+            keepalive_interval: Duration::from_millis(300),
+            keepalive_timeout: Duration::from_millis(500),
             ..ChannelArgs::default()
         },
         // Longer than the test waits for a page: only keepalive can end the call.

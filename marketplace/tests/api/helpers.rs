@@ -7,7 +7,7 @@ pub use bookshop_test_support::WAIT;
 use marketplace::{
     App, AppState, Book, Category, Config, Recommendations, RecommendationsError, router,
 };
-use platform::{http::HttpServerMetrics, shutdown::InFlight};
+use platform::{config::CommonArgs, http::HttpServerMetrics, shutdown::InFlight};
 use prometheus::Registry;
 use recommendations_proto::v1::{
     BookRecommendation, RecommendationRequest, RecommendationResponse, recommendations_server,
@@ -59,20 +59,15 @@ impl Recommendations for FakeRecommendations {
     }
 }
 
-/// A config for tests: any free ports, no shutdown delay, a short deadline.
+/// A config for tests: the defaults, but any free ports, recommendations on
+/// the loopback address and no shutdown delay.
 pub fn test_config() -> Config {
     Config {
         http_port: 0,
         admin_port: 0,
         recommendations_host: "127.0.0.1".into(),
-        recommendations_port: 50051,
-        recommendations_timeout_ms: 500,
-        http_header_read_timeout_ms: 5_000,
-        http_max_header_bytes: 16_384,
-        http_max_concurrent_requests: marketplace::config::DEFAULT_MAX_CONCURRENT_REQUESTS,
-        channel: marketplace::config::ChannelArgs::default(),
-        jaeger_ui_url: None,
-        common: platform::config::CommonArgs::default(),
+        common: no_shutdown_delay(),
+        ..Config::default()
     }
 }
 
@@ -81,7 +76,7 @@ pub fn config_for(upstream: SocketAddr, timeout_ms: u64) -> Config {
     Config {
         recommendations_host: upstream.ip().to_string(),
         recommendations_port: upstream.port(),
-        recommendations_timeout_ms: timeout_ms,
+        recommendations_timeout: Duration::from_millis(timeout_ms),
         ..test_config()
     }
 }
@@ -91,9 +86,16 @@ pub fn recommendations_config(port: u16) -> recommendations::Config {
     recommendations::Config {
         grpc_port: port,
         admin_port: 0,
-        catalog_path: None,
-        limits: recommendations::config::Limits::default(),
-        common: platform::config::CommonArgs::default(),
+        common: no_shutdown_delay(),
+        ..recommendations::Config::default()
+    }
+}
+
+/// The defaults, but a stopped app stops at once.
+fn no_shutdown_delay() -> CommonArgs {
+    CommonArgs {
+        shutdown_delay: Duration::ZERO,
+        ..CommonArgs::default()
     }
 }
 
@@ -117,7 +119,7 @@ fn router_over(state: AppState) -> axum::Router {
     router(
         state,
         HttpServerMetrics::register(&Registry::new()).unwrap(),
-        256,
+        Config::default().http_max_concurrent_requests,
         InFlight::default(),
     )
 }

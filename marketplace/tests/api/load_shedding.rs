@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bookshop_test_support::metrics::value;
 use marketplace::{Book, Category, Config, Recommendations, RecommendationsError};
 use reqwest::StatusCode;
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tokio::{
     sync::{mpsc, watch},
     time::timeout,
@@ -48,7 +48,7 @@ async fn over_the_concurrency_limit_a_request_is_shed_with_503_and_retry_after_u
     let config = Config {
         http_max_concurrent_requests: 1,
         // Far longer than the test holds the page: only the release ends it.
-        recommendations_timeout_ms: 60_000,
+        recommendations_timeout: Duration::from_secs(60),
         ..test_config()
     };
     let held = Held {

@@ -28,7 +28,7 @@ const MARGIN: Duration = Duration::from_secs(5);
 
 async fn app() -> TestApp {
     let config = Config {
-        http_header_read_timeout_ms: HEADER_READ_TIMEOUT.as_millis().try_into().unwrap(),
+        http_header_read_timeout: HEADER_READ_TIMEOUT,
         ..test_config()
     };
     spawn_app_with_client(config, Arc::new(FakeRecommendations::Books)).await

@@ -37,9 +37,12 @@ pub async fn spawn_app_with_limits(limits: Limits, source: impl BookSource) -> T
     let config = Config {
         grpc_port: 0,
         admin_port: 0,
-        catalog_path: None,
         limits,
-        common: CommonArgs::default(),
+        common: CommonArgs {
+            shutdown_delay: Duration::ZERO,
+            ..CommonArgs::default()
+        },
+        ..Config::default()
     };
     let app = App::bind_with_source(config, source)
         .await

@@ -172,7 +172,7 @@ async fn a_callers_grpc_timeout_ends_the_call_and_drops_the_handlers_work() {
     let (source, mut held) = held_source();
     // The server's own bound is far away: only the caller's deadline can end the call.
     let limits = Limits {
-        grpc_request_timeout_ms: 600_000,
+        request_timeout: Duration::from_secs(600),
         ..Limits::default()
     };
     let app = spawn_app_with_limits(limits, source).await;
@@ -205,7 +205,7 @@ async fn a_callers_grpc_timeout_ends_the_call_and_drops_the_handlers_work() {
 async fn the_servers_own_request_timeout_ends_a_call_without_a_deadline() {
     let (source, mut held) = held_source();
     let limits = Limits {
-        grpc_request_timeout_ms: 300,
+        request_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
     let app = spawn_app_with_limits(limits, source).await;
