@@ -111,7 +111,13 @@ where
     B: Body + Unpin,
     B::Error: std::fmt::Debug,
 {
-    let response = service.ready().await.unwrap().call(request()).await.unwrap();
+    let response = service
+        .ready()
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
     let mut body = response.into_body();
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         std::hint::black_box(frame.unwrap());
@@ -140,8 +146,8 @@ fn layers() -> ServerLayers {
     .unwrap()
 }
 
-fn inner() -> impl Service<Request<GrpcBody>, Response = Response<Answer>, Error = Infallible> + Clone
-{
+fn inner()
+-> impl Service<Request<GrpcBody>, Response = Response<Answer>, Error = Infallible> + Clone {
     tower::service_fn(|_: Request<GrpcBody>| async { Ok::<_, Infallible>(answer()) })
 }
 
@@ -172,7 +178,10 @@ fn main() {
         std::env::var("LAYERS_SCENARIO"),
         std::env::var("LAYERS_CALLS"),
     ) {
-        assert!(SCENARIOS.contains(&scenario.as_str()), "no scenario {scenario}");
+        assert!(
+            SCENARIOS.contains(&scenario.as_str()),
+            "no scenario {scenario}"
+        );
         run(&scenario, calls.parse().expect("LAYERS_CALLS is a number"));
         return;
     }

@@ -2,13 +2,13 @@
 //! OpenTelemetry traces, exported over OTLP/gRPC when an endpoint is set.
 
 mod export;
+mod json;
 mod propagation;
 
 pub use propagation::{TraceParent, continue_trace, inject_trace};
 
 use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
 use anyhow::Context as _;
-use opentelemetry::trace::TraceContextExt;
 use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{
@@ -21,7 +21,7 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
-use tracing::{Dispatch, Subscriber, dispatcher::WeakDispatch};
+use tracing::{Dispatch, Level, Subscriber, dispatcher::WeakDispatch};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
@@ -104,7 +104,10 @@ pub fn subscriber<W, E>(
     args: &CommonArgs,
     writer: W,
     exporter: Option<E>,
-) -> anyhow::Result<(impl Subscriber + Send + Sync + 'static, Option<SdkTracerProvider>)>
+) -> anyhow::Result<(
+    impl Subscriber + Send + Sync + 'static,
+    Option<SdkTracerProvider>,
+)>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     E: opentelemetry_sdk::trace::SpanExporter + 'static,
@@ -114,8 +117,8 @@ where
         .otel_service_name
         .clone()
         .unwrap_or_else(|| service.to_owned());
-    let provider =
-        (!args.traces.otel_sdk_disabled).then(|| tracer_provider(&service_name, &args.traces, exporter));
+    let provider = (!args.traces.otel_sdk_disabled)
+        .then(|| tracer_provider(&service_name, &args.traces, exporter));
     // Spans go to OpenTelemetry whatever RUST_LOG says about log lines.
     // Without source locations, thread names and busy/idle timings: each
     // costs allocations or clock reads on every span (and every poll), for
@@ -126,7 +129,16 @@ where
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            .with_filter(LevelFilter::INFO)
+            // Nothing here reads OpenTelemetry's current context: the ids
+            // come from the tracing spans, so entering one need not attach
+            // the context as well.
+            .with_context_activation(false)
+            // Spans only: log lines are log lines, not span events that
+            // every unsampled span would build too.
+            .with_filter(
+                filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO)
+                    .with_max_level_hint(LevelFilter::INFO),
+            )
     });
     let subscriber = tracing_subscriber::registry()
         .with(log_layer(&service_name, args, writer)?)
@@ -189,7 +201,11 @@ impl Telemetry {
     }
 }
 
-fn tracer_provider<E>(service_name: &str, args: &TraceArgs, exporter: Option<E>) -> SdkTracerProvider
+fn tracer_provider<E>(
+    service_name: &str,
+    args: &TraceArgs,
+    exporter: Option<E>,
+) -> SdkTracerProvider
 where
     E: opentelemetry_sdk::trace::SpanExporter + 'static,
 {
@@ -261,43 +277,20 @@ where
             .with_filter(filter)
             .boxed(),
         LogFormat::Json => {
-            let mut json = json_subscriber::JsonLayer::new(writer);
-            json.with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
-                .with_level("level")
-                .with_target("target")
-                .with_flattened_event();
-            json.add_static_field("service", serde_json::Value::from(service_name));
-            // The ids live in the OpenTelemetry layer, reached through the
-            // dispatcher; `get_default` is unusable while an event is being
-            // dispatched, so the dispatcher is captured when it is built.
+            // The span ids live in the OpenTelemetry layer, reached through
+            // the dispatcher; `get_default` is unusable while an event is
+            // being dispatched, so the dispatcher is captured when it is built.
             let dispatcher = Arc::new(OnceLock::<WeakDispatch>::new());
-            let ids_from = Arc::clone(&dispatcher);
-            json.add_multiple_dynamic_fields(move |_event, _context, writer| {
-                let Some(dispatch) = ids_from.get().and_then(WeakDispatch::upgrade) else {
-                    return;
-                };
-                let current = dispatch.current_span();
-                let Some(id) = current.id() else {
-                    return;
-                };
-                let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else {
-                    return;
-                };
-                let span = cx.span();
-                let ids = span.span_context();
-                if ids.is_valid() {
-                    let _ = writer.write_field("trace_id", ids.trace_id().to_string());
-                    let _ = writer.write_field("span_id", ids.span_id().to_string());
-                }
-            });
-            // Lines carry no span fields, only the current span's ids (read
-            // above from the dispatcher): this layer needs no spans, and
-            // skipping them saves turning every span's fields into JSON on
-            // every call (`cargo xtask bench`). So RUST_LOG's span directives
-            // (`[span]=level`) have nothing to match in JSON lines. The hint
-            // keeps RUST_LOG's level the global maximum: without it, `and`
-            // has none, and every trace!/debug! of h2, hyper and tonic costs a
-            // filter check.
+            let json = tracing_subscriber::fmt::layer()
+                .event_format(json::JsonLines::new(service_name, Arc::clone(&dispatcher)))
+                .with_writer(writer);
+            // Lines carry no span fields, only the span's ids (read above from
+            // the dispatcher): this layer needs no spans, and skipping them
+            // saves formatting every span's fields on every call (`cargo
+            // xtask bench`). So RUST_LOG's span directives (`[span]=level`)
+            // have nothing to match in JSON lines. The hint keeps RUST_LOG's
+            // level the global maximum: without it, `and` has none, and every
+            // trace!/debug! of h2, hyper and tonic costs a filter check.
             let events =
                 filter_fn(|metadata| metadata.is_event()).with_max_level_hint(LevelFilter::TRACE);
             CaptureDispatch(dispatcher)

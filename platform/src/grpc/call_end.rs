@@ -25,10 +25,16 @@ pub trait OnEnd: Send + 'static {
     /// Called exactly once, with the status the caller sees (or would have seen).
     fn on_end(self, status: &Status);
 
-    /// The span the wrapped future and body are polled in, if any: whatever
-    /// inner layers log while they run then carries its ids.
+    /// The span the wrapped future is polled in, if any: whatever inner layers
+    /// and the handler log while they run then carries its ids.
     fn span(&self) -> Option<&Span> {
         None
+    }
+
+    /// The span the wrapped body is polled in: for a streaming call, the
+    /// handler runs there too.
+    fn body_span(&self) -> Option<&Span> {
+        self.span()
     }
 }
 
@@ -123,6 +129,11 @@ fn status_in_headers<B: Body>(response: &Response<B>) -> Option<Status> {
 }
 
 fn status_in_trailers(trailers: &HeaderMap) -> Status {
+    // The common case, without copying the rest of the trailers into metadata
+    // as `from_header_map` does.
+    if trailers.get("grpc-status").is_some_and(|code| code == "0") {
+        return Status::new(Code::Ok, "");
+    }
     Status::from_header_map(trailers).unwrap_or_else(missing_status)
 }
 
@@ -274,7 +285,9 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let polled = {
-            let _entered = this.on_end.as_ref().and_then(OnEnd::span).map(Span::enter);
+            let _entered = (this.on_end.as_ref())
+                .and_then(OnEnd::body_span)
+                .map(Span::enter);
             let inner = this
                 .inner
                 .as_mut()
