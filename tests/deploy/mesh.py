@@ -508,12 +508,12 @@ def check_retry_budget(docs: list[Doc], deadlines: dict[tuple[str, str | None], 
 def caller_deadlines(docs: list[Doc], accepted: dict[str, dict[str, str | None]]) -> dict[tuple[str, str | None], float]:
     """(Service, namespace) -> the smallest deadline its callers give it: a container that calls
     X_HOST also gives up after X_TIMEOUT_MS (as set, or its binary's default)."""
-    import crosschecks
+    import manifests
 
     deadlines: dict[tuple[str, str | None], float] = {}
     for d in _kind(docs, *WORKLOAD_KINDS):
         for container in d["spec"]["template"]["spec"].get("containers", []):
-            values, _ = crosschecks.effective_env(docs, container, accepted.get(container["name"], {}))
+            values, _ = manifests.effective_env(docs, container, accepted.get(container["name"], {}))
             for host_var in [v for v in values if v.endswith("_HOST")]:
                 prefix = host_var[: -len("_HOST")]
                 host, timeout = values[host_var], values.get(prefix + "_TIMEOUT_MS")
@@ -571,13 +571,13 @@ def check_sampling(docs: list[Doc], accepted: dict[str, dict[str, str | None]]) 
     """One sampling rate per render: the Telemetry percentages (the gateway's root decision and
     the sidecars') equal the services' own sampler ratio, which applies to the traces they
     start themselves; and the services' samplers are parent-based, so they follow the ingress."""
-    import crosschecks
+    import manifests
 
     problems: list[str] = []
     rates: dict[str, float] = {}
     for d in _kind(docs, *WORKLOAD_KINDS):
         for container in d["spec"]["template"]["spec"].get("containers", []):
-            values, _ = crosschecks.effective_env(docs, container, accepted.get(container["name"], {}))
+            values, _ = manifests.effective_env(docs, container, accepted.get(container["name"], {}))
             if not values.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
                 continue
             if not (values.get("OTEL_TRACES_SAMPLER") or "parentbased_always_on").startswith("parentbased_"):

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 
 import clihelp
-import crosschecks
+import dockerfiles
 import render
 from outside_tools import REPO_ROOT, require_tool, run
 
@@ -25,17 +25,17 @@ def test_hadolint_finds_nothing() -> None:
 @pytest.mark.parametrize("binary", clihelp.BINARIES)
 def test_every_base_image_is_pinned_by_digest(binary: str) -> None:
     text = DOCKERFILES[binary].read_text()
-    assert crosschecks.check_dockerfile_bases(text) == []
+    assert dockerfiles.check_dockerfile_bases(text) == []
     unpinned = re.sub(r"@sha256:[0-9a-f]{64}", "", text, count=1)
-    assert crosschecks.check_dockerfile_bases(unpinned) != []
+    assert dockerfiles.check_dockerfile_bases(unpinned) != []
 
 
 @pytest.mark.parametrize("binary", clihelp.BINARIES)
 def test_the_dockerfile_exposes_the_ports_the_manifests_declare(binary: str, docs) -> None:
     text = DOCKERFILES[binary].read_text()
-    assert crosschecks.check_exposed_ports(text, docs["base"], binary) == []
+    assert dockerfiles.check_exposed_ports(text, docs["base"], binary) == []
     broken = re.sub(r"^EXPOSE .*$", "EXPOSE 1234", text, flags=re.MULTILINE)
-    assert crosschecks.check_exposed_ports(broken, docs["base"], binary) != []
+    assert dockerfiles.check_exposed_ports(broken, docs["base"], binary) != []
 
 
 @pytest.mark.parametrize("binary", clihelp.BINARIES)
@@ -87,17 +87,17 @@ def _workspace_package() -> dict:
 def test_the_image_carries_the_oci_labels(binary: str) -> None:
     text = DOCKERFILES[binary].read_text()
     workspace = _workspace_package()
-    assert crosschecks.check_oci_labels(text, binary, workspace) == []
-    labels, _ = crosschecks.dockerfile_labels(text)
-    assert set(crosschecks.OCI_LABELS) <= set(labels)
+    assert dockerfiles.check_oci_labels(text, binary, workspace) == []
+    labels, _ = dockerfiles.dockerfile_labels(text)
+    assert set(dockerfiles.OCI_LABELS) <= set(labels)
     # Broken copies: a label left out, a title naming the other image.
     without_source = re.sub(r'^\s*org\.opencontainers\.image\.source=\S+ \\\n', "", text, flags=re.MULTILINE)
     assert without_source != text
-    assert crosschecks.check_oci_labels(without_source, binary, workspace) == [
+    assert dockerfiles.check_oci_labels(without_source, binary, workspace) == [
         f"{binary}: the final stage has no LABEL org.opencontainers.image.source"]
     other = "marketplace" if binary == "recommendations" else "recommendations"
     retitled = text.replace(f'image.title="{binary}"', f'image.title="{other}"')
-    assert crosschecks.check_oci_labels(retitled, binary, workspace) == [
+    assert dockerfiles.check_oci_labels(retitled, binary, workspace) == [
         f"{binary}: LABEL org.opencontainers.image.title={other}, expected {binary}"]
 
 
@@ -105,13 +105,13 @@ def test_the_image_carries_the_oci_labels(binary: str) -> None:
 def test_the_version_label_defaults_to_the_workspace_version(binary: str) -> None:
     text = DOCKERFILES[binary].read_text()
     workspace = _workspace_package()
-    assert crosschecks.dockerfile_labels(text)[1]["VERSION"] == workspace["version"]
+    assert dockerfiles.dockerfile_labels(text)[1]["VERSION"] == workspace["version"]
     stale = re.sub(r"^ARG VERSION=.*$", "ARG VERSION=0.0.1", text, flags=re.MULTILINE)
-    assert crosschecks.check_oci_labels(stale, binary, workspace) == [
+    assert dockerfiles.check_oci_labels(stale, binary, workspace) == [
         f"{binary}: ARG VERSION defaults to 0.0.1, the workspace version is {workspace['version']}"]
     # Declared before the final FROM, the ARG would not reach the LABEL.
     hoisted = "ARG VERSION=" + workspace["version"] + "\n" + re.sub(r"^ARG VERSION=.*\n", "", text, flags=re.MULTILINE)
-    assert any("ARG VERSION defaults to None" in p for p in crosschecks.check_oci_labels(hoisted, binary, workspace))
+    assert any("ARG VERSION defaults to None" in p for p in dockerfiles.check_oci_labels(hoisted, binary, workspace))
 
 
 def test_hadolint_checks_the_label_values(tmp_path) -> None:

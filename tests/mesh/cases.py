@@ -70,15 +70,15 @@ def page_through_ingress(mesh: LoopbackMesh) -> Observation:
                        f"inbound SNI: marketplace {sni[0]}, recommendations {sni[1]}")
 
 
-def _grpc(answer: clients.Answer, ok: Callable[[bytes], str]) -> Observation:
+def _grpc(answer: clients.Answer, ok: Callable[[Any], str]) -> Observation:
     if answer.code != "OK":
         return Observation(answer.code, answer.detail)
     return Observation(f"OK, {ok(answer.body)}", "")
 
 
-def _recommend(target: str, authority: str | None = None) -> Observation:
-    answer = clients.grpc_call(target, clients.RECOMMEND, clients.RECOMMEND_REQUEST, authority=authority)
-    return _grpc(answer, lambda body: f"{len(clients.book_titles(body))} books")
+def _recommend(mesh: LoopbackMesh, target: str, authority: str | None = None) -> Observation:
+    answer = mesh.callers.recommend(target, authority)
+    return _grpc(answer, lambda body: f"{len(body.recommendations)} books")
 
 
 def _marketplace_egress(mesh: LoopbackMesh) -> str:
@@ -87,23 +87,22 @@ def _marketplace_egress(mesh: LoopbackMesh) -> str:
 
 
 def recommend_as_marketplace(mesh: LoopbackMesh) -> Observation:
-    return _recommend(_marketplace_egress(mesh))
+    return _recommend(mesh, _marketplace_egress(mesh))
 
 
 def recommend_as_other_identity(mesh: LoopbackMesh) -> Observation:
     """Through mesh-probe's Envoy: mTLS with the `default` service account's certificate."""
-    return _recommend(f"{mesh.plan.probe_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
+    return _recommend(mesh, f"{mesh.plan.probe_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
 
 
 def health_as_marketplace(mesh: LoopbackMesh) -> Observation:
-    answer = clients.grpc_call(_marketplace_egress(mesh), clients.HEALTH_CHECK, clients.HEALTH_REQUEST)
-    return _grpc(answer, lambda body: "SERVING" if body == clients.SERVING else f"status {body!r}")
+    answer = mesh.callers.health(_marketplace_egress(mesh))
+    return _grpc(answer, lambda body: "SERVING" if body.status == clients.SERVING else f"status {body.status}")
 
 
 def reflection_as_marketplace(mesh: LoopbackMesh) -> Observation:
-    answer = clients.grpc_call(_marketplace_egress(mesh), clients.REFLECTION, clients.LIST_SERVICES_REQUEST,
-                               streaming=True)
-    def listing(body: bytes) -> str:
+    answer = mesh.callers.list_services(_marketplace_egress(mesh))
+    def listing(body: Any) -> str:
         names = clients.listed_services(body)
         return f"lists {clients.RECOMMENDATIONS_SERVICE}" if clients.RECOMMENDATIONS_SERVICE in names else f"lists {names}"
     return _grpc(answer, listing)
@@ -114,7 +113,7 @@ def plaintext_to_recommendations(mesh: LoopbackMesh) -> Observation:
     UNAVAILABLE for a closed port too, so first: something does listen there."""
     if not clients.can_connect(mesh.plan.recommendations_pod, RECOMMENDATIONS_PORT):
         return Observation("nothing listens", "")
-    return _recommend(f"{mesh.plan.recommendations_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
+    return _recommend(mesh, f"{mesh.plan.recommendations_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
 
 
 def marketplace_as_other_identity(mesh: LoopbackMesh) -> Observation:
