@@ -1,5 +1,7 @@
 """The Dockerfile checks: bases pinned by digest, EXPOSE against the manifests' ports, and the
-final stage's OCI labels. Each returns a list of problems, empty when all is well."""
+final stage's OCI labels. Each returns a list of problems, empty when all is well. One Dockerfile
+serves every service (ARG SERVICE): instantiate() evaluates it for one service's build args, and
+the per-service checks run on that."""
 
 from __future__ import annotations
 
@@ -22,19 +24,55 @@ def check_dockerfile_bases(dockerfile: str) -> list[str]:
     return problems
 
 
-def dockerfile_exposed(dockerfile: str) -> set[int]:
-    return {int(p.split("/")[0]) for line in re.findall(r"^EXPOSE\s+(.+)$", dockerfile, re.MULTILINE)
-            for p in line.split()}
+def dockerfile_exposed(dockerfile: str) -> tuple[set[int], list[str]]:
+    """The port numbers EXPOSEd, and what an EXPOSE names that is no number (a build ARG that
+    was given no value, say)."""
+    words = [word.split("/")[0] for line in re.findall(r"^EXPOSE\s+(.+)$", dockerfile, re.MULTILINE)
+             for word in line.split()]
+    return {int(w) for w in words if w.isdigit()}, [w for w in words if not w.isdigit()]
 
 
 def check_exposed_ports(dockerfile: str, docs: list[Doc], container_name: str) -> list[str]:
     """The Dockerfile EXPOSEs exactly the container's ports in the manifests."""
-    exposed = dockerfile_exposed(dockerfile)
+    exposed, unresolved = dockerfile_exposed(dockerfile)
+    problems = [f"{container_name}: the Dockerfile EXPOSEs {word}, which is no port number" for word in unresolved]
     declared = {p["containerPort"] for _, pod in workloads_of(docs) for c in containers_of(pod)
                 if c["name"] == container_name for p in c.get("ports", [])}
     if exposed != declared:
-        return [f"{container_name}: the Dockerfile EXPOSEs {sorted(exposed)}, the manifests declare {sorted(declared)}"]
-    return []
+        problems.append(f"{container_name}: the Dockerfile EXPOSEs {sorted(exposed)}, the manifests declare "
+                        f"{sorted(declared)}")
+    return problems
+
+
+def instantiate(dockerfile: str, build_args: dict[str, str]) -> str:
+    """The Dockerfile as `docker build --build-arg NAME=VALUE …` evaluates it: each `${NAME}` or
+    `$NAME` of a build arg replaced by its value where an `ARG NAME` is in scope, as Docker scopes
+    them (before the first FROM: in FROM lines only; in a stage: after the stage's own ARG line).
+    Any other reference, and every comment, stays as written, so a stage that forgot its ARG
+    shows the literal reference to the checks."""
+    global_scope: set[str] = set()
+    stage_scope: set[str] | None = None
+    lines = []
+    for line in dockerfile.splitlines():
+        stripped = line.lstrip()
+        word = stripped.split(None, 1)[0].upper() if stripped and not stripped.startswith("#") else ""
+        if word == "FROM":
+            stage_scope = set()
+            line = _substitute(line, build_args, global_scope)
+        elif stage_scope is not None and not stripped.startswith("#"):
+            line = _substitute(line, build_args, stage_scope)
+        if word == "ARG":
+            name = stripped.split(None, 1)[1].split("=", 1)[0].strip()
+            (global_scope if stage_scope is None else stage_scope).add(name)
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def _substitute(line: str, build_args: dict[str, str], scope: set[str]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return build_args[name] if name in scope and name in build_args else match.group(0)
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, line)
 
 
 OCI_LABELS = ("org.opencontainers.image.source", "org.opencontainers.image.version",

@@ -1,7 +1,7 @@
 """The cases: what is sent through the loopback mesh, under which variant of the manifests, and
 the outcome it must have. Each policy case has a twin under a flip of the manifests whose outcome
 differs, which shows that the policy, not an accident of the harness, decides it. The tests
-(test_mesh.py) and `cargo xtask mesh` (run_cases.py) run these same cases."""
+(tests/mesh/test_mesh.py) and `cargo xtask mesh` (run_cases.py) run these same cases."""
 
 from __future__ import annotations
 
