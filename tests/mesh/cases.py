@@ -5,7 +5,6 @@ differs, which shows that the policy, not an accident of the harness, decides it
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -151,15 +150,18 @@ def trace_of_a_page(mesh: LoopbackMesh) -> Observation:
             return None
         roots = [span for span in trace["spans"] if not span.get("references")]
         services = {_service(trace, span) for span in trace["spans"]}
+        # Every parent a span names is in too: each proxy's span is the parent of the next
+        # hop's, so a proxy whose last batch trails the others leaves a span without its parent.
+        ids = {span["spanID"] for span in trace["spans"]}
+        connected = all(ref["spanID"] in ids for span in trace["spans"] for ref in span.get("references", [])
+                        if ref.get("refType") == "CHILD_OF")
         # The apps' spans and the span that has no parent (whichever proxy started the trace).
-        return trace if roots and apps <= services else None
+        return trace if roots and apps <= services and connected else None
     try:
-        trace = wait_until(f"trace {trace_id} in Jaeger, with its root and both services' spans", settled,
-                           timeout=TRACE_TIMEOUT)
+        trace = wait_until(f"trace {trace_id} in Jaeger, with its root, both services' spans and every parent",
+                           settled, timeout=TRACE_TIMEOUT)
     except AssertionError as err:
         return Observation("no complete trace", str(err))
-    time.sleep(1)  # the last batch of spans of a proxy may trail the others
-    trace = mesh.jaeger.trace(trace_id) or trace
     roots = sorted({_service(trace, span) for span in trace["spans"] if not span.get("references")})
     services = sorted({_service(trace, span) for span in trace["spans"]})
     return Observation(f"one trace from {' and '.join(roots)}, both services in it",
