@@ -25,7 +25,7 @@ def as_in_the_cluster(istioctl: str, rendered_text: str, install: list[dict]) ->
     return [injected, yaml.safe_dump_all(istio_tools.pods(documents + install) + istio_tools.certificate_secrets(documents))]
 
 
-def analyze(istioctl: str, analyzer: str, name: str, rendered_text: str, install_text: str, install: list[dict],
+def analyze_render(istioctl: str, analyzer: str, name: str, rendered_text: str, install_text: str, install: list[dict],
              mesh_config: dict) -> list[dict]:
     return istio_tools.analyze(analyzer, as_in_the_cluster(istioctl, rendered_text, install) + [install_text], mesh_config,
                         istio_tools.suppressions_for(name))

@@ -10,9 +10,8 @@ import pytest
 import crosschecks
 import istio_tools
 import mesh_checks
-import mesh_renders
 import render
-from mesh_renders import MESH_RENDERS
+from mesh_renders import MESH_RENDERS, broken
 
 
 # --- cross-checks on the real renders --------------------------------------------------------
@@ -77,7 +76,7 @@ def test_the_mesh_and_the_services_sample_alike(name: str, docs, accepted) -> No
 # --- each cross-check's failing twin ---------------------------------------------------------
 
 def test_a_path_that_is_no_method_is_caught(tmp_path: Path, methods) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("istio/authorization.yaml",
+    docs = render.parse(broken(tmp_path, "dev", ("istio/authorization.yaml",
                                                   "/recommendations.v1.Recommendations/Recommend",
                                                   "/recommendations.v1.Recommendations/Recommends")))
     assert any("path /recommendations.v1.Recommendations/Recommends" in p
@@ -90,7 +89,7 @@ def test_a_method_missing_from_the_proto_is_caught(docs) -> None:
 
 
 def test_a_principal_of_another_namespace_is_caught(tmp_path: Path, gateways) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("istio/authorization.yaml",
+    docs = render.parse(broken(tmp_path, "prod", ("istio/authorization.yaml",
                                                    "cluster.local/ns/bookshop/sa/marketplace",
                                                    "cluster.local/ns/default/sa/marketplace")))
     assert any("principal cluster.local/ns/default/sa/marketplace" in p
@@ -98,7 +97,7 @@ def test_a_principal_of_another_namespace_is_caught(tmp_path: Path, gateways) ->
 
 
 def test_a_gateway_principal_the_install_does_not_create_is_caught(tmp_path: Path, gateways) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("istio/authorization.yaml",
+    docs = render.parse(broken(tmp_path, "dev", ("istio/authorization.yaml",
                                                   "sa/istio-ingressgateway-service-account",
                                                   "sa/istio-ingressgateway")))
     assert any("sa/istio-ingressgateway " in p for p in mesh_checks.check_principals(docs, gateways))
@@ -115,32 +114,32 @@ def test_the_gateway_identity_follows_the_install_config(tmp_path: Path, istioct
 
 
 def test_a_policy_port_that_is_no_container_port_is_caught(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("istio/authorization.yaml", 'ports: ["50051"]', 'ports: ["5051"]')))
+    docs = render.parse(broken(tmp_path, "dev", ("istio/authorization.yaml", 'ports: ["50051"]', 'ports: ["5051"]')))
     assert any("port 5051 is not a container port" in p for p in mesh_checks.check_mesh_ports(docs))
 
 
 def test_a_route_port_that_is_no_service_port_is_caught(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("istio/ingress.yaml", "              number: 80\n",
+    docs = render.parse(broken(tmp_path, "prod", ("istio/ingress.yaml", "              number: 80\n",
                                                    "              number: 8080\n")))
     assert any("port 8080 is not a port of Service/marketplace" in p for p in mesh_checks.check_mesh_ports(docs))
 
 
 def test_a_destination_rule_for_a_missing_service_is_caught(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("istio/recommendations-traffic.yaml",
+    docs = render.parse(broken(tmp_path, "dev", ("istio/recommendations-traffic.yaml",
                                                   "spec:\n  host: recommendations.bookshop.svc.cluster.local",
                                                   "spec:\n  host: recommendations.books.svc.cluster.local")))
     assert any("DestinationRule/recommendations: host" in p for p in mesh_checks.check_mesh_ports(docs))
 
 
 def test_a_policy_selecting_no_pod_is_caught_by_the_port_check(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("istio/authorization.yaml",
+    docs = render.parse(broken(tmp_path, "dev", ("istio/authorization.yaml",
                                                   "      app.kubernetes.io/name: marketplace\n  action: ALLOW",
                                                   "      app.kubernetes.io/name: market\n  action: ALLOW")))
     assert any("AuthorizationPolicy/marketplace: its selector" in p for p in mesh_checks.check_mesh_ports(docs))
 
 
 def test_a_missing_allow_nothing_policy_is_caught(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("istio/authorization.yaml",
+    docs = render.parse(broken(tmp_path, "prod", ("istio/authorization.yaml",
                                                    "  name: allow-nothing\nspec: {}\n",
                                                    "  name: allow-nothing\nspec:\n  action: DENY\n"
                                                    "  rules: [{to: [{operation: {paths: [/nothing]}}]}]\n")))
@@ -149,7 +148,7 @@ def test_a_missing_allow_nothing_policy_is_caught(tmp_path: Path) -> None:
 
 
 def test_an_allow_rule_without_principals_is_caught(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("istio/authorization.yaml",
+    docs = render.parse(broken(tmp_path, "dev", ("istio/authorization.yaml",
                                                   '    - from:\n        - source:\n'
                                                   '            principals: ["cluster.local/ns/bookshop/sa/marketplace"]\n',
                                                   '    - from:\n        - source:\n'
@@ -170,13 +169,13 @@ def test_a_zipkin_tracing_provider_is_caught(docs, mesh_config) -> None:
 
 
 def test_a_route_timeout_past_the_callers_deadline_is_caught(tmp_path: Path, accepted) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("istio/recommendations-traffic.yaml", "timeout: 450ms", "timeout: 600ms")))
+    docs = render.parse(broken(tmp_path, "dev", ("istio/recommendations-traffic.yaml", "timeout: 450ms", "timeout: 600ms")))
     assert any("timeout 600ms is not inside the caller's 0.5s deadline" in p
                for p in mesh_checks.check_retry_budget(docs, mesh_checks.caller_deadlines(docs, accepted)))
 
 
 def test_retries_that_outlast_the_route_timeout_are_caught(tmp_path: Path, accepted) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("istio/recommendations-traffic.yaml",
+    docs = render.parse(broken(tmp_path, "prod", ("istio/recommendations-traffic.yaml",
                                                    "perTryTimeout: 150ms", "perTryTimeout: 200ms")))
     assert any("3 tries of 200ms do not fit" in p
                for p in mesh_checks.check_retry_budget(docs, mesh_checks.caller_deadlines(docs, accepted)))
@@ -184,7 +183,7 @@ def test_retries_that_outlast_the_route_timeout_are_caught(tmp_path: Path, accep
 
 def test_a_shorter_caller_deadline_is_caught(tmp_path: Path, accepted) -> None:
     # The deadline is the marketplace's real one: lower it in the manifest and the route no longer fits.
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("kustomize/base/marketplace.yaml",
+    docs = render.parse(broken(tmp_path, "dev", ("kustomize/base/marketplace.yaml",
                                                   "            - name: RECOMMENDATIONS_PORT\n",
                                                   "            - name: RECOMMENDATIONS_TIMEOUT_MS\n"
                                                   "              value: \"300\"\n"
@@ -194,7 +193,7 @@ def test_a_shorter_caller_deadline_is_caught(tmp_path: Path, accepted) -> None:
 
 
 def test_a_gateway_sampling_other_than_the_services_is_caught(tmp_path: Path, accepted) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("kustomize/overlays/prod/mesh-sampling.yaml",
+    docs = render.parse(broken(tmp_path, "prod", ("kustomize/overlays/prod/mesh-sampling.yaml",
                                                    "  namespace: istio-system\nspec:\n  tracing:\n    - providers:\n"
                                                    "        - name: otel\n      randomSamplingPercentage: 10\n",
                                                    "  namespace: istio-system\nspec:\n  tracing:\n    - providers:\n"
@@ -204,14 +203,14 @@ def test_a_gateway_sampling_other_than_the_services_is_caught(tmp_path: Path, ac
 
 
 def test_a_service_sampler_that_ignores_the_ingress_is_caught(tmp_path: Path, accepted) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "dev", ("kustomize/overlays/dev/kustomization.yaml",
+    docs = render.parse(broken(tmp_path, "dev", ("kustomize/overlays/dev/kustomization.yaml",
                                                   "OTEL_TRACES_SAMPLER=parentbased_always_on", "OTEL_TRACES_SAMPLER=always_on")))
     assert any("ignores the ingress's decision" in p for p in mesh_checks.check_sampling(docs, accepted))
 
 
 def test_the_grace_period_counts_the_trace_flush(tmp_path: Path, accepted) -> None:
     # 30 s covers delay 5 + timeout 20, but not the 5 s trace flush of an overlay that exports traces.
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("istio/workloads.yaml", "terminationGracePeriodSeconds: 40",
+    docs = render.parse(broken(tmp_path, "prod", ("istio/workloads.yaml", "terminationGracePeriodSeconds: 40",
                                                    "terminationGracePeriodSeconds: 30")))
     problems = crosschecks.check_grace_period(docs, accepted)
     assert any("terminationGracePeriodSeconds 30" in p and "trace flush 5" in p for p in problems), problems

@@ -11,10 +11,9 @@ import yaml
 
 import istio_tools
 import mesh_checks
-import mesh_renders
 import render
 import schemas
-from mesh_renders import MESH_RENDERS
+from mesh_renders import MESH_RENDERS, analyze_render, as_in_the_cluster, broken
 
 
 # --- the list of mesh renders ----------------------------------------------------------------
@@ -46,13 +45,15 @@ def test_the_install_config_pins_a_release_of_the_checked_line() -> None:
 
 
 def test_a_release_of_another_line_is_caught() -> None:
-    assert mesh_checks.check_release_line("1.30.8", "1.31\n") == ["tag 1.30.8 is not of the 1.31 line the checks' Istio module is from"]
+    assert mesh_checks.check_release_line("1.30.8", "1.31\n") == [
+        "tag 1.30.8 is not of the 1.31 line the checks' Istio module is from"]
     assert mesh_checks.check_release_line("latest", "1.31") == ["tag latest is not a release (x.y.z)"]
 
 
 def test_an_invalid_install_config_is_refused(tmp_path: Path, istioctl: str) -> None:
     broken = tmp_path / "istio-operator.yaml"
-    broken.write_text(istio_tools.INSTALL_CONFIG.read_text().replace("    cni:\n      enabled: true", "    cni:\n      enable: true"))
+    broken.write_text(istio_tools.INSTALL_CONFIG.read_text().replace("    cni:\n      enabled: true",
+                                                                     "    cni:\n      enable: true"))
     with pytest.raises(RuntimeError, match='unknown field "enable"'):
         istio_tools.install_manifest(istioctl, broken)
 
@@ -69,7 +70,7 @@ def test_a_misspelt_mesh_setting_is_caught(tmp_path: Path, istioctl: str) -> Non
 def test_istioctl_analyze_finds_nothing(name: str, rendered, istioctl: str, install_text: str,
                                          install: list[dict], mesh_config: dict) -> None:
     # What the issue asks for, as is: istioctl analyze --use-kube=false of the render and the install.
-    messages = istio_tools.istioctl_analyze(istioctl, mesh_renders.as_in_the_cluster(istioctl, rendered[name], install) + [install_text],
+    messages = istio_tools.istioctl_analyze(istioctl, as_in_the_cluster(istioctl, rendered[name], install) + [install_text],
                                      mesh_config, istio_tools.suppressions_for(name))
     assert [istio_tools.describe(m) for m in messages] == []
 
@@ -77,7 +78,7 @@ def test_istioctl_analyze_finds_nothing(name: str, rendered, istioctl: str, inst
 def test_istioctl_analyze_catches_what_it_analyzes_without_a_cluster(tmp_path: Path, istioctl: str,
                                                                      install_text: str, mesh_config: dict) -> None:
     # Two namespace-wide Telemetry resources in one namespace: an error istioctl finds from files alone.
-    text = mesh_renders.broken(tmp_path, "prod", ("istio/telemetry.yaml", "  name: mesh\nspec:\n", "  name: mesh\nspec:\n"
+    text = broken(tmp_path, "prod", ("istio/telemetry.yaml", "  name: mesh\nspec:\n", "  name: mesh\nspec:\n"
                                       "  metrics: []\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\n"
                                       "metadata:\n  name: mesh-twin\nspec:\n"))
     messages = istio_tools.istioctl_analyze(istioctl, [text, install_text], mesh_config, istio_tools.suppressions_for("prod"))
@@ -88,7 +89,7 @@ def test_istioctl_analyze_catches_what_it_analyzes_without_a_cluster(tmp_path: P
 def test_istios_analyzers_find_nothing_with_the_pods_and_services(name: str, rendered, istioctl: str, analyzer: str,
                                                                    install_text: str, install: list[dict],
                                                                    mesh_config: dict) -> None:
-    messages = mesh_renders.analyze(istioctl, analyzer, name, rendered[name], install_text, install, mesh_config)
+    messages = analyze_render(istioctl, analyzer, name, rendered[name], install_text, install, mesh_config)
     assert [istio_tools.describe(m) for m in messages] == []
 
 
@@ -122,17 +123,18 @@ ANALYZER_BREAKS = {
 def test_istios_analyzers_catch(what: str, tmp_path: Path, istioctl: str, analyzer: str, install_text: str,
                                 install: list[dict], mesh_config: dict) -> None:
     edit, code = ANALYZER_BREAKS[what]
-    messages = mesh_renders.analyze(istioctl, analyzer, "dev", mesh_renders.broken(tmp_path, "dev", edit), install_text, install, mesh_config)
+    messages = analyze_render(istioctl, analyzer, "dev", broken(tmp_path, "dev", edit), install_text, install, mesh_config)
     assert code in {m["code"] for m in messages}, [istio_tools.describe(m) for m in messages]
 
 
 def test_a_suppression_hides_only_its_message(tmp_path: Path, istioctl: str, analyzer: str, install_text: str,
                                               install: list[dict], mesh_config: dict) -> None:
     edit, _ = ANALYZER_BREAKS["a policy selecting no workload"]
-    documents = mesh_renders.as_in_the_cluster(istioctl, mesh_renders.broken(tmp_path, "dev", edit), install) + [install_text]
+    documents = as_in_the_cluster(istioctl, broken(tmp_path, "dev", edit), install) + [install_text]
     # The slash form is how this Istio names a namespaced resource (the message's origin).
     suppressed = {**istio_tools.suppressions_for("dev"), ("IST0127", "AuthorizationPolicy bookshop/recommendations"): "a test"}
-    assert "IST0127" in {m["code"] for m in istio_tools.analyze(analyzer, documents, mesh_config, istio_tools.suppressions_for("dev"))}
+    unsuppressed = istio_tools.analyze(analyzer, documents, mesh_config, istio_tools.suppressions_for("dev"))
+    assert "IST0127" in {m["code"] for m in unsuppressed}
     assert "IST0127" not in {m["code"] for m in istio_tools.analyze(analyzer, documents, mesh_config, suppressed)}
 
 
@@ -141,7 +143,7 @@ def test_the_certificate_the_prod_gateway_names_is_checked(tmp_path: Path, istio
                                                           mesh_config: dict) -> None:
     # Without the operator's Secret the analyzers report the reference; with a Secret of another
     # name too (istio_tools.certificate_secrets stands in for the real one, by the name prod gives).
-    text = mesh_renders.broken(tmp_path, "prod", ("kustomize/overlays/prod/ingress-https.yaml", "credentialName: bookshop-tls",
+    text = broken(tmp_path, "prod", ("kustomize/overlays/prod/ingress-https.yaml", "credentialName: bookshop-tls",
                                       "credentialName: bookshop-tsl"))
     injected = istio_tools.inject(istioctl, text, install)
     pods = yaml.safe_dump_all(istio_tools.pods(istio_tools.parse(injected) + install))
@@ -159,7 +161,7 @@ def test_istio_objects_validate_against_the_pinned_crds(name: str, docs, crds: P
 
 
 def test_the_crd_check_catches_a_misspelt_field(tmp_path: Path, crds: Path) -> None:
-    text = mesh_renders.broken(tmp_path, "prod", ("istio/recommendations-traffic.yaml",
+    text = broken(tmp_path, "prod", ("istio/recommendations-traffic.yaml",
                                       "consecutive5xxErrors: 5", "consecutive5xxError: 5"))
     problems = [p for d in mesh_checks.istio_objects(render.parse(text)) for p in schemas.istio_problems(d, crds)]
     assert any("consecutive5xxError" in p for p in problems), problems

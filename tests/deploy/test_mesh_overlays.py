@@ -11,10 +11,9 @@ import pytest
 
 import istio_tools
 import mesh_checks
-import mesh_renders
 import render
 import schemas
-from mesh_renders import MESH_RENDERS
+from mesh_renders import MESH_RENDERS, broken
 from outside_tools import REPO_ROOT, require_tool, run
 
 
@@ -82,17 +81,18 @@ def test_autoscalers_scale_on_the_app_container(name: str, docs) -> None:
 
 
 def test_an_autoscaler_on_a_missing_container_is_caught(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("kustomize/components/hpa-pdb/marketplace.yaml",
+    docs = render.parse(broken(tmp_path, "prod", ("kustomize/components/hpa-pdb/marketplace.yaml",
                                                    "container: marketplace", "container: istio-proxy")))
     assert any("container istio-proxy is not in Deployment/marketplace" in p for p in mesh_checks.check_container_metrics(docs))
 
 
 def test_an_autoscaler_on_the_whole_pod_is_caught(tmp_path: Path) -> None:
-    docs = render.parse(mesh_renders.broken(tmp_path, "prod", ("kustomize/components/hpa-pdb/recommendations.yaml",
+    docs = render.parse(broken(tmp_path, "prod", ("kustomize/components/hpa-pdb/recommendations.yaml",
                                                    "    - type: ContainerResource\n      containerResource:\n"
                                                    "        name: cpu\n        container: recommendations\n",
                                                    "    - type: Resource\n      resource:\n        name: cpu\n")))
-    assert any("HorizontalPodAutoscaler/recommendations: a Resource metric" in p for p in mesh_checks.check_container_metrics(docs))
+    assert any("HorizontalPodAutoscaler/recommendations: a Resource metric" in p
+               for p in mesh_checks.check_container_metrics(docs))
 
 
 @pytest.mark.parametrize("name", ["prod"])
