@@ -1,6 +1,6 @@
 """Real programs on loopback ports: free ports, GETs, bounded waits, and a process that is
-started and waited on until ready (`Process.start_ready`, the one way every suite starts a
-program), and stopped (SIGTERM, then SIGKILL)."""
+started and waited on until ready (`Process.start_ready`: how every suite starts a program it
+then talks to), and stopped (SIGTERM, then SIGKILL)."""
 
 from __future__ import annotations
 
