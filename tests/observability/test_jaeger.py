@@ -127,7 +127,7 @@ def test_one_page_is_one_trace_across_both_services(bin_dir: Path, logs: Path) -
         assert trace is not None
         assert trace["traceID"] == printed, "Jaeger's trace is not the one the page printed"
 
-        # One trace: the only one either service sent since the page, holding both services.
+        # One trace: the only one either service sent from the page to the second one, holding both.
         assert [t["traceID"] for t in jaeger.traces("marketplace", since, until)] == [trace["traceID"]]
         assert [t["traceID"] for t in jaeger.traces("recommendations", since, until)] == [trace["traceID"]]
         assert {service_of(trace, s) for s in trace["spans"]} == {"marketplace", "recommendations"}
