@@ -1,4 +1,5 @@
-"""Session fixtures: the renders, the binaries' --help, and the one checkov run per render."""
+"""Session fixtures: the renders, the binaries' --help, the one checkov run per render, and Istio's
+side of the mesh (istioctl, the install it renders, the pinned CRDs, the proto's methods)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pathlib import Path
 import pytest
 
 import clihelp
+import istio_tools
+import protos
 import render
 from clihelp import Settings
+from mesh_renders import MESH_RENDERS
 from outside_tools import REPO_ROOT, istio_crds_path, require_tool, required_dir
 
 
@@ -73,3 +77,55 @@ def _checkov_report(out: str, err: str, what: str) -> dict:
         raise AssertionError(f"checkov gave no JSON for {what}:\n{err[-2000:]}") from None
     # One framework gives a dict; a list when several ran.
     return report[0] if isinstance(report, list) else report
+
+
+@pytest.fixture(scope="session")
+def istioctl() -> str:
+    return istio_tools.istioctl()
+
+
+@pytest.fixture(scope="session")
+def analyzer() -> str:
+    return istio_tools.mesh_analyze()
+
+
+@pytest.fixture(scope="session")
+def crds() -> Path:
+    return istio_tools.env_file("BOOKSHOP_ISTIO_CRDS", "Istio's CRDs of the pinned module "
+                                "(<module>/manifests/charts/base/files/crd-all.gen.yaml)")
+
+
+@pytest.fixture(scope="session")
+def install_text(istioctl: str) -> str:
+    return istio_tools.install_manifest(istioctl)
+
+
+@pytest.fixture(scope="session")
+def install(install_text: str) -> list[dict]:
+    return istio_tools.parse(install_text)
+
+
+@pytest.fixture(scope="session")
+def mesh_config(install: list[dict]) -> dict:
+    return istio_tools.mesh_config(install)
+
+
+@pytest.fixture(scope="session")
+def trust_domain(mesh_config: dict) -> str:
+    return mesh_config.get("trustDomain", "cluster.local")
+
+
+@pytest.fixture(scope="session")
+def gateways(install: list[dict], trust_domain: str) -> set[str]:
+    return istio_tools.gateway_principals(install, trust_domain)
+
+
+@pytest.fixture(scope="session")
+def methods() -> frozenset[str]:
+    return protos.grpc_methods()
+
+
+@pytest.fixture(scope="session")
+def injected(rendered, istioctl: str, install: list[dict]) -> dict[str, list[dict]]:
+    """Each mesh render as the install's sidecar injector admits it."""
+    return {name: istio_tools.parse(istio_tools.inject(istioctl, rendered[name], install)) for name in MESH_RENDERS}

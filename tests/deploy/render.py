@@ -82,3 +82,9 @@ def break_copy(destination: Path, file: str, old: str, new: str) -> Path:
     assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in {file}, expected once"
     path.write_text(text.replace(old, new))
     return root
+
+
+def broken_docs(destination: Path, name: str, file: str, old: str, new: str) -> list[Doc]:
+    """The render `name` of a copy of kustomize/ (under `destination`) with `old` replaced by `new`
+    in one of its files: what a cross-check's failing twin runs on."""
+    return parse(render(name, break_copy(destination, file, old, new)))

@@ -32,10 +32,10 @@ def test_every_checkov_skip_gives_its_reason(name: str, checkov_results) -> None
         assert reason and reason != "No comment provided", skipped["check_id"]
 
 
-def test_checkov_fails_no_check_on_the_dockerfiles() -> None:
+def test_checkov_fails_no_check_on_the_dockerfile() -> None:
     checkov = require_tool("checkov")
     result = run([checkov, "--skip-download", "--framework", "dockerfile", "-o", "json",
-                  "--file", "recommendations/Dockerfile", "--file", "marketplace/Dockerfile"])
+                  "--file", "Dockerfile"])
     report = json.loads(result.stdout)
     report = report[0] if isinstance(report, list) else report
     assert [(c["check_id"], c["file_path"]) for c in report["results"]["failed_checks"]] == []

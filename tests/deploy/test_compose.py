@@ -34,7 +34,22 @@ def test_promtool_accepts_the_prometheus_config() -> None:
 def test_compose_runs_both_services_and_the_observability_stack(compose: dict) -> None:
     assert set(compose["services"]) == {*clihelp.BINARIES, "jaeger", "prometheus", "grafana"}
     for binary in clihelp.BINARIES:
-        assert compose["services"][binary]["build"]["dockerfile"] == f"{binary}/Dockerfile"
+        build = compose["services"][binary]["build"]
+        assert (build["context"], build["dockerfile"], build["args"]["SERVICE"]) == (".", "Dockerfile", binary)
+
+
+# The build args that name a listener's port, and the setting of the binary each must equal.
+PORT_ARGS = {"recommendations": {"PORT": "GRPC_PORT", "ADMIN_PORT": "ADMIN_PORT"},
+             "marketplace": {"PORT": "HTTP_PORT", "ADMIN_PORT": "ADMIN_PORT"}}
+
+
+@pytest.mark.parametrize("binary", clihelp.BINARIES)
+def test_the_build_args_name_the_ports_the_binary_listens_on(binary: str, compose: dict, accepted) -> None:
+    args = compose["services"][binary]["build"]["args"]
+    assert set(args) == {"SERVICE", *PORT_ARGS[binary]}
+    effective = _effective(compose, binary, accepted)
+    assert {arg: str(args[arg]) for arg in PORT_ARGS[binary]} == {
+        arg: str(effective[setting]) for arg, setting in PORT_ARGS[binary].items()}
 
 
 @pytest.mark.parametrize("binary", clihelp.BINARIES)

@@ -10,17 +10,19 @@ import yaml
 
 import clihelp
 import crosschecks
+import network_policies
 import render
+import service_checks
 
 RENDERS = list(render.RENDERS)
 
 # Checks that need only the manifests, and those that need what the binaries accept.
 MANIFEST_CHECKS = [crosschecks.check_ports, crosschecks.check_images, crosschecks.check_selectors,
-                   crosschecks.check_namespaces, crosschecks.check_network_policies,
-                   crosschecks.check_service_ports, crosschecks.check_service_accounts,
-                   crosschecks.check_disruption_budgets]
+                   crosschecks.check_namespaces, network_policies.check_network_policies,
+                   service_checks.check_service_ports, service_checks.check_service_accounts,
+                   service_checks.check_disruption_budgets]
 BINARY_CHECKS = [crosschecks.check_env, crosschecks.check_grace_period, crosschecks.check_listener_ports,
-                 crosschecks.check_upstreams, crosschecks.check_probes, crosschecks.check_scrape_annotations]
+                 crosschecks.check_upstreams, service_checks.check_probes, service_checks.check_scrape_annotations]
 
 # Renders whose images must be pinned by digest, not only by tag.
 PINNED_BY_DIGEST = {"prod"}
@@ -39,7 +41,7 @@ def test_the_manifests_agree_with_the_binaries(name: str, check, docs, accepted)
 
 
 def _broken(tmp_path: Path, name: str, file: str, old: str, new: str) -> list[dict]:
-    return render.parse(render.render(name, render.break_copy(tmp_path, file, old, new)))
+    return render.broken_docs(tmp_path, name, file, old, new)
 
 
 def _replace_once(path: Path, old: str, new: str) -> None:
@@ -272,176 +274,6 @@ def test_a_render_may_define_several_namespaces(docs) -> None:
     stray = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "stray", "namespace": "observabilty"}}
     assert crosschecks.check_namespaces(docs["dev"] + observability + [stray]) == [
         "ConfigMap/stray: namespace observabilty, not one the render defines ['bookshop', 'istio-system', 'observability']"]
-
-
-# --- NetworkPolicies -------------------------------------------------------------------------
-
-def _policy_problems(tmp_path: Path, file: str, old: str, new: str) -> list[str]:
-    return crosschecks.check_network_policies(_broken(tmp_path, "dev", f"components/network-policies/{file}", old, new))
-
-
-def test_a_typo_in_an_allowed_sources_pod_labels_is_caught(tmp_path: Path) -> None:
-    problems = _policy_problems(tmp_path, "recommendations.yaml", "app.kubernetes.io/name: marketplace",
-                                "app.kubernetes.io/name: marketplac")
-    assert any("NetworkPolicy/recommendations ingress rule 1: podSelector" in p for p in problems), problems
-    # ...and the flow it was meant to allow is now blocked.
-    assert any(p.startswith("Deployment/marketplace cannot reach 50051/TCP") for p in problems), problems
-
-
-def test_a_typo_in_an_allowed_peers_namespace_labels_is_caught(tmp_path: Path) -> None:
-    problems = _policy_problems(tmp_path, "mesh.yaml", "kubernetes.io/metadata.name: kube-system",
-                                "kubernetes.io/metadata.name: kube-sytem")
-    assert any("egress rule 1: namespaceSelector" in p and "kube-sytem" in p for p in problems), problems
-    assert any("cannot reach 53/UDP" in p and "(DNS)" in p for p in problems), problems
-
-
-def test_istiod_on_a_port_other_than_15012_is_caught(tmp_path: Path) -> None:
-    problems = _policy_problems(tmp_path, "mesh.yaml", "port: 15012", "port: 15021")
-    assert any("no destination pod serves 15021/TCP (['istio-system/istiod'])" in p for p in problems), problems
-    assert any("cannot reach 15012/TCP on ['istio-system/istiod']" in p for p in problems), problems
-
-
-def test_a_select_all_policy_that_opens_everything_is_caught(tmp_path: Path) -> None:
-    problems = _policy_problems(tmp_path, "default-deny.yaml", "policyTypes: [Ingress, Egress]",
-                                "policyTypes: [Ingress, Egress]\n  ingress:\n    - {}")
-    assert problems == ["NetworkPolicy/default-deny ingress rule 1: allows every peer on every port"]
-
-
-def test_a_port_name_no_selected_container_declares_is_caught(tmp_path: Path) -> None:
-    problems = _policy_problems(tmp_path, "marketplace.yaml", "          port: http\n", "          port: web\n")
-    assert any("NetworkPolicy/marketplace ingress rule 1: port web is not a container port name" in p
-               for p in problems), problems
-    problems = _policy_problems(tmp_path / "egress", "marketplace.yaml", "port: grpc", "port: grpcs")
-    assert any("NetworkPolicy/marketplace egress rule 1: port grpcs is not a container port name" in p
-               for p in problems), problems
-
-
-def test_a_blocked_scrape_is_caught(tmp_path: Path) -> None:
-    # Under a sidecar Prometheus scrapes the agent's merged metrics on 15020.
-    problems = _policy_problems(tmp_path, "mesh.yaml", "port: 15020", "port: 15021")
-    # (Prometheus is observability/prometheus, or the render's own Deployment/prometheus.)
-    assert any("prometheus cannot reach 15020/TCP on ['Deployment/recommendations'] (Prometheus scrape)" in p
-               for p in problems), problems
-
-
-def test_a_typo_in_the_ingress_gateways_labels_is_caught(tmp_path: Path) -> None:
-    problems = _policy_problems(tmp_path, "marketplace.yaml", "istio: ingressgateway", "istio: ingress-gateway")
-    assert any("NetworkPolicy/marketplace ingress rule 1: podSelector" in p for p in problems), problems
-    assert any(p.startswith("istio-system/istio-ingressgateway cannot reach 8080/TCP on ['Deployment/marketplace'] "
-                            "(VirtualService/marketplace via Gateway/bookshop)") for p in problems), problems
-
-
-# --- Services and ServiceAccounts ------------------------------------------------------------
-
-def test_a_service_port_named_without_a_protocol_is_caught(tmp_path: Path) -> None:
-    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "    - name: grpc\n      port: 50051",
-                   "    - name: api\n      port: 50051")
-    assert any("Service/recommendations port api: the name does not start with a protocol" in p
-               for p in crosschecks.check_service_ports(docs))
-
-
-def test_an_app_protocol_disagreeing_with_the_port_name_is_caught(tmp_path: Path) -> None:
-    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "appProtocol: grpc", "appProtocol: http")
-    assert crosschecks.check_service_ports(docs) == [
-        "Service/recommendations port grpc: appProtocol http (HTTP) disagrees with the name (GRPC)"]
-
-
-def test_istio_protocol_names() -> None:
-    assert crosschecks.istio_protocol("http-admin") == "HTTP"
-    assert crosschecks.istio_protocol("grpc-web") == "GRPC-Web"
-    assert crosschecks.istio_protocol("grpcweb") is None
-    assert crosschecks.istio_protocol("admin-http") is None
-    assert crosschecks.istio_protocol("kubernetes.io/h2c", is_app_protocol=True) == "HTTP2"
-
-
-def test_a_pod_whose_service_account_the_render_lacks_is_caught(tmp_path: Path) -> None:
-    docs = _broken(tmp_path, "base", "base/marketplace.yaml", "serviceAccountName: marketplace",
-                   "serviceAccountName: market-place")
-    assert crosschecks.check_service_accounts(docs) == [
-        "Deployment/marketplace: serviceAccountName market-place is no ServiceAccount of the render in namespace bookshop"]
-
-
-def test_a_pod_without_a_service_account_is_caught(tmp_path: Path) -> None:
-    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "      serviceAccountName: recommendations\n", "")
-    assert crosschecks.check_service_accounts(docs) == [
-        "Deployment/recommendations: no serviceAccountName (it would run as the namespace's default)"]
-
-
-# --- probes ----------------------------------------------------------------------------------
-
-def test_a_readiness_probe_on_the_wrong_path_is_caught(tmp_path: Path, accepted) -> None:
-    docs = _broken(tmp_path, "base", "base/marketplace.yaml", "path: /readyz", "path: /ready")
-    assert any("Deployment/marketplace container marketplace: readinessProbe httpGet 9465 /ready " in p
-               for p in crosschecks.check_probes(docs, accepted))
-
-
-def test_a_grpc_readiness_probe_on_the_admin_port_is_caught(tmp_path: Path, accepted) -> None:
-    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "readinessProbe:\n            grpc:\n              port: 50051",
-                   "readinessProbe:\n            grpc:\n              port: 9464")
-    assert any("container recommendations: readinessProbe grpc 9464" in p for p in crosschecks.check_probes(docs, accepted))
-
-
-def test_a_startup_probe_no_listener_answers_is_caught(tmp_path: Path, accepted) -> None:
-    docs = _broken(tmp_path, "base", "base/recommendations.yaml", "startupProbe:\n            grpc:\n              port: 50051",
-                   "startupProbe:\n            grpc:\n              port: 9464")
-    assert crosschecks.check_probes(docs, accepted) == [
-        "Deployment/recommendations container recommendations: startupProbe grpc 9464  asks no listener that answers it"]
-
-
-def test_a_liveness_probe_on_readyz_is_caught(tmp_path: Path, accepted) -> None:
-    docs = _broken(tmp_path, "base", "base/marketplace.yaml",
-                   "livenessProbe:\n            httpGet:\n              path: /healthz",
-                   "livenessProbe:\n            httpGet:\n              path: /readyz")
-    assert any("container marketplace: livenessProbe on /readyz" in p for p in crosschecks.check_probes(docs, accepted))
-    # ...whatever the container.
-    assert any("livenessProbe on /readyz" in p for p in crosschecks.check_probes(docs, {}))
-
-
-def test_a_grpc_health_liveness_probe_is_caught(tmp_path: Path, accepted) -> None:
-    # gRPC health turns NOT_SERVING during the drain: as liveness it would restart a draining pod.
-    docs = _broken(tmp_path, "base", "base/recommendations.yaml",
-                   "livenessProbe:\n            httpGet:\n              path: /healthz\n              port: http-admin",
-                   "livenessProbe:\n            grpc:\n              port: 50051")
-    assert any("container recommendations: livenessProbe grpc 50051  is not /healthz on the admin port 9464" in p
-               for p in crosschecks.check_probes(docs, accepted))
-
-
-# --- disruption budgets ----------------------------------------------------------------------
-
-def test_a_disruption_budget_that_allows_no_eviction_is_caught(tmp_path: Path) -> None:
-    docs = _broken(tmp_path, "base+hpa-pdb", "components/hpa-pdb/recommendations.yaml", "maxUnavailable: 1",
-                   "maxUnavailable: 0")
-    assert crosschecks.check_disruption_budgets(docs) == [
-        "PodDisruptionBudget/recommendations: maxUnavailable 0 lets no pod of Deployment/recommendations be evicted"]
-
-
-def test_min_available_must_stay_below_the_hpas_min_replicas(tmp_path: Path) -> None:
-    # minReplicas is 2 with the component alone, 3 in prod: minAvailable 2 blocks the first only.
-    root = render.break_copy(tmp_path, "components/hpa-pdb/marketplace.yaml", "maxUnavailable: 1", "minAvailable: 2")
-    assert crosschecks.check_disruption_budgets(render.parse(render.render("base+hpa-pdb", root))) == [
-        "PodDisruptionBudget/marketplace: minAvailable 2 with Deployment/marketplace at 2 pod(s) lets none be evicted"]
-    assert crosschecks.check_disruption_budgets(render.parse(render.render("prod", root))) == []
-    path = root / "components/hpa-pdb/marketplace.yaml"
-    path.write_text(path.read_text().replace("minAvailable: 2", 'minAvailable: "100%"'))
-    assert crosschecks.check_disruption_budgets(render.parse(render.render("prod", root))) != []
-
-
-# --- scraping --------------------------------------------------------------------------------
-
-def test_a_scrape_port_that_is_not_the_admin_port_is_caught(tmp_path: Path, accepted) -> None:
-    # 50051 is a container port (check_ports is content), but gRPC, not /metrics.
-    docs = _broken(tmp_path, "base", "base/recommendations.yaml", 'prometheus.io/port: "9464"',
-                   'prometheus.io/port: "50051"')
-    assert crosschecks.check_ports(docs) == []
-    assert crosschecks.check_scrape_annotations(docs, accepted) == [
-        "Deployment/recommendations: prometheus.io/port 50051 is not the admin port (ADMIN_PORT 9464) that serves /metrics"]
-
-
-def test_a_scrape_path_other_than_metrics_is_caught(tmp_path: Path, accepted) -> None:
-    docs = _broken(tmp_path, "base", "base/marketplace.yaml", "prometheus.io/path: /metrics",
-                   "prometheus.io/path: /stats")
-    assert crosschecks.check_scrape_annotations(docs, accepted) == [
-        "Deployment/marketplace: prometheus.io/path /stats: the admin listener serves /metrics"]
 
 
 # --- OpenTelemetry SDK variables -------------------------------------------------------------

@@ -1,11 +1,10 @@
 """The cases: what is sent through the loopback mesh, under which variant of the manifests, and
 the outcome it must have. Each policy case has a twin under a flip of the manifests whose outcome
 differs, which shows that the policy, not an accident of the harness, decides it. The tests
-(test_mesh.py) and `cargo xtask mesh` (run_cases.py) run these same cases."""
+(tests/mesh/test_mesh.py) and `cargo xtask mesh` (run_cases.py) run these same cases."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,15 +69,15 @@ def page_through_ingress(mesh: LoopbackMesh) -> Observation:
                        f"inbound SNI: marketplace {sni[0]}, recommendations {sni[1]}")
 
 
-def _grpc(answer: clients.Answer, ok: Callable[[bytes], str]) -> Observation:
+def _grpc(answer: clients.Answer, ok: Callable[[Any], str]) -> Observation:
     if answer.code != "OK":
         return Observation(answer.code, answer.detail)
     return Observation(f"OK, {ok(answer.body)}", "")
 
 
-def _recommend(target: str, authority: str | None = None) -> Observation:
-    answer = clients.grpc_call(target, clients.RECOMMEND, clients.RECOMMEND_REQUEST, authority=authority)
-    return _grpc(answer, lambda body: f"{len(clients.book_titles(body))} books")
+def _recommend(mesh: LoopbackMesh, target: str, authority: str | None = None) -> Observation:
+    answer = mesh.callers.recommend(target, authority)
+    return _grpc(answer, lambda body: f"{len(body.recommendations)} books")
 
 
 def _marketplace_egress(mesh: LoopbackMesh) -> str:
@@ -87,23 +86,22 @@ def _marketplace_egress(mesh: LoopbackMesh) -> str:
 
 
 def recommend_as_marketplace(mesh: LoopbackMesh) -> Observation:
-    return _recommend(_marketplace_egress(mesh))
+    return _recommend(mesh, _marketplace_egress(mesh))
 
 
 def recommend_as_other_identity(mesh: LoopbackMesh) -> Observation:
     """Through mesh-probe's Envoy: mTLS with the `default` service account's certificate."""
-    return _recommend(f"{mesh.plan.probe_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
+    return _recommend(mesh, f"{mesh.plan.probe_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
 
 
 def health_as_marketplace(mesh: LoopbackMesh) -> Observation:
-    answer = clients.grpc_call(_marketplace_egress(mesh), clients.HEALTH_CHECK, clients.HEALTH_REQUEST)
-    return _grpc(answer, lambda body: "SERVING" if body == clients.SERVING else f"status {body!r}")
+    answer = mesh.callers.health(_marketplace_egress(mesh))
+    return _grpc(answer, lambda body: "SERVING" if body.status == clients.SERVING else f"status {body.status}")
 
 
 def reflection_as_marketplace(mesh: LoopbackMesh) -> Observation:
-    answer = clients.grpc_call(_marketplace_egress(mesh), clients.REFLECTION, clients.LIST_SERVICES_REQUEST,
-                               streaming=True)
-    def listing(body: bytes) -> str:
+    answer = mesh.callers.list_services(_marketplace_egress(mesh))
+    def listing(body: Any) -> str:
         names = clients.listed_services(body)
         return f"lists {clients.RECOMMENDATIONS_SERVICE}" if clients.RECOMMENDATIONS_SERVICE in names else f"lists {names}"
     return _grpc(answer, listing)
@@ -114,7 +112,7 @@ def plaintext_to_recommendations(mesh: LoopbackMesh) -> Observation:
     UNAVAILABLE for a closed port too, so first: something does listen there."""
     if not clients.can_connect(mesh.plan.recommendations_pod, RECOMMENDATIONS_PORT):
         return Observation("nothing listens", "")
-    return _recommend(f"{mesh.plan.recommendations_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
+    return _recommend(mesh, f"{mesh.plan.recommendations_pod}:{RECOMMENDATIONS_PORT}", RECOMMENDATIONS_HOST)
 
 
 def marketplace_as_other_identity(mesh: LoopbackMesh) -> Observation:
@@ -152,15 +150,18 @@ def trace_of_a_page(mesh: LoopbackMesh) -> Observation:
             return None
         roots = [span for span in trace["spans"] if not span.get("references")]
         services = {_service(trace, span) for span in trace["spans"]}
+        # Every parent a span names is in too: each proxy's span is the parent of the next
+        # hop's, so a proxy whose last batch trails the others leaves a span without its parent.
+        ids = {span["spanID"] for span in trace["spans"]}
+        connected = all(ref["spanID"] in ids for span in trace["spans"] for ref in span.get("references", [])
+                        if ref.get("refType") == "CHILD_OF")
         # The apps' spans and the span that has no parent (whichever proxy started the trace).
-        return trace if roots and apps <= services else None
+        return trace if roots and apps <= services and connected else None
     try:
-        trace = wait_until(f"trace {trace_id} in Jaeger, with its root and both services' spans", settled,
-                           timeout=TRACE_TIMEOUT)
+        trace = wait_until(f"trace {trace_id} in Jaeger, with its root, both services' spans and every parent",
+                           settled, timeout=TRACE_TIMEOUT)
     except AssertionError as err:
         return Observation("no complete trace", str(err))
-    time.sleep(1)  # the last batch of spans of a proxy may trail the others
-    trace = mesh.jaeger.trace(trace_id) or trace
     roots = sorted({_service(trace, span) for span in trace["spans"] if not span.get("references")})
     services = sorted({_service(trace, span) for span in trace["spans"]})
     return Observation(f"one trace from {' and '.join(roots)}, both services in it",

@@ -1,93 +1,82 @@
-"""The callers: plain gRPC (grpcio) and HTTP clients that reach the apps only through an Envoy's
-listener, or knock on an Envoy's inbound port without a certificate. Requests are built as
-protobuf wire bytes (three small messages), so no generated code is needed; answers are read the
-same way."""
+"""The callers: gRPC (grpcio) and HTTP clients that reach the apps only through an Envoy's
+listener, or knock on an Envoy's inbound port without a certificate. The recommendations
+messages and stub are generated from proto/ by protoc (grpcio-tools) when the mesh starts;
+gRPC health's and reflection's come from grpcio-health-checking and grpcio-reflection."""
 
 from __future__ import annotations
 
 import http.client
 import socket
-from typing import NamedTuple
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+# grpcio-reflection ships v1alpha's messages only; v1's are the same messages renamed, the same
+# on the wire, so they serve for the v1 method the mesh's policies name.
+from grpc_reflection.v1alpha import reflection_pb2
 
-RECOMMEND = "/recommendations.v1.Recommendations/Recommend"
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+import protos
+
 REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 RECOMMENDATIONS_SERVICE = "recommendations.v1.Recommendations"
-# RecommendationRequest{user_id: 1, category: BOOK_CATEGORY_SCIENCE_FICTION, max_results: 3}
-RECOMMEND_REQUEST = bytes([0x08, 1, 0x10, 2, 0x18, 3])
-# HealthCheckRequest{} (the server as a whole); ServerReflectionRequest{list_services: ""}
-HEALTH_REQUEST = b""
-LIST_SERVICES_REQUEST = bytes([0x3A, 0])
-SERVING = bytes([0x08, 1])  # HealthCheckResponse{status: SERVING}
+SERVING = health_pb2.HealthCheckResponse.SERVING
 CALL_TIMEOUT = 10.0
 
 
 class Answer(NamedTuple):
     code: str  # a gRPC status code name, or for HTTP the status number
-    body: bytes
+    body: Any  # the response message (gRPC), or the body's bytes (HTTP)
     detail: str
 
 
-def _fields(message: bytes) -> list[tuple[int, bytes | int]]:
-    """Top-level (field number, value) pairs of a protobuf message: varints and length-delimited
-    fields, the only wire types these messages use."""
-    fields, i = [], 0
-
-    def varint() -> int:
-        nonlocal i
-        value = shift = 0
-        while True:
-            byte = message[i]
-            i += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                return value
-    while i < len(message):
-        key = varint()
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            fields.append((number, varint()))
-        elif wire == 2:
-            length = varint()
-            fields.append((number, message[i:i + length]))
-            i += length
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire} in {message!r}")
-    return fields
-
-
-def book_titles(response: bytes) -> list[str]:
-    """Titles in a RecommendationResponse (field 1: BookRecommendation{id = 1, title = 2})."""
-    return [value.decode() for number, book in _fields(response) if number == 1
-            for field_number, value in _fields(book) if field_number == 2]
-
-
-def listed_services(response: bytes) -> list[str]:
-    """Service names in a ServerReflectionResponse's list_services_response (field 6, whose
-    `service` (1) entries each hold a `name` (1))."""
-    return [name.decode() for number, listing in _fields(response) if number == 6
-            for field_number, service in _fields(listing) if field_number == 1
-            for name_number, name in _fields(service) if name_number == 1]
-
-
-def grpc_call(target: str, method: str, request: bytes, *, authority: str | None = None,
-              streaming: bool = False) -> Answer:
-    """One call over plaintext HTTP/2 to `target` (an Envoy's listener, or an inbound port);
-    the status code name and the response bytes (the first message of a stream)."""
+def _call(target: str, authority: str | None, call: Callable[[grpc.Channel], Any]) -> Answer:
+    """One call over plaintext HTTP/2 to `target` (an Envoy's listener, or an inbound port):
+    the status code name and the response message."""
     options = [("grpc.default_authority", authority)] if authority else []
     with grpc.insecure_channel(target, options=options) as channel:
         try:
-            if streaming:
-                call = channel.stream_stream(method)
-                response = next(iter(call(iter([request]), timeout=CALL_TIMEOUT)))
-            else:
-                response = channel.unary_unary(method)(request, timeout=CALL_TIMEOUT)
+            response = call(channel)
         except grpc.RpcError as err:
-            return Answer(err.code().name, b"", err.details() or "")
+            return Answer(err.code().name, None, err.details() or "")
     return Answer("OK", response, "")
+
+
+class Callers:
+    """The gRPC calls the cases make, with the recommendations stubs generated into `stubs_dir`."""
+
+    def __init__(self, stubs_dir: Path) -> None:
+        self.messages, self.services = protos.generate_stubs(stubs_dir)
+
+    def recommend(self, target: str, authority: str | None = None) -> Answer:
+        """Recommend three science-fiction books to user 1; the answer's body lists them."""
+        request = self.messages.RecommendationRequest(
+            user_id=1, category=self.messages.BOOK_CATEGORY_SCIENCE_FICTION, max_results=3)
+        return _call(target, authority, lambda channel: self.services.RecommendationsStub(channel).Recommend(
+            request, timeout=CALL_TIMEOUT))
+
+    @staticmethod
+    def health(target: str) -> Answer:
+        """gRPC health of the server as a whole."""
+        return _call(target, None, lambda channel: health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=CALL_TIMEOUT))
+
+    @staticmethod
+    def list_services(target: str) -> Answer:
+        """The first answer of a reflection stream asked to list the services."""
+        def call(channel: grpc.Channel) -> Any:
+            stream = channel.stream_stream(REFLECTION,
+                                           request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+                                           response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
+            request = reflection_pb2.ServerReflectionRequest(list_services="")
+            return next(iter(stream(iter([request]), timeout=CALL_TIMEOUT)))
+        return _call(target, None, call)
+
+
+def listed_services(response: Any) -> list[str]:
+    """Service names in a ServerReflectionResponse's list_services_response."""
+    return [service.name for service in response.list_services_response.service]
 
 
 def http_get(address: str, port: int, path: str, host: str) -> Answer:

@@ -86,9 +86,8 @@ class Envoy:
                                log_dir / f"envoy-{name}.log", isolated=True)
 
     def start(self) -> Envoy:
-        self.process.start()
         # /ready answers 200 once the server is LIVE: static listeners bound, secrets loaded.
-        self.process.wait_ready(f"{self.admin}/ready")
+        self.process.start_ready(f"{self.admin}/ready")
         return self
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 
 from bookshop import Bookshop
+from clients import Callers
 from envoys import Envoy, translate
 from identities import TestCA, spiffe_id
 from inputs import (BASE, GATEWAY, GATEWAY_NAMESPACE, NAMESPACE, OTLP_PORT, PROBES, RECOMMENDATIONS_PORT, Doc,
@@ -38,6 +39,8 @@ class LoopbackMesh:
         self.shop = Bookshop(bin_dir, self.logs, otlp_endpoint=self.jaeger.otlp_endpoint,
                              recommendations_address=(self.plan.cluster_ip(NAMESPACE, "recommendations"),
                                                       RECOMMENDATIONS_PORT))
+        # The gRPC callers, with stubs protoc generates from proto/ for this run.
+        self.callers = Callers(work_dir / "stubs")
         self.ca = TestCA()
         self.envoys: dict[str, Envoy] = {}
         self.flip: Flip | None = None

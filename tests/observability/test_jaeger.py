@@ -97,6 +97,11 @@ def logs(tmp_path: Path) -> Path:
     return path
 
 
+def _trace_id(headers: dict[str, str]) -> str:
+    """The trace a page names in its traceresponse header (00-<trace id>-<span id>-<flags>)."""
+    return {k.lower(): v for k, v in headers.items()}["traceresponse"].split("-")[1]
+
+
 def test_one_page_is_one_trace_across_both_services(bin_dir: Path, logs: Path) -> None:
     jaeger = Jaeger(logs).start()
     shop = Bookshop(bin_dir, logs, otlp_endpoint=jaeger.otlp_endpoint)
@@ -106,22 +111,25 @@ def test_one_page_is_one_trace_across_both_services(bin_dir: Path, logs: Path) -
         status, headers, body = shop.page("?category=science_fiction")
         assert status == 200 and body.count("<li>") == 3
         # The trace the page names (traceresponse: 00-<trace id>-<span id>-<flags>).
-        printed = {k.lower(): v for k, v in headers.items()}["traceresponse"].split("-")[1]
+        printed = _trace_id(headers)
         assert f"<code>{printed}</code>" in body
 
         def the_page_trace() -> dict | None:
             traces = [t for t in jaeger.traces("marketplace", since) if complete(t)]
             return traces[0] if traces else None
         trace = wait_until("the page's trace in Jaeger", the_page_trace, timeout=TRACE_TIMEOUT)
-        # Anything still in the services' export queues has had time to arrive.
-        time.sleep(1)
+        # A second page, and its trace in Jaeger: each service exports its spans in the order
+        # they end, so by then whatever either sent about the first page has arrived too.
+        until = time.time()
+        later = _trace_id(shop.page("?category=mystery").headers)
+        wait_until("the second page's trace in Jaeger", lambda: complete(jaeger.trace(later)), timeout=TRACE_TIMEOUT)
         trace = jaeger.trace(trace["traceID"])
         assert trace is not None
         assert trace["traceID"] == printed, "Jaeger's trace is not the one the page printed"
 
-        # One trace: the only one either service sent since the page, holding both services.
-        assert [t["traceID"] for t in jaeger.traces("marketplace", since)] == [trace["traceID"]]
-        assert [t["traceID"] for t in jaeger.traces("recommendations", since)] == [trace["traceID"]]
+        # One trace: the only one either service sent from the page to the second one, holding both.
+        assert [t["traceID"] for t in jaeger.traces("marketplace", since, until)] == [trace["traceID"]]
+        assert [t["traceID"] for t in jaeger.traces("recommendations", since, until)] == [trace["traceID"]]
         assert {service_of(trace, s) for s in trace["spans"]} == {"marketplace", "recommendations"}
 
         assert trace_problems(trace) == []
@@ -216,9 +224,8 @@ def test_a_jaeger_that_stops_mid_run_loses_spans_but_slows_no_page(bin_dir: Path
             latencies, ids = _timed_pages(shop, 1)
             outage.extend(latencies)
             outage_ids.extend(ids)
-            time.sleep(0.05)
             return all(export_warning(p.log()) for p in (shop.marketplace, shop.recommendations))
-        wait_until("both services' warning that export fails", warned, timeout=TRACE_TIMEOUT, interval=0)
+        wait_until("both services' warning that export fails", warned, timeout=TRACE_TIMEOUT, interval=0.05)
         latencies, ids = _timed_pages(shop, PAGES)
         outage += latencies
         outage_ids += ids

@@ -173,8 +173,8 @@ def scraped(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         config.write_text(yaml.safe_dump(prometheus_config(shop, port)))
         prometheus_process = Process("prometheus", [
             require_tool("prometheus"), f"--config.file={config}", f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], logs / "prometheus.log").start()
-        prometheus_process.wait_ready(f"http://127.0.0.1:{port}/-/ready")
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"], logs / "prometheus.log")
+        prometheus_process.start_ready(f"http://127.0.0.1:{port}/-/ready")
         prometheus = Prometheus(f"http://127.0.0.1:{port}")
         up = "sum(up{job=~\"recommendations|marketplace\"})"
         wait_until("both services scraped", lambda: prometheus.value(up) == 2, timeout=60)
@@ -232,8 +232,11 @@ def scraped(bin_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         scraped_at_least('sum(marketplace_recommendations_fallback_total{reason="unavailable"})', 5)
         scraped_at_least('sum(http_server_requests_total{status="400"})', 5)
         scraped_at_least('sum(http_server_requests_total{route="/", status="200"})', 3 * 7 + 5)
-        # Rate windows need two samples past the last request.
-        time.sleep(3 * promql.seconds(SCRAPE_INTERVAL))
+        # Rate windows need two samples past the last request: wait for the scrapes themselves
+        # (each target's latest, two intervals after the last request, makes three since).
+        last_request = time.time()
+        scraped_at_least('min(timestamp(up{job=~"recommendations|marketplace"}))',
+                         last_request + 2 * promql.seconds(SCRAPE_INTERVAL))
         yield prometheus
     finally:
         if prometheus_process is not None:

@@ -163,7 +163,7 @@ class Envoy:
                                        "--concurrency", "1", "--log-level", "warning"], log_dir / f"{label}.log")
 
     def start(self) -> Envoy:
-        self.process.start().wait_ready(f"http://127.0.0.1:{self.admin_port}/ready")
+        self.process.start_ready(f"http://127.0.0.1:{self.admin_port}/ready")
         return self
 
     def stop(self) -> None:

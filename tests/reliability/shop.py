@@ -42,7 +42,7 @@ class Instance:
     def start(self) -> Instance:
         """Start and wait until ready, as the readiness probe would (the kubelet restarts a
         killed container in the same pod, on the same ports: so does calling this again)."""
-        self.process.start().wait_ready(f"http://127.0.0.1:{self.admin_port}/readyz")
+        self.process.start_ready(f"http://127.0.0.1:{self.admin_port}/readyz")
         return self
 
     @property
@@ -91,7 +91,7 @@ class Shop:
             self.instances = [self.new_instance(), self.new_instance()]
             self.envoy.write_endpoints([instance.grpc_port for instance in self.instances])
             self.envoy.wait_healthy([instance.grpc_port for instance in self.instances])
-            self.marketplace.start().wait_ready(f"http://127.0.0.1:{self.admin_port}/readyz")
+            self.marketplace.start_ready(f"http://127.0.0.1:{self.admin_port}/readyz")
             # Envoy's workers learn a health change up to a second after its admin API shows it
             # (common_lb_config.update_merge_window, 1 s, which Istio leaves as it is).
             wait_until("the marketplace to show recommendations through Envoy",
@@ -143,18 +143,17 @@ class Shop:
 
     def wait_retired_exit(self, timeout: float) -> None:
         """Until every replaced instance has exited, noting when each was seen gone."""
-        deadline = time.monotonic() + timeout
-        while any(old.popen.poll() is None for old in self.retired):
-            if time.monotonic() >= deadline:
-                running = [old for old in self.retired if old.popen.poll() is None]
-                raise AssertionError(f"{[old.name for old in running]} still running {timeout:.0f}s after "
-                                     f"they were replaced:\n{running[0].process.log_tail()}")
+        def all_gone() -> bool:
             for old in self.retired:
                 if old.exited_at is None and old.popen.poll() is not None:
                     old.exited_at = time.monotonic()
-            time.sleep(0.02)
-        for old in self.retired:
-            old.exited_at = old.exited_at or time.monotonic()
+            return all(old.exited_at is not None for old in self.retired)
+        try:
+            wait_until("every replaced instance to exit", all_gone, timeout=timeout, interval=0.02)
+        except AssertionError as err:
+            running = [old for old in self.retired if old.exited_at is None]
+            raise AssertionError(f"{err}: {[old.name for old in running]} still running after they were "
+                                 f"replaced:\n{running[0].process.log_tail()}") from None
 
     def fallbacks(self) -> dict[str, int]:
         """marketplace_recommendations_fallback_total by reason, from its /metrics."""

@@ -10,10 +10,13 @@ from collections.abc import Callable
 
 import pytest
 
-from load import DEGRADED, FAILED, WHOLE, Page, SteadyLoad, counts
+from load import DEGRADED, FAILED, PAGE_TIMEOUT, WHOLE, Page, SteadyLoad, counts
 from loopback import wait_until
 from shop import Instance, Shop
 
+# The time.sleep calls below are the scenario's durations: how long the load runs in each state
+# (warm-up, between replacements, while no instance is left), as a cluster's own pace would
+# have it. Nothing waits on a sleep for something to happen: that is wait_until's job.
 ROUNDS = 3  # each instance is replaced this many times
 WARM_UP = 1.0  # seconds of load before the first change
 # Between two replacements (after the endpoint removal, shop.ENDPOINT_LAG after the SIGTERM).
@@ -140,7 +143,10 @@ def test_killed_instances_degrade_pages_only_while_none_is_left(bin_dir, tmp_pat
             wait_until("a whole page after the restart",
                        lambda: any(page.start >= back and page.outcome == WHOLE for page in load.snapshot()),
                        timeout=RECOVERY_BOUND)
-            time.sleep(max(0.0, back + RECOVERY_BOUND + 1 - time.monotonic()))
+            # A second of pages past the recovery bound, for the pages after it to be judged.
+            wait_until("pages a second past the recovery bound",
+                       lambda: any(page.start >= back + RECOVERY_BOUND + 1 for page in load.snapshot()),
+                       timeout=RECOVERY_BOUND + 1 + PAGE_TIMEOUT)
         pages = load.stop()
         fallbacks = {reason: count - before.get(reason, 0) for reason, count in shop.fallbacks().items()}
 

@@ -68,7 +68,7 @@ class Bookshop:
 
     def start_recommendations(self) -> None:
         """Start (or restart) recommendations and wait until it is ready."""
-        self.recommendations.start().wait_ready(f"http://127.0.0.1:{self.recommendations_admin}/readyz")
+        self.recommendations.start_ready(f"http://127.0.0.1:{self.recommendations_admin}/readyz")
 
     def start(self) -> Bookshop:
         """Both services (recommendations first), ready; whatever started is stopped again if
@@ -76,7 +76,7 @@ class Bookshop:
         try:
             if not self.recommendations_down:
                 self.start_recommendations()
-            self.marketplace.start().wait_ready(f"http://127.0.0.1:{self.marketplace_admin}/readyz")
+            self.marketplace.start_ready(f"http://127.0.0.1:{self.marketplace_admin}/readyz")
         except BaseException:
             self.stop()
             raise

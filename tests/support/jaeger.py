@@ -37,17 +37,18 @@ class Jaeger:
         self.query = f"http://127.0.0.1:{self.ports['query_http']}"
 
     def start(self) -> Jaeger:
-        self.process.start()
-        self.process.wait_ready(f"http://127.0.0.1:{self.ports['health']}/status")
-        self.process.wait_ready(f"{self.query}/api/services")
+        # Healthy, then its query API up too.
+        self.process.start_ready(f"http://127.0.0.1:{self.ports['health']}/status", f"{self.query}/api/services")
         return self
 
     def stop(self) -> None:
         self.process.stop()
 
-    def traces(self, service: str, since: float) -> list[dict]:
+    def traces(self, service: str, since: float, until: float | None = None) -> list[dict]:
+        """The service's traces that began between `since` and `until` (default: from now on too)."""
+        end = until if until is not None else time.time() + 60
         params = urllib.parse.urlencode({"service": service, "start": int(since * 1e6),
-                                         "end": int((time.time() + 60) * 1e6), "limit": 1000})
+                                         "end": int(end * 1e6), "limit": 1000})
         return get_json(f"{self.query}/api/traces?{params}")["data"]
 
     def trace(self, trace_id: str) -> dict | None:

@@ -1,5 +1,6 @@
 """Real programs on loopback ports: free ports, GETs, bounded waits, and a process that is
-started, waited on until ready, and stopped (SIGTERM, then SIGKILL)."""
+started and waited on until ready (`Process.start_ready`: how every suite starts a program it
+then talks to), and stopped (SIGTERM, then SIGKILL)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,20 @@ class Process:
                                           stdin=subprocess.DEVNULL)
         return self
 
-    def wait_ready(self, url: str, timeout: float = READY_TIMEOUT) -> Process:
+    def start_ready(self, *urls: str, timeout: float = READY_TIMEOUT) -> Process:
+        """Start, then wait until each of `urls` answers 200, in order. If it never gets ready
+        it is stopped again before the test fails (with the log's tail): a failed start leaves
+        nothing running."""
+        self.start()
+        try:
+            for url in urls:
+                self._wait_ready(url, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self, url: str, timeout: float) -> None:
         """Poll `url` until it answers 200; fail, with the log's tail, if the process exits
         or the deadline passes."""
         def ready() -> bool:
@@ -108,7 +122,6 @@ class Process:
             wait_until(f"{self.name} at {url}", ready, timeout=timeout, interval=0.1)
         except AssertionError as err:
             pytest.fail(f"{err}:\n{self.log_tail()}", pytrace=False)
-        return self
 
     def stop(self) -> int | None:
         """SIGTERM, as Kubernetes sends it; SIGKILL only if it outlives STOP_TIMEOUT. The exit
