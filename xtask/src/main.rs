@@ -6,10 +6,12 @@
 //! `cargo xtask mesh` runs the Istio policies in real Envoys on loopback.
 
 mod bench;
+mod benchmarks;
 mod dev;
 mod fuzz;
 mod mesh;
 mod mutants;
+mod process;
 mod procfs;
 mod soak;
 mod test;
@@ -40,17 +42,25 @@ enum Command {
     Soak(soak::SoakArgs),
     /// Translate `istio/` with Istio's own code and prove it in real Envoys on loopback.
     Mesh(mesh::MeshArgs),
+    /// Print the workspace root xtask works on (the one around the current directory).
+    #[command(hide = true)]
+    Where,
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let command = Cli::parse().command;
+    let result = workspace::locate().and_then(|root| match command {
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
         Command::Mutants => mutants::run(),
         Command::Bench(args) => bench::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Mesh(args) => mesh::run(args),
-    };
+        Command::Where => {
+            println!("{}", root.display());
+            Ok(())
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

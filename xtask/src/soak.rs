@@ -84,32 +84,39 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
     let log_dir = target_dir.join("soak");
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let recommendations = Service::start_recommendations(&bin_dir, &log_dir).await?;
-            let marketplace =
-                Service::start_marketplace(&bin_dir, &log_dir, recommendations.main_addr).await?;
-            let measured = hold(&marketplace, &recommendations, duration, rate).await;
-            // Both are stopped whatever happened; a failed stop is reported
-            // after the measurement's own error, if any.
-            let stopped = (marketplace.stop().await, recommendations.stop().await);
-            let measured = measured?;
-            stopped.0?;
-            stopped.1?;
-            Ok(measured)
-        })
+    let dirs = (bin_dir.as_path(), log_dir.as_path());
+    workspace::block_on(async {
+        let grpc = [("GRPC_PORT", "0".to_owned())];
+        let mut recommendations =
+            Service::start("recommendations", "grpc_addr", dirs, &grpc).await?;
+        let upstream = recommendations.main_addr;
+        let http = [
+            ("HTTP_PORT", "0".to_owned()),
+            ("RECOMMENDATIONS_HOST", upstream.ip().to_string()),
+            ("RECOMMENDATIONS_PORT", upstream.port().to_string()),
+        ];
+        let mut marketplace = Service::start("marketplace", "http_addr", dirs, &http).await?;
+        let measured = hold(&mut marketplace, &mut recommendations, duration, rate).await;
+        // Both are stopped whatever happened; a failed stop is reported
+        // after the measurement's own error, if any.
+        let stopped = (
+            marketplace.process.stop().await,
+            recommendations.process.stop().await,
+        );
+        let measured = measured?;
+        stopped.0?;
+        stopped.1?;
+        Ok(measured)
+    })
 }
 
 /// Holds `rate` for `duration`, sampling both services; the measurement.
 async fn hold(
-    marketplace: &Service,
-    recommendations: &Service,
+    marketplace: &mut Service,
+    recommendations: &mut Service,
     duration: Duration,
     rate: u32,
 ) -> anyhow::Result<Measured> {
-    let services = [marketplace, recommendations];
     let started = Instant::now();
     let counters = Arc::new(Counters::default());
     let load = tokio::spawn(load::drive(
@@ -131,7 +138,7 @@ async fn hold(
             break;
         }
         tick += 1;
-        let now = sample(&services)?;
+        let now = [marketplace.usage()?, recommendations.usage()?];
         if baseline.is_none() && started.elapsed() >= warm_up {
             baseline = Some(now);
         }
@@ -163,11 +170,6 @@ async fn hold(
         max_rss_growth: MAX_RSS_GROWTH,
         fd_tolerance: FD_TOLERANCE,
     })
-}
-
-/// Memory and descriptors of each service, failing if one has exited.
-fn sample(services: &[&Service; 2]) -> anyhow::Result<[Usage; 2]> {
-    Ok([services[0].usage()?, services[1].usage()?])
 }
 
 /// `90s`, `10m`, `1h`, `500ms`: a number and a unit.

@@ -2,7 +2,7 @@
 //! baseline of the same call and concurrency, the budgets, the Markdown
 //! BENCHMARKS.md keeps and the JSON the plot is drawn from.
 
-use super::load::Call;
+use super::Target;
 use std::fmt::Write as _;
 
 /// One measured scenario of one round.
@@ -16,14 +16,6 @@ pub struct Sample {
     pub cpu_per_10k: f64,
     /// Peak RSS of each process of the target, in MiB.
     pub peak_rss_mib: Vec<f64>,
-}
-
-/// What the table says about a target.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub label: &'static str,
-    pub call: Call,
-    pub baseline: bool,
 }
 
 /// A target at one concurrency: medians over the rounds.
@@ -121,7 +113,7 @@ pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> 
     rows
 }
 
-/// A budget of docs/issue 10 and whether this run met it.
+/// A budget (README.md, "Performance") and whether this run met it.
 pub struct Budget {
     pub what: String,
     pub limit: String,
@@ -202,10 +194,7 @@ impl Report {
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for row in &self.rows {
             let target = &self.targets[row.target];
-            let call = match target.call {
-                Call::Recommend => "Recommend",
-                Call::Page => "GET /",
-            };
+            let call = target.call.name();
             let label = if target.baseline {
                 format!("**{}** (baseline)", target.label)
             } else {
@@ -274,7 +263,7 @@ impl Report {
                     .collect();
                 serde_json::json!({
                     "label": target.label,
-                    "call": match target.call { Call::Recommend => "Recommend", Call::Page => "GET /" },
+                    "call": target.call.name(),
                     "baseline": target.baseline,
                     "points": points,
                 })
@@ -293,24 +282,10 @@ fn peak_budget(service: &str, mib: f64) -> Budget {
     }
 }
 
-/// Puts `generated` between the markers of `document`, or appends markers
-/// and it when there are none yet.
-pub fn splice(document: &str, generated: &str) -> String {
-    const BEGIN: &str = "<!-- cargo xtask bench: begin -->";
-    const END: &str = "<!-- cargo xtask bench: end -->";
-    match (document.find(BEGIN), document.find(END)) {
-        (Some(begin), Some(end)) if begin < end => format!(
-            "{}{BEGIN}\n{generated}{}",
-            &document[..begin],
-            &document[end..]
-        ),
-        _ => format!("{document}\n{BEGIN}\n{generated}{END}\n"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::{load::Call, servers::Server};
 
     #[test]
     fn medians_of_odd_and_even_counts() {
@@ -324,6 +299,7 @@ mod tests {
             label,
             call,
             baseline,
+            server: Server::BareTonic,
         };
         let targets = vec![
             target("bare", Call::Recommend, true),
@@ -349,14 +325,5 @@ mod tests {
         assert_eq!(rows[1].ratio, 180.0 / 200.0);
         assert_eq!(rows[1].p99_ratio, 1.5);
         assert_eq!(rows[2].ratio, 1.0);
-    }
-
-    #[test]
-    fn splicing_replaces_only_what_is_between_the_markers() {
-        let first = splice("# Benchmarks\n", "table 1\n");
-        assert!(first.starts_with("# Benchmarks\n"));
-        let second = splice(&format!("{first}\nprose after\n"), "table 2\n");
-        assert!(second.contains("table 2\n") && !second.contains("table 1"));
-        assert!(second.starts_with("# Benchmarks\n") && second.ends_with("prose after\n"));
     }
 }
