@@ -62,10 +62,12 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
     }
     // A terminal's Ctrl-C already reached the services (same process group);
     // SIGTERM covers every other way xtask is asked to stop.
+    let names = services.each_ref().map(|service| service.name.clone());
+    let [first, second] = services;
+    let stopped = tokio::join!(first.stop(), second.stop());
     let mut failed = exited.is_some();
-    for service in services {
-        let name = service.name.clone();
-        match service.stop().await {
+    for (name, stopped) in names.into_iter().zip([stopped.0, stopped.1]) {
+        match stopped {
             Ok(()) => println!("xtask: {name} stopped"),
             Err(err) => {
                 println!("xtask: {err:#}");

@@ -2,7 +2,7 @@
 //! order from fastest to slowest so a mistake shows early.
 
 use crate::{
-    tools::{Tool, Tools},
+    tools::{CARGO_MACHETE, Tool, Tools},
     workspace,
 };
 use anyhow::{Context, bail};
@@ -22,6 +22,8 @@ enum Step {
     Fmt,
     /// `cargo clippy --all-targets -- -D warnings`
     Clippy,
+    /// `cargo machete`: no dependency that a crate never uses
+    Machete,
     /// `buf lint` on the proto contract
     BufLint,
     /// `buf breaking` against the last committed contract
@@ -73,6 +75,7 @@ impl Step {
     fn tools(self) -> Vec<Tool> {
         match self {
             Step::Fmt | Step::Clippy | Step::Cargo | Step::Release => vec![],
+            Step::Machete => vec![CARGO_MACHETE],
             Step::BufLint | Step::BufBreaking => vec![Tool::Buf],
             Step::Deploy => vec![Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
             Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
@@ -134,6 +137,10 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
             "-D",
             "warnings",
         ])),
+        Step::Machete => workspace::run(
+            // The target dir may sit in the checkout: its crates are not ours.
+            tools.command("cargo-machete")?.arg("--skip-target-dir"),
+        ),
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
         Step::Cargo => workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"])),
@@ -171,48 +178,46 @@ const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
 /// when ours differs from it (a branch, or uncommitted work), else the one
 /// before the newest commit on `main` that changed it (CI, where the
 /// checkout is `main` itself). Not HEAD~1, which misses a change made two
-/// commits ago.
+/// commits ago. Passes without comparing only when the contract has a
+/// single version; missing history (a shallow clone) fails, with the fix.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
-    let main = ["main", "origin/main"].into_iter().find(|branch| {
-        git(&[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{branch}^{{commit}}"),
-        ])
-        .is_ok()
-    });
-    let Some(main) = main else {
-        eprintln!("xtask: no main branch to compare the contract with");
-        return Ok(());
+    if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
+        bail!(
+            "this clone is shallow, so the contract's previous version is missing: run `git fetch --unshallow origin main` (CI: check out with full history)"
+        );
+    }
+    let verify = |rev: &str| git(&["rev-parse", "--verify", "--quiet", rev]).ok();
+    let Some(main) = ["main", "origin/main"]
+        .into_iter()
+        .find(|branch| verify(&format!("{branch}^{{commit}}")).is_some())
+    else {
+        bail!(
+            "no `main` or `origin/main` to compare the contract with: run `git fetch origin main`"
+        );
     };
-    let differs_from_main = !git(&[&["diff", "--name-only", main, "--"], CONTRACT].concat())?
-        .is_empty()
-        || !git(&[
-            &["ls-files", "--others", "--exclude-standard", "--"],
-            CONTRACT,
-        ]
-        .concat())?
-        .is_empty();
-    let base = if differs_from_main {
+    let changed = |args: &[&str]| -> anyhow::Result<bool> {
+        Ok(!git(&[args, &["--"], CONTRACT].concat())?.is_empty())
+    };
+    let base = if changed(&["diff", "--name-only", main])?
+        || changed(&["ls-files", "--others", "--exclude-standard"])?
+    {
         git(&["rev-parse", main])?
     } else {
         let last_change = git(&[&["log", "-1", "--format=%H", main, "--"], CONTRACT].concat())?;
-        match git(&[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{last_change}^"),
-        ]) {
-            Ok(parent) => parent,
-            Err(_) => {
-                eprintln!("xtask: the contract has no earlier version to compare with");
+        match verify(&format!("{last_change}^")) {
+            Some(parent) => parent,
+            None => {
+                eprintln!(
+                    "xtask: pass: the contract has a single version ({last_change}, the first commit): nothing to compare"
+                );
                 return Ok(());
             }
         }
     };
     if git(&["ls-tree", "--name-only", &base, "proto/buf.yaml"])?.is_empty() {
-        eprintln!("xtask: {base} has no contract yet; nothing to compare");
+        eprintln!(
+            "xtask: pass: the contract has a single version ({base} has none yet): nothing to compare"
+        );
         return Ok(());
     }
     eprintln!("xtask: comparing the contract with commit {base}");

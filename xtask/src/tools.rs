@@ -1,7 +1,8 @@
 //! Installs the outside tools the checks use, each only when a step needs it,
 //! under the cargo target dir so later runs reuse them: a Python venv (pinned
 //! in `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned
-//! `tools/*/go.mod` (istioctl, Jaeger) and, as root on Debian only, apt packages.
+//! `tools/*/go.mod` (istioctl, Jaeger), pinned cargo subcommands from
+//! crates.io and, as root on Debian only, apt packages.
 
 use crate::workspace;
 use anyhow::{Context, bail};
@@ -42,7 +43,18 @@ pub enum Tool {
         command: &'static str,
         package: &'static str,
     },
+    /// A cargo subcommand from crates.io (`cargo install --locked`).
+    Cargo {
+        name: &'static str,
+        version: &'static str,
+    },
 }
+
+/// Unused dependencies: a whole crate in a manifest that no code names.
+pub const CARGO_MACHETE: Tool = Tool::Cargo {
+    name: "cargo-machete",
+    version: "0.9.2",
+};
 
 /// The Go programs a tool is: (module under `tools/`, [(binary, package)]).
 fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static str)]) {
@@ -85,6 +97,7 @@ impl Tools {
                 Tool::Buf => self.install_buf()?,
                 Tool::Istioctl | Tool::Jaeger => self.build_go_tool(*tool)?,
                 Tool::Debian { command, package } => install_debian(command, package)?,
+                Tool::Cargo { name, version } => self.install_cargo(name, version)?,
             }
         }
         Ok(())
@@ -103,7 +116,7 @@ impl Tools {
     }
 
     /// The `cargo install --root` of cargo-installed tools.
-    pub fn cargo_root(&self) -> PathBuf {
+    fn cargo_root(&self) -> PathBuf {
         self.dir.join("cargo")
     }
 
@@ -112,28 +125,32 @@ impl Tools {
         self.dir.join("bin")
     }
 
-    fn bin_dirs(&self) -> [PathBuf; 3] {
+    fn bin_dirs(&self) -> [PathBuf; 4] {
         [
             self.venv().join("bin"),
             self.node().join("node_modules/.bin"),
             self.bin(),
+            self.cargo_root().join("bin"),
         ]
+    }
+
+    /// Where an installed tool is.
+    pub fn path(&self, program: &str) -> anyhow::Result<PathBuf> {
+        self.bin_dirs()
+            .into_iter()
+            .map(|dir| dir.join(program))
+            .find(|path| path.exists())
+            .with_context(|| format!("{program} is not among the installed tools"))
     }
 
     /// A command for an installed tool, run from the workspace root with the
     /// tools first on PATH (pytest starts hadolint, istioctl… by name).
     pub fn command(&self, program: &str) -> anyhow::Result<Command> {
-        let installed = self
-            .bin_dirs()
-            .into_iter()
-            .map(|dir| dir.join(program))
-            .find(|path| path.exists())
-            .with_context(|| format!("{program} is not among the installed tools"))?;
         let mut path: Vec<PathBuf> = self.bin_dirs().into();
         if let Some(system) = std::env::var_os("PATH") {
             path.extend(std::env::split_paths(&system));
         }
-        let mut command = Command::new(installed);
+        let mut command = Command::new(self.path(program)?);
         command
             .current_dir(workspace::root())
             .env("PATH", std::env::join_paths(path)?);
@@ -215,6 +232,24 @@ impl Tools {
                 .arg(BUF),
         )?;
         fs::write(stamp, BUF)?;
+        Ok(())
+    }
+
+    /// `name@version` from crates.io, unless that version is installed.
+    fn install_cargo(&self, name: &str, version: &str) -> anyhow::Result<()> {
+        let stamp = self.cargo_root().join(format!("{name}.installed"));
+        let installed = self.cargo_root().join("bin").join(name).is_file()
+            && fs::read_to_string(&stamp).ok().as_deref() == Some(version);
+        if !installed {
+            eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
+            workspace::run(
+                workspace::cargo()
+                    .args(["install", "--locked", "--force", "--root"])
+                    .arg(self.cargo_root())
+                    .arg(format!("{name}@{version}")),
+            )?;
+            fs::write(stamp, version)?;
+        }
         Ok(())
     }
 
