@@ -43,19 +43,19 @@ pub struct Run {
     pub p99_ms: f64,
 }
 
-pub struct Load<'a> {
+pub struct Load {
     pub call: Call,
     pub addr: SocketAddr,
     pub concurrency: usize,
     pub requests: usize,
     pub bound: Duration,
     /// The gRPC-framed request (Recommend only).
-    pub body: &'a Path,
+    pub body: PathBuf,
     /// Where h2load writes its per-request log.
     pub log: PathBuf,
 }
 
-impl Load<'_> {
+impl Load {
     pub async fn run(&self) -> anyhow::Result<Run> {
         // h2load appends to its log.
         let _ = fs::remove_file(&self.log);
@@ -75,7 +75,7 @@ impl Load<'_> {
             Call::Recommend => {
                 h2load
                     .arg("--data")
-                    .arg(self.body)
+                    .arg(&self.body)
                     .args(["--header", "content-type: application/grpc"])
                     .args(["--header", "te: trailers"])
                     .arg(format!("http://{}{RECOMMEND_PATH}", self.addr));

@@ -2,8 +2,13 @@
 //! baseline of the same call and concurrency, the budgets, the Markdown
 //! BENCHMARKS.md keeps and the JSON the plot is drawn from.
 
-use super::Target;
-use std::fmt::Write as _;
+use super::{BenchArgs, CONCURRENCIES, PROD, Server, Target};
+use crate::{benchmarks, procfs, tools::Tools, workspace};
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+};
 
 /// One measured scenario of one round.
 #[derive(Debug, Clone)]
@@ -198,7 +203,7 @@ impl Report {
             let label = if target.baseline {
                 format!("**{}** (baseline)", target.label)
             } else {
-                target.label.to_owned()
+                target.label.clone()
             };
             let rss: Vec<String> = row.peak_rss_mib.iter().map(|m| format!("{m:.1}")).collect();
             let _ = writeln!(
@@ -282,6 +287,74 @@ fn peak_budget(service: &str, mib: f64) -> Budget {
     }
 }
 
+/// The measured part of a run.
+pub struct Measured {
+    pub samples: Vec<Sample>,
+    pub startups: Vec<Startup>,
+    pub load_before: String,
+}
+
+/// The table, printed and written with the plot: into BENCHMARKS.md and
+/// docs/bench.png, or beside the other results under the target dir.
+pub fn write(
+    tools: &Tools,
+    settings: &BenchArgs,
+    target_dir: &Path,
+    targets: Vec<Target>,
+    measured: Measured,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let work = &target_dir.join("bench");
+    let sizes = ["recommendations", "marketplace"]
+        .into_iter()
+        .map(|binary| {
+            Ok((
+                binary,
+                stripped_size(&target_dir.join("release"), binary, work)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let rows = rows(&targets, &measured.samples, &CONCURRENCIES);
+    let report = Report {
+        targets,
+        rows,
+        startups: measured.startups,
+        sizes,
+        date: format!("{} UTC", procfs::utc_minute()?),
+        machine: procfs::machine(),
+        load_before: measured.load_before,
+        load_after: procfs::load_average(),
+        rounds: settings.rounds,
+        command: settings.command.clone(),
+    };
+    let markdown = report.markdown(&report.budgets(
+        &Server::Recommendations(PROD).label(),
+        &Server::Marketplace(PROD).label(),
+    ));
+    println!("{markdown}");
+
+    let json = work.join("results.json");
+    fs::write(&json, serde_json::to_vec_pretty(&report.plot_json())?)?;
+    fs::write(work.join("results.md"), &markdown)?;
+    let (document, plot) = if !settings.no_update {
+        let root = workspace::root();
+        (root.join("BENCHMARKS.md"), root.join("docs/bench.png"))
+    } else {
+        (work.join("BENCHMARKS.md"), work.join("bench.png"))
+    };
+    let script = workspace::root().join("bench/plot.py");
+    workspace::run(tools.command("python")?.arg(script).arg(&json).arg(&plot))?;
+    benchmarks::update(&document, "bench", "", |_| markdown)?;
+    Ok((document, plot))
+}
+
+/// The size of `binary` once stripped of symbols (a copy is stripped).
+fn stripped_size(bin_dir: &Path, binary: &str, work: &Path) -> anyhow::Result<u64> {
+    let copy = work.join(binary);
+    fs::copy(bin_dir.join(binary), &copy)?;
+    workspace::run(std::process::Command::new("strip").arg(&copy))?;
+    Ok(fs::metadata(&copy)?.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -295,8 +368,8 @@ mod tests {
 
     #[test]
     fn ratios_are_to_the_baseline_of_the_same_call() {
-        let target = |label, call, baseline| Target {
-            label,
+        let target = |label: &str, call, baseline| Target {
+            label: label.into(),
             call,
             baseline,
             server: Server::BareTonic,

@@ -3,12 +3,15 @@
 //! here (at warn they print no `listening` line) with the telemetry settings
 //! of their target, and the OTLP sink that receives their spans.
 
-use super::load::Call;
+use super::{
+    load::Call,
+    report::{self, Startup},
+};
 use crate::{
     process::{self, Output, Process},
     procfs,
 };
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -28,6 +31,8 @@ const OTEL_VARIABLES: [&str; 5] = [
 /// How a service's telemetry is set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Telemetry {
+    /// As the table names it.
+    pub label: &'static str,
     pub rust_log: &'static str,
     pub traces: Traces,
 }
@@ -45,6 +50,7 @@ pub enum Traces {
 
 /// The prod overlay's settings: info logs, 10% parent-based sampling.
 pub const PROD: Telemetry = Telemetry {
+    label: "info logs, OTLP 10%",
     rust_log: "info",
     traces: Traces::Exported("parentbased_traceidratio", "0.1"),
 };
@@ -79,6 +85,25 @@ pub enum Server {
 }
 
 impl Server {
+    /// What its load is made of.
+    pub fn call(self) -> Call {
+        match self {
+            Server::BareTonic | Server::Recommendations(_) => Call::Recommend,
+            _ => Call::Page,
+        }
+    }
+
+    /// As the table names it.
+    pub fn label(self) -> String {
+        match self {
+            Server::BareTonic => "bare tonic".into(),
+            Server::BareAxum => "bare axum, fixed list".into(),
+            Server::BareChain => "bare axum → bare tonic".into(),
+            Server::Recommendations(telemetry) => format!("recommendations: {}", telemetry.label),
+            Server::Marketplace(t) => format!("marketplace → recommendations: {}", t.label),
+        }
+    }
+
     /// It and the servers it calls, front first.
     pub fn chain(self) -> Vec<Server> {
         match self {
@@ -142,7 +167,7 @@ impl Fleet {
     }
 
     async fn start_one(&self, server: Server) -> anyhow::Result<Running> {
-        let name = format!("{server:?}");
+        let name = server.label();
         let (bare, field, args) = match server {
             Server::BareTonic => ("bare-tonic", "grpc_addr", vec![]),
             Server::BareAxum => ("bare-axum", "http_addr", vec![]),
@@ -263,6 +288,50 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// exec to SERVING and idle RSS, each the median of `runs` fresh starts of
+    /// `service` with the prod overlay's telemetry settings.
+    pub async fn startup(&self, service: &'static str, runs: usize) -> anyhow::Result<Startup> {
+        let upstream = match service {
+            "marketplace" => self.upstream(PROD)?.to_vec(),
+            _ => vec![],
+        };
+        let output = Command::new(self.bin("bench-tool"))
+            .args(["startup", "--service", service, "--runs", &runs.to_string()])
+            .arg("--bin")
+            .arg(self.bin(service))
+            .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")])
+            .envs(PROD.env(self.sink_addr))
+            .envs(upstream)
+            .output()
+            .await
+            .context("cannot run bench-tool startup")?;
+        if !output.status.success() {
+            bail!(
+                "bench-tool startup --service {service} failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        let figures: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let median = |key: &str| -> anyhow::Result<f64> {
+            let numbers = figures[key]
+                .as_array()
+                .with_context(|| format!("no {key} from bench-tool startup"))?
+                .iter()
+                .map(|value| value.as_f64().context("not a number"))
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            Ok(report::median(&mut { numbers }))
+        };
+        let (serving_ms, idle_rss_mib) = (median("serving_ms")?, median("idle_rss_kib")? / 1024.0);
+        eprintln!(
+            "bench: {service}: exec to SERVING {serving_ms:.1} ms, idle RSS {idle_rss_mib:.1} MiB (medians of {runs})"
+        );
+        Ok(Startup {
+            service,
+            serving_ms,
+            idle_rss_mib,
+        })
     }
 
     /// CPU seconds the processes of `server`'s chain have used.
