@@ -43,33 +43,31 @@ pub struct Process {
     pub name: String,
     child: Child,
     pid: u32,
-    log: Option<PathBuf>,
     listening: Option<oneshot::Receiver<serde_json::Value>>,
     readers: JoinSet<()>,
-    lines: Arc<AtomicU64>,
-    last_line: Arc<Mutex<String>>,
+    sink: Arc<Sink>,
 }
 
-/// What the readers of a process's two streams share.
+/// Where the readers of a process's two streams put what they read.
 struct Sink {
     name: String,
     output: Output,
     file: Option<Mutex<File>>,
     listening: Mutex<Option<oneshot::Sender<serde_json::Value>>>,
-    lines: Arc<AtomicU64>,
-    last_line: Arc<Mutex<String>>,
+    lines: AtomicU64,
+    last_line: Mutex<String>,
 }
 
 impl Process {
     /// Starts `command` (its stdin closed, its output read as `output` says).
     pub fn spawn(name: &str, command: &mut Command, output: Output) -> anyhow::Result<Self> {
-        let (file, log) = match &output {
+        let file = match &output {
             Output::File(path) => {
-                let file = File::create(path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
-                (Some(Mutex::new(file)), Some(path.clone()))
+                Some(Mutex::new(File::create(path).with_context(|| {
+                    format!("cannot create {}", path.display())
+                })?))
             }
-            _ => (None, None),
+            _ => None,
         };
         let mut child = command
             .stdin(Stdio::null())
@@ -88,8 +86,8 @@ impl Process {
             output,
             file,
             listening: Mutex::new(Some(found)),
-            lines: Arc::default(),
-            last_line: Arc::default(),
+            lines: AtomicU64::new(0),
+            last_line: Mutex::default(),
         });
         let mut readers = JoinSet::new();
         if let Some(stdout) = child.stdout.take() {
@@ -102,11 +100,9 @@ impl Process {
             name: name.to_owned(),
             child,
             pid,
-            log,
             listening: Some(listening),
             readers,
-            lines: sink.lines.clone(),
-            last_line: sink.last_line.clone(),
+            sink,
         })
     }
 
@@ -116,19 +112,20 @@ impl Process {
 
     /// Lines written so far.
     pub fn lines(&self) -> u64 {
-        self.lines.load(Ordering::Relaxed)
+        self.sink.lines.load(Ordering::Relaxed)
     }
 
     /// The last line written.
     pub fn last_line(&self) -> String {
-        self.last_line.lock().expect("not poisoned").clone()
+        self.sink.last_line.lock().expect("not poisoned").clone()
     }
 
     /// Where to look when it fails.
     fn see(&self) -> String {
-        self.log
-            .as_ref()
-            .map_or_else(String::new, |log| format!("; see {}", log.display()))
+        match &self.sink.output {
+            Output::File(log) => format!("; see {}", log.display()),
+            _ => String::new(),
+        }
     }
 
     /// Its JSON `listening` line, with the addresses it bound.
@@ -200,10 +197,8 @@ impl Process {
         }
         let stopped = tokio::time::timeout(STOP_BOUND, self.child.wait()).await;
         // Output a grandchild still holds open is not waited for.
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while self.readers.join_next().await.is_some() {}
-        })
-        .await;
+        let last_lines = async { while self.readers.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(1), last_lines).await;
         match stopped {
             Ok(status) if status.as_ref().is_ok_and(ExitStatus::success) => Ok(()),
             Ok(status) => bail!("{} stopped with {:?}{}", self.name, status?, self.see()),
@@ -236,9 +231,8 @@ async fn read(stream: impl AsyncRead + Unpin, sink: Arc<Sink>) {
         match &sink.output {
             Output::Prefixed => println!("{:>15} | {line}", sink.name),
             Output::File(_) => {
-                if let Some(file) = &sink.file {
-                    let _ = writeln!(file.lock().expect("not poisoned"), "{line}");
-                }
+                let file = sink.file.as_ref().expect("a file for Output::File");
+                let _ = writeln!(file.lock().expect("not poisoned"), "{line}");
             }
             Output::Counted => {}
         }

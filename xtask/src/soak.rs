@@ -20,7 +20,6 @@ use report::{Measured, Usage};
 use services::Service;
 use std::{
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -118,7 +117,7 @@ async fn hold(
     rate: u32,
 ) -> anyhow::Result<Measured> {
     let started = Instant::now();
-    let counters = Arc::new(Counters::default());
+    let counters = Counters::default();
     let load = tokio::spawn(load::drive(
         marketplace.main_addr,
         rate,
@@ -144,7 +143,7 @@ async fn hold(
         }
         last = Some(now);
         if tick % PROGRESS_EVERY == 0 {
-            let counts = counters.snapshot();
+            let counts = counters.lock().expect("not poisoned");
             eprintln!(
                 "xtask: soak {:>4.0}/{} s: {} pages, {} errors, {} degraded; marketplace {}, recommendations {}",
                 started.elapsed().as_secs_f64(),
