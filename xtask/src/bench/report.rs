@@ -23,18 +23,13 @@ pub struct Sample {
     pub peak_rss_mib: Vec<f64>,
 }
 
-/// A target at one concurrency: medians over the rounds.
+/// A target at one concurrency: medians over the rounds, and the ratios of
+/// the rate and the p99 to the baseline's.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub target: usize,
-    pub concurrency: usize,
-    pub per_second: f64,
+    pub medians: Sample,
     pub ratio: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
     pub p99_ratio: f64,
-    pub cpu_per_10k: f64,
-    pub peak_rss_mib: Vec<f64>,
 }
 
 /// A service started on its own, idle.
@@ -82,15 +77,17 @@ pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> 
         let pick =
             |f: &dyn Fn(&Sample) -> f64| median(&mut of.iter().map(|s| f(s)).collect::<Vec<_>>());
         let processes = of.first().map_or(0, |s| s.peak_rss_mib.len());
-        (
-            pick(&|s| s.per_second),
-            pick(&|s| s.p50_ms),
-            pick(&|s| s.p99_ms),
-            pick(&|s| s.cpu_per_10k),
-            (0..processes)
+        Sample {
+            target,
+            concurrency,
+            per_second: pick(&|s| s.per_second),
+            p50_ms: pick(&|s| s.p50_ms),
+            p99_ms: pick(&|s| s.p99_ms),
+            cpu_per_10k: pick(&|s| s.cpu_per_10k),
+            peak_rss_mib: (0..processes)
                 .map(|i| pick(&|s| s.peak_rss_mib[i]))
-                .collect::<Vec<_>>(),
-        )
+                .collect(),
+        }
     };
     let mut rows = Vec::new();
     for (index, target) in targets.iter().enumerate() {
@@ -99,88 +96,74 @@ pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> 
             .position(|t| t.baseline && t.call == target.call)
             .expect("every call has a baseline");
         for &concurrency in concurrencies {
-            let (per_second, p50_ms, p99_ms, cpu_per_10k, peak_rss_mib) =
-                medians(index, concurrency);
-            let (base_rate, _, base_p99, _, _) = medians(baseline, concurrency);
+            let (ours, base) = (medians(index, concurrency), medians(baseline, concurrency));
             rows.push(Row {
-                target: index,
-                concurrency,
-                per_second,
-                ratio: per_second / base_rate,
-                p50_ms,
-                p99_ms,
-                p99_ratio: p99_ms / base_p99,
-                cpu_per_10k,
-                peak_rss_mib,
+                ratio: ours.per_second / base.per_second,
+                p99_ratio: ours.p99_ms / base.p99_ms,
+                medians: ours,
             });
         }
     }
     rows
 }
 
-/// A budget (README.md, "Performance") and whether this run met it.
-pub struct Budget {
-    pub what: String,
-    pub limit: String,
-    pub measured: String,
-    pub met: bool,
-}
+/// A budget (README.md, "Performance"): what, its limit, what this run
+/// measured, and whether that met it.
+pub type Budget = (String, &'static str, String, bool);
 
 impl Report {
     fn row(&self, label: &str, concurrency: usize) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|row| self.targets[row.target].label == label && row.concurrency == concurrency)
+        self.rows.iter().find(|row| {
+            self.targets[row.medians.target].label == label
+                && row.medians.concurrency == concurrency
+        })
     }
 
     /// The budgets, from the rows at concurrency 64 and the startup figures.
     pub fn budgets(&self, grpc_target: &str, page_target: &str) -> Vec<Budget> {
         let mut budgets = Vec::new();
-        if let Some(row) = self.row(grpc_target, 64) {
-            budgets.push(Budget {
-                what: format!("{grpc_target}: throughput at c=64"),
-                limit: "≥ 0.90× bare tonic".into(),
-                measured: format!("{:.2}×", row.ratio),
-                met: row.ratio >= 0.90,
-            });
-            budgets.push(Budget {
-                what: format!("{grpc_target}: p99 at c=64"),
-                limit: "≤ 1.5× bare tonic's".into(),
-                measured: format!("{:.2}× ({:.2} ms)", row.p99_ratio, row.p99_ms),
-                met: row.p99_ratio <= 1.5,
-            });
-            budgets.push(peak_budget("recommendations", row.peak_rss_mib[0]));
+        let peak = |service: &str, mib: f64| {
+            let what = format!("{service}: peak RSS at c=64");
+            (what, "≤ 50 MiB", format!("{mib:.1} MiB"), mib <= 50.0)
+        };
+        if let Some(Row {
+            medians,
+            ratio,
+            p99_ratio,
+        }) = self.row(grpc_target, 64)
+        {
+            let what = format!("{grpc_target}: throughput at c=64");
+            budgets.push((
+                what,
+                "≥ 0.90× bare tonic",
+                format!("{ratio:.2}×"),
+                *ratio >= 0.90,
+            ));
+            let what = format!("{grpc_target}: p99 at c=64");
+            let measured = format!("{p99_ratio:.2}× ({:.2} ms)", medians.p99_ms);
+            budgets.push((what, "≤ 1.5× bare tonic's", measured, *p99_ratio <= 1.5));
+            budgets.push(peak("recommendations", medians.peak_rss_mib[0]));
         }
-        if let Some(row) = self.row(page_target, 64) {
-            budgets.push(Budget {
-                what: format!("{page_target}: GET / throughput at c=64"),
-                limit: "≥ 0.85× bare axum → bare tonic".into(),
-                measured: format!("{:.2}×", row.ratio),
-                met: row.ratio >= 0.85,
-            });
-            budgets.push(peak_budget("marketplace", row.peak_rss_mib[0]));
+        if let Some(Row { medians, ratio, .. }) = self.row(page_target, 64) {
+            let what = format!("{page_target}: GET / throughput at c=64");
+            let limit = "≥ 0.85× bare axum → bare tonic";
+            budgets.push((what, limit, format!("{ratio:.2}×"), *ratio >= 0.85));
+            budgets.push(peak("marketplace", medians.peak_rss_mib[0]));
         }
-        for startup in &self.startups {
-            budgets.push(Budget {
-                what: format!("{}: idle RSS", startup.service),
-                limit: "≤ 15 MiB".into(),
-                measured: format!("{:.1} MiB", startup.idle_rss_mib),
-                met: startup.idle_rss_mib <= 15.0,
-            });
-            budgets.push(Budget {
-                what: format!("{}: exec to SERVING", startup.service),
-                limit: "≤ 100 ms".into(),
-                measured: format!("{:.1} ms", startup.serving_ms),
-                met: startup.serving_ms <= 100.0,
-            });
+        for Startup {
+            service,
+            serving_ms,
+            idle_rss_mib,
+        } in &self.startups
+        {
+            let (what, rss) = (format!("{service}: idle RSS"), *idle_rss_mib);
+            budgets.push((what, "≤ 15 MiB", format!("{rss:.1} MiB"), rss <= 15.0));
+            let (what, ms) = (format!("{service}: exec to SERVING"), *serving_ms);
+            budgets.push((what, "≤ 100 ms", format!("{ms:.1} ms"), ms <= 100.0));
         }
         for (binary, bytes) in &self.sizes {
-            budgets.push(Budget {
-                what: format!("{binary}: stripped binary"),
-                limit: "≤ 25 MB".into(),
-                measured: format!("{:.1} MB", *bytes as f64 / 1e6),
-                met: *bytes <= 25_000_000,
-            });
+            let (what, mb) = (format!("{binary}: stripped binary"), *bytes as f64 / 1e6);
+            budgets.push((what, "≤ 25 MB", format!("{mb:.1} MB"), *bytes <= 25_000_000));
         }
         budgets
     }
@@ -197,7 +180,12 @@ impl Report {
         );
         md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
-        for row in &self.rows {
+        for Row {
+            medians: row,
+            ratio,
+            p99_ratio,
+        } in &self.rows
+        {
             let target = &self.targets[row.target];
             let call = target.call.name();
             let label = if target.baseline {
@@ -211,37 +199,32 @@ impl Report {
                 "| {label} | {call} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {:.3} | {} |",
                 row.concurrency,
                 row.per_second,
-                row.ratio,
+                ratio,
                 row.p50_ms,
                 row.p99_ms,
-                row.p99_ratio,
+                p99_ratio,
                 row.cpu_per_10k,
                 rss.join(" + "),
             );
         }
         md += "\nPeak RSS of a chain is each process's, front first; CPU is the sum of its processes.\n\n";
         md += "| service | exec to SERVING ms | idle RSS MiB |\n|---|--:|--:|\n";
-        for startup in &self.startups {
-            let _ = writeln!(
-                md,
-                "| {} | {:.1} | {:.1} |",
-                startup.service, startup.serving_ms, startup.idle_rss_mib
-            );
+        for Startup {
+            service,
+            serving_ms,
+            idle_rss_mib,
+        } in &self.startups
+        {
+            let _ = writeln!(md, "| {service} | {serving_ms:.1} | {idle_rss_mib:.1} |");
         }
         md += "\n| binary | stripped size MB |\n|---|--:|\n";
         for (binary, bytes) in &self.sizes {
             let _ = writeln!(md, "| {binary} | {:.2} |", *bytes as f64 / 1e6);
         }
         md += "\n| budget | limit | measured | |\n|---|---|---|---|\n";
-        for budget in budgets {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} |",
-                budget.what,
-                budget.limit,
-                budget.measured,
-                if budget.met { "met" } else { "**missed**" }
-            );
+        for (what, limit, measured, met) in budgets {
+            let verdict = if *met { "met" } else { "**missed**" };
+            let _ = writeln!(md, "| {what} | {limit} | {measured} | {verdict} |");
         }
         md
     }
@@ -256,6 +239,7 @@ impl Report {
                 let points: Vec<serde_json::Value> = self
                     .rows
                     .iter()
+                    .map(|row| &row.medians)
                     .filter(|row| row.target == index)
                     .map(|row| {
                         serde_json::json!({
@@ -275,15 +259,6 @@ impl Report {
             })
             .collect();
         serde_json::json!({ "title": format!("{} · {}", self.date, self.machine), "targets": targets })
-    }
-}
-
-fn peak_budget(service: &str, mib: f64) -> Budget {
-    Budget {
-        what: format!("{service}: peak RSS at c=64"),
-        limit: "≤ 50 MiB".into(),
-        measured: format!("{mib:.1} MiB"),
-        met: mib <= 50.0,
     }
 }
 
