@@ -179,78 +179,52 @@ impl Tools {
     }
 
     fn install_python(&self) -> anyhow::Result<()> {
-        let root = workspace::root();
-        let mut requirements = String::new();
-        for file in PYTHON_REQUIREMENTS {
-            let path = root.join(file);
-            if path.is_file() {
-                requirements += &fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-            }
+        let files: Vec<PathBuf> = PYTHON_REQUIREMENTS
+            .iter()
+            .map(|file| workspace::root().join(file))
+            .filter(|path| path.is_file())
+            .collect();
+        let mut requirements = Vec::new();
+        for path in &files {
+            requirements.extend(fs::read(path).with_context(|| format!("cannot read {path:?}"))?);
         }
-        // The stamp holds the requirements the venv was built from.
         let stamp = self.venv().join("installed-requirements.txt");
-        if fs::read_to_string(&stamp).ok().as_deref() == Some(requirements.as_str()) {
-            return Ok(());
-        }
-        require_command(
-            "python3",
-            "Python 3 (with the venv module) from your OS packages",
-        )?;
-        eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
-        workspace::run(
-            Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg("--clear")
-                .arg(self.venv()),
-        )?;
-        let mut pip = Command::new(self.venv().join("bin/pip"));
-        pip.args(["install", "--quiet", "--disable-pip-version-check"]);
-        for file in PYTHON_REQUIREMENTS {
-            if root.join(file).is_file() {
-                pip.arg("-r").arg(root.join(file));
+        stamped(&stamp, &requirements, || {
+            let why = "Python 3 (with the venv module) from your OS packages";
+            require_command("python3", why)?;
+            eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
+            let venv = ["-m", "venv", "--clear"];
+            workspace::run(Command::new("python3").args(venv).arg(self.venv()))?;
+            let mut pip = Command::new(self.venv().join("bin/pip"));
+            pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+            for path in &files {
+                pip.arg("-r").arg(path);
             }
-        }
-        workspace::run(&mut pip)?;
-        fs::write(stamp, requirements)?;
-        Ok(())
+            workspace::run(&mut pip)
+        })
     }
 
     fn install_buf(&self) -> anyhow::Result<()> {
-        let stamp = self.node().join("installed.txt");
-        if fs::read_to_string(&stamp).ok().as_deref() == Some(BUF) {
-            return Ok(());
-        }
-        require_command("npm", "Node.js with npm (for buf) from your OS packages")?;
-        eprintln!("xtask: installing {BUF} from npm");
-        fs::create_dir_all(self.node())?;
-        workspace::run(
-            Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-                .arg(self.node())
-                .arg(BUF),
-        )?;
-        fs::write(stamp, BUF)?;
-        Ok(())
+        stamped(&self.node().join("installed.txt"), BUF.as_bytes(), || {
+            require_command("npm", "Node.js with npm (for buf) from your OS packages")?;
+            eprintln!("xtask: installing {BUF} from npm");
+            let npm = ["install", "--no-audit", "--no-fund", "--silent", "--prefix"];
+            workspace::run(Command::new("npm").args(npm).arg(self.node()).arg(BUF))
+        })
     }
 
     /// `name@version` from crates.io, unless that version is installed.
     fn install_cargo(&self, name: &str, version: &str) -> anyhow::Result<()> {
         let stamp = self.cargo_root().join(format!("{name}.installed"));
-        let installed = self.cargo_root().join("bin").join(name).is_file()
-            && fs::read_to_string(&stamp).ok().as_deref() == Some(version);
-        if !installed {
+        stamped(&stamp, version.as_bytes(), || {
             eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
             workspace::run(
                 workspace::cargo()
                     .args(["install", "--locked", "--force", "--root"])
                     .arg(self.cargo_root())
                     .arg(format!("{name}@{version}")),
-            )?;
-            fs::write(stamp, version)?;
-        }
-        Ok(())
+            )
+        })
     }
 
     /// `go` with its module and build caches under the tools dir, in one
@@ -274,23 +248,32 @@ impl Tools {
         for (name, package) in programs {
             let binary = self.bin().join(name);
             let stamp = self.bin().join(format!("{name}.built-from"));
-            if binary.is_file() && fs::read(&stamp).ok().as_deref() == Some(sources.as_slice()) {
-                continue;
-            }
-            eprintln!(
-                "xtask: building {name} from {GO_TOOLS}/{module} (the first build takes several minutes)"
-            );
-            fs::create_dir_all(self.bin())?;
-            workspace::run(
-                self.go(module)?
-                    .args(["build", "-trimpath", "-o"])
-                    .arg(&binary)
-                    .arg(package),
-            )?;
-            fs::write(stamp, &sources)?;
+            stamped(&stamp, &sources, || {
+                eprintln!(
+                    "xtask: building {name} from {GO_TOOLS}/{module} (the first build takes several minutes)"
+                );
+                let build = ["build", "-trimpath", "-o"];
+                workspace::run(self.go(module)?.args(build).arg(&binary).arg(package))
+            })?;
         }
         Ok(())
     }
+}
+
+/// Runs `install` unless `stamp` says it ran from `built_from` (the
+/// requirements, the version, the sources); then records that it did.
+fn stamped(
+    stamp: &Path,
+    built_from: &[u8],
+    install: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if fs::read(stamp).ok().as_deref() == Some(built_from) {
+        return Ok(());
+    }
+    // The stamp's folder is where the tool goes, which some installers want to exist.
+    fs::create_dir_all(stamp.parent().context("a stamp is in a folder")?)?;
+    install()?;
+    Ok(fs::write(stamp, built_from)?)
 }
 
 /// Every file of a tools module (go.mod, go.sum, our own Go programs), in a
