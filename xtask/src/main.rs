@@ -34,8 +34,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// Install the tools the checks need, then run every check and test.
     Test(test::TestArgs),
-    /// Mutation testing of the domain code (bounded; not part of `test`).
-    Mutants,
+    /// Mutation testing of the files `.cargo/mutants.toml` names (not part of `test`).
+    Mutants(mutants::MutantsArgs),
     /// Load-test release builds against bare tonic and axum baselines.
     Bench(bench::BenchArgs),
     /// A fixed request rate through the marketplace; memory and descriptors must stay flat.
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     let result = workspace::locate().and_then(|root| match command {
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
-        Command::Mutants => mutants::run(),
+        Command::Mutants(args) => mutants::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Mesh(args) => mesh::run(args),

@@ -7,6 +7,7 @@ use crate::{
     tools::{Tool, Tools},
     workspace,
 };
+use clap::Args;
 use std::{fmt::Write as _, fs, path::Path};
 
 const CARGO_MUTANTS: Tool = Tool::Cargo {
@@ -14,7 +15,15 @@ const CARGO_MUTANTS: Tool = Tool::Cargo {
     version: "27.1.0",
 };
 
-pub fn run() -> anyhow::Result<()> {
+#[derive(Args)]
+pub struct MutantsArgs {
+    /// More `cargo mutants` arguments: `--jobs 4` on a larger machine,
+    /// `--shard 1/4`, `-F <regex>` for some mutants only.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    more: Vec<String>,
+}
+
+pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     tools.ensure(&[CARGO_MUTANTS])?;
@@ -25,6 +34,7 @@ pub fn run() -> anyhow::Result<()> {
             .command("cargo-mutants")?
             .args(["mutants", "--caught", "--unviable", "--output"])
             .arg(&out)
+            .args(&args.more)
             // Mutated builds stay out of the shared cache; no debug info makes them faster.
             .env("CARGO_TARGET_DIR", out.join("target"))
             .env("CARGO_PROFILE_DEV_DEBUG", "0"),
@@ -32,7 +42,11 @@ pub fn run() -> anyhow::Result<()> {
     let results = out.join("mutants.out");
     let config = fs::read_to_string(workspace::root().join(".cargo/mutants.toml"))?;
     let document = workspace::root().join("docs/mutants.md");
-    match report(&results, &config, &procfs::utc_minute()?) {
+    let command = ["cargo xtask mutants".to_owned()]
+        .into_iter()
+        .chain(args.more);
+    let command = command.collect::<Vec<_>>().join(" ");
+    match report(&results, &config, &procfs::utc_minute()?, &command) {
         Ok(report) => {
             fs::write(&document, report)?;
             eprintln!("xtask: result in {}", document.display());
@@ -46,13 +60,13 @@ pub fn run() -> anyhow::Result<()> {
 
 /// docs/mutants.md from cargo-mutants' output directory and the config's
 /// excluded (equivalent) mutants.
-fn report(results: &Path, config: &str, date: &str) -> anyhow::Result<String> {
+fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Result<String> {
     let outcome: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(results.join("outcomes.json"))?)?;
     let count = |key: &str| outcome[key].as_u64().unwrap_or(0);
     let mut md = format!(
         "# Mutation testing\n\n\
-         Written by `cargo xtask mutants` ({date} UTC, cargo-mutants {}, {}) over the files \
+         Written by `{command}` ({date} UTC, cargo-mutants {}, {}) over the files \
          `.cargo/mutants.toml` names: {} mutants, {} caught, {} missed, {} timeouts, {} unviable.\n",
         outcome["cargo_mutants_version"].as_str().unwrap_or("?"),
         procfs::machine(),
