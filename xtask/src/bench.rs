@@ -27,14 +27,8 @@ use std::{
 /// What the `bench` test step needs installed: h2load, binutils' strip and
 /// matplotlib (in the Python venv) for the plot.
 pub const TOOLS: &[Tool] = &[
-    Tool::Debian {
-        command: "h2load",
-        package: "nghttp2-client",
-    },
-    Tool::Debian {
-        command: "strip",
-        package: "binutils",
-    },
+    Tool::debian("h2load", "nghttp2-client"),
+    Tool::debian("strip", "binutils"),
     Tool::Python,
 ];
 

@@ -16,10 +16,7 @@ use std::{fs, path::Path, process::Command};
 pub const TOOLS: &[Tool] = &[];
 
 /// cargo-fuzz, installed only once a nightly toolchain is there to run it.
-const CARGO_FUZZ: Tool = Tool::Cargo {
-    name: "cargo-fuzz",
-    version: "0.13.2",
-};
+const CARGO_FUZZ: Tool = Tool::cargo("cargo-fuzz", "0.13.2");
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`, corpus in `fuzz/corpus/<name>`).
 const TARGETS: [&str; 3] = ["validation", "query", "catalog"];
@@ -50,14 +47,8 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
         return workspace::run(
             workspace::cargo()
                 .args(["test", "--locked", "--package", "recommendations"])
-                .args([
-                    "--package",
-                    "marketplace",
-                    "--test",
-                    "api",
-                    "--",
-                    PROPERTIES,
-                ])
+                .args(["--package", "marketplace", "--test", "api"])
+                .args(["--", PROPERTIES])
                 .env("PROPTEST_CASES", FALLBACK_CASES),
         );
     }
@@ -139,11 +130,7 @@ fn nightly(program: &Path) -> Command {
 
 fn count_files(dir: &Path) -> anyhow::Result<usize> {
     let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut files = 0;
-    for entry in entries {
-        if entry?.file_type()?.is_file() {
-            files += 1;
-        }
-    }
-    Ok(files)
+    Ok(entries
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().is_file()))
+        .count())
 }

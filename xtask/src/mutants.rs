@@ -10,10 +10,7 @@ use crate::{
 use clap::Args;
 use std::{fmt::Write as _, fs, path::Path};
 
-const CARGO_MUTANTS: Tool = Tool::Cargo {
-    name: "cargo-mutants",
-    version: "27.1.0",
-};
+const CARGO_MUTANTS: Tool = Tool::cargo("cargo-mutants", "27.1.0");
 
 #[derive(Args)]
 pub struct MutantsArgs {

@@ -50,24 +50,12 @@ enum Step {
     Soak,
 }
 
-const PROMETHEUS: Tool = Tool::Debian {
-    command: "promtool",
-    package: "prometheus",
-};
+const PROMETHEUS: Tool = Tool::debian("promtool", "prometheus");
 /// A throwaway certificate stands in for prod's TLS Secret in the mesh analysis.
-const OPENSSL: Tool = Tool::Debian {
-    command: "openssl",
-    package: "openssl",
-};
+const OPENSSL: Tool = Tool::debian("openssl", "openssl");
 const CHROMIUM: [Tool; 2] = [
-    Tool::Debian {
-        command: "chromium",
-        package: "chromium",
-    },
-    Tool::Debian {
-        command: "chromedriver",
-        package: "chromium-driver",
-    },
+    Tool::debian("chromium", "chromium"),
+    Tool::debian("chromedriver", "chromium-driver"),
 ];
 
 impl Step {
@@ -128,15 +116,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
 fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     match step {
         Step::Fmt => workspace::run(workspace::cargo().args(["fmt", "--all", "--", "--check"])),
-        Step::Clippy => workspace::run(workspace::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ])),
+        Step::Clippy => workspace::run(
+            workspace::cargo()
+                .args(["clippy", "--workspace", "--all-targets", "--locked"])
+                .args(["--", "-D", "warnings"]),
+        ),
         Step::Machete => workspace::run(
             // The target dir may sit in the checkout: its crates are not ours.
             tools.command("cargo-machete")?.arg("--skip-target-dir"),

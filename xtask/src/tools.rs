@@ -50,11 +50,18 @@ pub enum Tool {
     },
 }
 
+impl Tool {
+    pub const fn debian(command: &'static str, package: &'static str) -> Tool {
+        Tool::Debian { command, package }
+    }
+
+    pub const fn cargo(name: &'static str, version: &'static str) -> Tool {
+        Tool::Cargo { name, version }
+    }
+}
+
 /// Unused dependencies: a whole crate in a manifest that no code names.
-pub const CARGO_MACHETE: Tool = Tool::Cargo {
-    name: "cargo-machete",
-    version: "0.9.2",
-};
+pub const CARGO_MACHETE: Tool = Tool::cargo("cargo-machete", "0.9.2");
 
 /// The Go programs a tool is: (module under `tools/`, [(binary, package)]).
 fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static str)]) {
