@@ -193,22 +193,23 @@ impl Fleet {
                 let mut process = spawn(&name, &mut command)?;
                 let admin = SocketAddr::from(([127, 0, 0, 1], admin));
                 process.ready(admin).await?;
-                let main = SocketAddr::from(([127, 0, 0, 1], main));
+                let (main, admin) = (SocketAddr::from(([127, 0, 0, 1], main)), Some(admin));
                 return Ok(Running {
                     server,
                     process,
                     main,
-                    admin: Some(admin),
+                    admin,
                 });
             }
         };
         let mut process = spawn(&name, command(self.bin(bare)).args(args))?;
         let main = process::loopback(&process.listening().await?, field)?;
+        let admin = None;
         Ok(Running {
             server,
             process,
             main,
-            admin: None,
+            admin,
         })
     }
 
@@ -233,14 +234,11 @@ impl Fleet {
     /// Fails if a process of `server`'s chain has exited (a crash under load).
     pub fn alive(&mut self, server: Server) -> anyhow::Result<()> {
         let chain = server.chain();
-        for running in self
+        let mut running = self
             .running
             .iter_mut()
-            .filter(|r| chain.contains(&r.server))
-        {
-            running.process.alive()?;
-        }
-        Ok(())
+            .filter(|r| chain.contains(&r.server));
+        running.try_for_each(|running| running.process.alive())
     }
 
     /// Fails if a marketplace ever showed a page without recommendations.
