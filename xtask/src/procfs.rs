@@ -57,11 +57,7 @@ pub fn machine() -> String {
 
 /// The time now in UTC, to the minute (`2026-12-01 15:03`).
 pub fn utc_minute() -> anyhow::Result<String> {
-    let output = Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M"])
-        .output()
-        .context("cannot run date")?;
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    crate::workspace::stdout(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]))
 }
 
 /// The 1-minute load average: how busy the machine was besides the bench.

@@ -214,13 +214,9 @@ fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
 }
 
 fn git(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(workspace::root())
-        .output()
-        .context("cannot run git")?;
-    if !output.status.success() {
-        bail!("git {} failed", args.join(" "));
-    }
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    workspace::stdout(
+        Command::new("git")
+            .args(args)
+            .current_dir(workspace::root()),
+    )
 }

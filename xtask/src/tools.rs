@@ -167,18 +167,8 @@ impl Tools {
     /// The pinned istio.io/istio module's source directory (Istio's CRDs and
     /// standard metrics are read from there, at the version istioctl is built from).
     pub fn istio_module(&self) -> anyhow::Result<PathBuf> {
-        let output = self
-            .go("istio")?
-            .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
-            .output()
-            .context("cannot run go list")?;
-        if !output.status.success() {
-            bail!(
-                "go list -m istio.io/istio failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let dir = PathBuf::from(String::from_utf8(output.stdout)?.trim());
+        let list = ["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"];
+        let dir = PathBuf::from(workspace::stdout(self.go("istio")?.args(list))?);
         if !dir.is_dir() {
             bail!("the istio.io/istio module is not downloaded (looked in {dir:?})");
         }

@@ -20,17 +20,12 @@ pub fn locate() -> anyhow::Result<&'static Path> {
     if let Some(root) = ROOT.get() {
         return Ok(root);
     }
-    let output = Command::new(cargo_program())
-        .args(["locate-project", "--workspace", "--message-format", "plain"])
-        .output()
-        .context("cannot run cargo locate-project")?;
-    ensure!(
-        output.status.success(),
-        "no cargo workspace around {}: run cargo xtask inside the bookshop checkout ({})",
-        std::env::current_dir()?.display(),
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    let manifest = PathBuf::from(String::from_utf8(output.stdout)?.trim());
+    let mut locate = Command::new(cargo_program());
+    locate.args(["locate-project", "--workspace", "--message-format", "plain"]);
+    let manifest = PathBuf::from(stdout(&mut locate).with_context(|| {
+        let here = std::env::current_dir().unwrap_or_default();
+        format!("no cargo workspace around {here:?}: run cargo xtask inside the bookshop checkout")
+    })?);
     let root = manifest.parent().context("a manifest has a folder")?;
     ensure!(
         root.join("xtask/Cargo.toml").is_file(),
@@ -47,17 +42,8 @@ pub fn root() -> &'static Path {
 
 /// Cargo's target directory, wherever `CARGO_TARGET_DIR` or config put it.
 pub fn target_dir() -> anyhow::Result<PathBuf> {
-    let output = cargo()
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .output()
-        .context("cannot run cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let metadata = stdout(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
     let dir = metadata["target_directory"]
         .as_str()
         .context("cargo metadata has no target_directory")?;
@@ -74,6 +60,20 @@ pub fn cargo() -> Command {
     let mut command = Command::new(cargo_program());
     command.current_dir(root());
     command
+}
+
+/// What `command` prints, trimmed; fails with what it said on stderr.
+pub fn stdout(command: &mut Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "{command:?} failed ({}): {said}",
+        output.status
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
 /// Runs `command`, echoing it first; fails with its exit status.
