@@ -98,31 +98,27 @@ impl Measured {
 
     /// The result, as printed at the end of a run.
     pub fn table(&self) -> String {
-        let counts = &self.counts;
+        let Counts {
+            sent,
+            answered,
+            errors,
+            degraded,
+            skipped,
+            p50_ms,
+            p99_ms,
+            max_ms,
+            ..
+        } = &self.counts;
+        let (seconds, rate, fallbacks) = (self.duration.as_secs(), self.rate, self.fallbacks);
         let mut table = format!(
-            "soak: {} s at {} pages/s: {} sent, {} answered, {} errors, {} degraded ({} counted by the marketplace), {} ticks skipped; latency p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms\n\n",
-            self.duration.as_secs(),
-            self.rate,
-            counts.sent,
-            counts.answered,
-            counts.errors,
-            counts.degraded,
-            self.fallbacks,
-            counts.skipped,
-            counts.p50_ms,
-            counts.p99_ms,
-            counts.max_ms,
+            "soak: {seconds} s at {rate} pages/s: {sent} sent, {answered} answered, {errors} errors, {degraded} degraded ({fallbacks} counted by the marketplace), {skipped} ticks skipped; latency p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, max {max_ms:.1} ms\n\n"
         );
         table += "| service | RSS after warm-up | RSS at end | growth | fds after warm-up | fds at end |\n|---|--:|--:|--:|--:|--:|\n";
         for (name, (start, end)) in self.services() {
-            table += &format!(
-                "| {name} | {} | {} | {:+.1}% | {} | {} |\n",
-                mib(start.rss_kib),
-                mib(end.rss_kib),
-                growth(start.rss_kib, end.rss_kib) * 100.0,
-                start.fds,
-                end.fds
-            );
+            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
+            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
+            let (fds, fds_end) = (start.fds, end.fds);
+            table += &format!("| {name} | {from} | {to} | {growth:+.1}% | {fds} | {fds_end} |\n");
         }
         table += &match self.failures().as_slice() {
             [] => "\nresult: pass".to_owned(),
@@ -133,33 +129,31 @@ impl Measured {
 
     /// This run's row of BENCHMARKS.md.
     fn row(&self, date: &str, machine: &str) -> String {
-        let counts = &self.counts;
+        let Counts {
+            sent,
+            errors,
+            degraded,
+            p50_ms,
+            p99_ms,
+            ..
+        } = &self.counts;
         let usage = |(start, end): (Usage, Usage)| {
+            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
+            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
             format!(
-                "{} → {} ({:+.1}%), {} → {} fds",
-                mib(start.rss_kib),
-                mib(end.rss_kib),
-                growth(start.rss_kib, end.rss_kib) * 100.0,
-                start.fds,
-                end.fds
+                "{from} → {to} ({growth:+.1}%), {} → {} fds",
+                start.fds, end.fds
             )
         };
+        let (marketplace, recommendations) = (usage(self.marketplace), usage(self.recommendations));
         let result = if self.failures().is_empty() {
             "pass"
         } else {
             "**fail**"
         };
+        let (seconds, rate) = (self.duration.as_secs(), self.rate);
         format!(
-            "| {date} | {machine} | {} s | {}/s | {} | {} | {} | {:.2} / {:.2} | {} | {} | {result} |",
-            self.duration.as_secs(),
-            self.rate,
-            counts.sent,
-            counts.errors,
-            counts.degraded,
-            counts.p50_ms,
-            counts.p99_ms,
-            usage(self.marketplace),
-            usage(self.recommendations),
+            "| {date} | {machine} | {seconds} s | {rate}/s | {sent} | {errors} | {degraded} | {p50_ms:.2} / {p99_ms:.2} | {marketplace} | {recommendations} | {result} |"
         )
     }
 }
