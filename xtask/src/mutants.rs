@@ -126,4 +126,28 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn the_report_counts_outcomes_and_lists_survivors_and_equivalent_mutants() {
+        let dir = std::env::temp_dir().join(format!("xtask-mutants-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let outcomes = r#"{"total_mutants": 5, "caught": 3, "missed": 1, "timeout": 1, "unviable": 0, "success": 0, "cargo_mutants_version": "27.1.0"}"#;
+        fs::write(dir.join("outcomes.json"), outcomes).unwrap();
+        fs::write(
+            dir.join("missed.txt"),
+            "a.rs:1:1: replace f -> bool with true\n",
+        )
+        .unwrap();
+        fs::write(dir.join("timeout.txt"), "b.rs:2:2: replace g with ()\n").unwrap();
+        let config = "exclude_re = [\n    # Same output.\n    \"h\",\n]\n";
+        let report = report(&dir, config, "2026-12-07 06:00", "cargo xtask mutants").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            report.contains("5 mutants, 3 caught, 1 missed, 1 timeouts, 0 unviable"),
+            "{report}"
+        );
+        assert!(report.contains("## Missed\n\n- `a.rs:1:1: replace f -> bool with true`"));
+        assert!(report.contains("## Timeouts\n\n- `b.rs:2:2: replace g with ()`"));
+        assert!(report.contains("| `h` | Same output. |"));
+    }
 }
