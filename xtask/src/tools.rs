@@ -84,6 +84,8 @@ fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static s
     }
 }
 
+/// The tools dir: `venv/`, `node/` (buf), `go/` (Go's caches), `bin/` (built
+/// Go tools), `cargo/` (the `cargo install --root`).
 pub struct Tools {
     dir: PathBuf,
 }
@@ -110,34 +112,12 @@ impl Tools {
         Ok(())
     }
 
-    fn venv(&self) -> PathBuf {
-        self.dir.join("venv")
-    }
-
-    fn node(&self) -> PathBuf {
-        self.dir.join("node")
-    }
-
-    fn go_dir(&self) -> PathBuf {
-        self.dir.join("go")
-    }
-
-    /// The `cargo install --root` of cargo-installed tools.
-    fn cargo_root(&self) -> PathBuf {
-        self.dir.join("cargo")
-    }
-
-    /// Where built Go tools go.
-    fn bin(&self) -> PathBuf {
-        self.dir.join("bin")
-    }
-
     fn bin_dirs(&self) -> [PathBuf; 4] {
         [
-            self.venv().join("bin"),
-            self.node().join("node_modules/.bin"),
-            self.bin(),
-            self.cargo_root().join("bin"),
+            self.dir.join("venv").join("bin"),
+            self.dir.join("node").join("node_modules/.bin"),
+            self.dir.join("bin"),
+            self.dir.join("cargo").join("bin"),
         ]
     }
 
@@ -185,14 +165,18 @@ impl Tools {
         for path in &files {
             requirements.extend(fs::read(path).with_context(|| format!("cannot read {path:?}"))?);
         }
-        let stamp = self.venv().join("installed-requirements.txt");
+        let stamp = self.dir.join("venv").join("installed-requirements.txt");
         stamped(&stamp, &requirements, || {
             let why = "Python 3 (with the venv module) from your OS packages";
             require_command("python3", why)?;
             eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
             let venv = ["-m", "venv", "--clear"];
-            workspace::run(Command::new("python3").args(venv).arg(self.venv()))?;
-            let mut pip = Command::new(self.venv().join("bin/pip"));
+            workspace::run(
+                Command::new("python3")
+                    .args(venv)
+                    .arg(self.dir.join("venv")),
+            )?;
+            let mut pip = Command::new(self.dir.join("venv").join("bin/pip"));
             pip.args(["install", "--quiet", "--disable-pip-version-check"]);
             for path in &files {
                 pip.arg("-r").arg(path);
@@ -202,23 +186,32 @@ impl Tools {
     }
 
     fn install_buf(&self) -> anyhow::Result<()> {
-        stamped(&self.node().join("installed.txt"), BUF.as_bytes(), || {
-            require_command("npm", "Node.js with npm (for buf) from your OS packages")?;
-            eprintln!("xtask: installing {BUF} from npm");
-            let npm = ["install", "--no-audit", "--no-fund", "--silent", "--prefix"];
-            workspace::run(Command::new("npm").args(npm).arg(self.node()).arg(BUF))
-        })
+        stamped(
+            &self.dir.join("node").join("installed.txt"),
+            BUF.as_bytes(),
+            || {
+                require_command("npm", "Node.js with npm (for buf) from your OS packages")?;
+                eprintln!("xtask: installing {BUF} from npm");
+                let npm = ["install", "--no-audit", "--no-fund", "--silent", "--prefix"];
+                workspace::run(
+                    Command::new("npm")
+                        .args(npm)
+                        .arg(self.dir.join("node"))
+                        .arg(BUF),
+                )
+            },
+        )
     }
 
     /// `name@version` from crates.io, unless that version is installed.
     fn install_cargo(&self, name: &str, version: &str) -> anyhow::Result<()> {
-        let stamp = self.cargo_root().join(format!("{name}.installed"));
+        let stamp = self.dir.join("cargo").join(format!("{name}.installed"));
         stamped(&stamp, version.as_bytes(), || {
             eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
             workspace::run(
                 workspace::cargo()
                     .args(["install", "--locked", "--force", "--root"])
-                    .arg(self.cargo_root())
+                    .arg(self.dir.join("cargo"))
                     .arg(format!("{name}@{version}")),
             )
         })
@@ -230,8 +223,8 @@ impl Tools {
         require_command("go", "Go 1.26 or later (https://go.dev/doc/install)")?;
         let mut go = Command::new("go");
         go.current_dir(workspace::root().join(GO_TOOLS).join(module))
-            .env("GOMODCACHE", self.go_dir().join("mod"))
-            .env("GOCACHE", self.go_dir().join("cache"))
+            .env("GOMODCACHE", self.dir.join("go").join("mod"))
+            .env("GOCACHE", self.dir.join("go").join("cache"))
             .env("GOTOOLCHAIN", "local")
             .env("GOFLAGS", "-mod=readonly");
         Ok(go)
@@ -243,8 +236,8 @@ impl Tools {
         let (module, programs) = go_programs(tool);
         let sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
         for (name, package) in programs {
-            let binary = self.bin().join(name);
-            let stamp = self.bin().join(format!("{name}.built-from"));
+            let binary = self.dir.join("bin").join(name);
+            let stamp = self.dir.join("bin").join(format!("{name}.built-from"));
             stamped(&stamp, &sources, || {
                 eprintln!(
                     "xtask: building {name} from {GO_TOOLS}/{module} (the first build takes several minutes)"
