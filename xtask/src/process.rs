@@ -240,6 +240,53 @@ async fn read(stream: impl AsyncRead + Unpin, sink: Arc<Sink>) {
     }
 }
 
+/// A service binary on loopback ports picked here (at `RUST_LOG=warn` it
+/// prints no `listening` line), with JSON logs and no shutdown delay (no load
+/// balancer drains on loopback), ready once its admin listener says so.
+pub struct Service {
+    pub process: Process,
+    /// The gRPC listener of recommendations, the page listener of the marketplace.
+    pub main: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Service {
+    /// Starts `command`, its main port set by the variable `main_port`.
+    pub async fn start(
+        name: &str,
+        command: &mut Command,
+        main_port: &str,
+        output: Output,
+    ) -> anyhow::Result<Self> {
+        let (main, admin) = (free_port()?, free_port()?);
+        command
+            .envs(
+                [(main_port, main.port()), ("ADMIN_PORT", admin.port())]
+                    .map(|(k, v)| (k, v.to_string())),
+            )
+            .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")]);
+        let mut process = Process::spawn(name, command, output)?;
+        process.ready(admin).await?;
+        Ok(Self {
+            process,
+            main,
+            admin,
+        })
+    }
+
+    /// The marketplace's `marketplace_recommendations_fallback_total`, all
+    /// reasons: the degraded pages it served, as it counts them itself.
+    pub async fn fallbacks(&self) -> anyhow::Result<f64> {
+        let metrics = get(self.admin, "/metrics").await?;
+        counter(&metrics, "marketplace_recommendations_fallback_total")
+    }
+}
+
+/// A loopback address whose port was free a moment ago.
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
 /// An HTTP client for loopback: no proxy, a bound on every request.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()

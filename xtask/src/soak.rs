@@ -7,9 +7,10 @@
 
 mod load;
 mod report;
-mod services;
 
 use crate::{
+    process::{Output, Service},
+    procfs,
     tools::{Tool, Tools},
     workspace,
 };
@@ -17,7 +18,6 @@ use anyhow::{Context, bail};
 use clap::Args;
 use load::{Counters, Counts};
 use report::{Measured, Usage};
-use services::Service;
 use std::{
     path::Path,
     time::{Duration, Instant},
@@ -83,18 +83,24 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
     let log_dir = target_dir.join("soak");
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
-    let dirs = (bin_dir.as_path(), log_dir.as_path());
     workspace::block_on(async {
-        let grpc = [("GRPC_PORT", "0".to_owned())];
-        let mut recommendations =
-            Service::start("recommendations", "grpc_addr", dirs, &grpc).await?;
-        let upstream = recommendations.main_addr;
-        let http = [
-            ("HTTP_PORT", "0".to_owned()),
+        // Only the soak's own settings, nothing from the caller's environment.
+        let start = async |name: &str, main_port: &str, settings: Vec<(&str, String)>| {
+            let mut command = tokio::process::Command::new(bin_dir.join(name));
+            command.env_clear().env("RUST_LOG", "info").envs(settings);
+            let log = Output::File(log_dir.join(format!("{name}.log")));
+            let service = Service::start(name, &mut command, main_port, log).await?;
+            let (pid, main, admin) = (service.process.pid(), service.main, service.admin);
+            eprintln!("xtask: {name} (pid {pid}) is ready on {main}, admin {admin}");
+            anyhow::Ok(service)
+        };
+        let mut recommendations = start("recommendations", "GRPC_PORT", vec![]).await?;
+        let upstream = recommendations.main;
+        let http = vec![
             ("RECOMMENDATIONS_HOST", upstream.ip().to_string()),
             ("RECOMMENDATIONS_PORT", upstream.port().to_string()),
         ];
-        let mut marketplace = Service::start("marketplace", "http_addr", dirs, &http).await?;
+        let mut marketplace = start("marketplace", "HTTP_PORT", http).await?;
         let measured = hold(&mut marketplace, &mut recommendations, duration, rate).await;
         // Both are stopped whatever happened; a failed stop is reported
         // after the measurement's own error, if any.
@@ -119,7 +125,7 @@ async fn hold(
     let started = Instant::now();
     let counters = Counters::default();
     let load = tokio::spawn(load::drive(
-        marketplace.main_addr,
+        marketplace.main,
         rate,
         duration,
         counters.clone(),
@@ -137,7 +143,7 @@ async fn hold(
             break;
         }
         tick += 1;
-        let now = [marketplace.usage()?, recommendations.usage()?];
+        let now = [usage(marketplace)?, usage(recommendations)?];
         if baseline.is_none() && started.elapsed() >= warm_up {
             baseline = Some(now);
         }
@@ -169,6 +175,13 @@ async fn hold(
         max_rss_growth: MAX_RSS_GROWTH,
         fd_tolerance: FD_TOLERANCE,
     })
+}
+
+/// Resident memory and open descriptors now; an error once it has exited.
+fn usage(service: &mut Service) -> anyhow::Result<Usage> {
+    service.process.alive()?;
+    let (rss_kib, fds) = procfs::usage(service.process.pid())?;
+    Ok(Usage { rss_kib, fds })
 }
 
 /// `90s`, `10m`, `1h`, `500ms`: a number and a unit.

@@ -8,7 +8,7 @@ use super::{
     report::{self, Startup},
 };
 use crate::{
-    process::{self, Output, Process},
+    process::{self, Output, Process, Service},
     procfs, workspace,
 };
 use anyhow::{Context, ensure};
@@ -177,23 +177,21 @@ impl Fleet {
                 ("bare-axum", "http_addr", args)
             }
             Server::Recommendations(telemetry) | Server::Marketplace(telemetry) => {
-                let (main, admin) = (free_port()?, free_port()?);
                 let (binary, port) = match server {
                     Server::Marketplace(_) => ("marketplace", "HTTP_PORT"),
                     _ => ("recommendations", "GRPC_PORT"),
                 };
                 let mut command = command(self.bin(binary));
-                command
-                    .envs([(port, main), ("ADMIN_PORT", admin)].map(|(k, v)| (k, v.to_string())))
-                    .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")])
-                    .envs(telemetry.env(self.sink_addr));
+                command.envs(telemetry.env(self.sink_addr));
                 if let Server::Marketplace(_) = server {
                     command.envs(self.upstream(telemetry)?);
                 }
-                let mut process = spawn(&name, &mut command)?;
-                let admin = SocketAddr::from(([127, 0, 0, 1], admin));
-                process.ready(admin).await?;
-                let (main, admin) = (SocketAddr::from(([127, 0, 0, 1], main)), Some(admin));
+                let Service {
+                    process,
+                    main,
+                    admin,
+                } = Service::start(&name, &mut command, port, Output::Counted).await?;
+                let admin = Some(admin);
                 return Ok(Running {
                     server,
                     process,
@@ -342,11 +340,4 @@ fn command(binary: PathBuf) -> Command {
 /// Starts a bench process, its stdout counted.
 fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Process> {
     Process::spawn(name, command, Output::Counted)
-}
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
