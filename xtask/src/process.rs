@@ -25,7 +25,7 @@ use tokio::{
 
 /// How long a process gets to listen, to get ready, and to stop.
 const START_BOUND: Duration = Duration::from_secs(30);
-pub const STOP_BOUND: Duration = Duration::from_secs(30);
+const STOP_BOUND: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(20);
 
 /// Where a process's output goes.
