@@ -1,6 +1,6 @@
 //! Developer commands: `cargo xtask dev` runs both services locally,
 //! `cargo xtask test` installs the test tools and runs every check,
-//! `cargo xtask mutants` checks that the tests catch changes to the domain code,
+//! `cargo xtask mutants` checks that the tests catch changes to the code `.cargo/mutants.toml` names,
 //! `cargo xtask bench` measures both services against bare tonic and axum,
 //! `cargo xtask soak` holds a fixed request rate and watches memory and file descriptors,
 //! `cargo xtask mesh` runs the Istio policies in real Envoys on loopback.
