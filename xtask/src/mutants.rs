@@ -83,8 +83,13 @@ fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Re
         }
     }
     md += "\n## Equivalent mutants\n\nExcluded in `.cargo/mutants.toml`: no test can tell them from the original.\n\n";
-    md += "| mutants (regex) | why |\n|---|---|\n";
-    for (pattern, reason) in equivalent(config) {
+    let equivalent = equivalent(config);
+    md += if equivalent.is_empty() {
+        "None so far.\n"
+    } else {
+        "| mutants (regex) | why |\n|---|---|\n"
+    };
+    for (pattern, reason) in equivalent {
         let _ = writeln!(md, "| `{pattern}` | {reason} |");
     }
     Ok(md)
