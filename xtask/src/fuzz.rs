@@ -1,25 +1,22 @@
 //! The fuzz step of `cargo xtask test`: each cargo-fuzz target of `fuzz/`
 //! (a Recommend request's message, a page's query string, a catalog file) runs
 //! for a bounded time, from the committed corpus. Without a nightly toolchain
-//! the proptest properties of the same three inputs run instead, with more cases.
+//! the proptest properties of the same three inputs run instead, with more
+//! cases; in CI (`CI=true`) a missing nightly fails the step instead.
 
 use crate::{
     tools::{Tool, Tools},
     workspace,
 };
 use anyhow::{Context, bail};
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, path::Path, process::Command};
 
 /// What the fuzz step needs installed: nothing from outside (cargo-fuzz comes
 /// from crates.io, below).
 pub const TOOLS: &[Tool] = &[];
 
-/// cargo-fuzz, installed under the tools dir.
-const CARGO_FUZZ: (&str, &str) = ("cargo-fuzz", "0.13.2");
+/// cargo-fuzz, installed only once a nightly toolchain is there to run it.
+const CARGO_FUZZ: Tool = Tool::cargo("cargo-fuzz", "0.13.2");
 
 /// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`, corpus in `fuzz/corpus/<name>`).
 const TARGETS: [&str; 3] = ["validation", "query", "catalog"];
@@ -39,24 +36,24 @@ const FALLBACK_CASES: &str = "5000";
 
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     if !nightly_available() {
+        if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+            bail!(
+                "no nightly toolchain, which cargo-fuzz needs; CI fuzzes for real: run `rustup toolchain install nightly --profile minimal`"
+            );
+        }
         eprintln!(
             "xtask: no nightly toolchain (`rustup toolchain list`), which cargo-fuzz needs: running the proptest properties with {FALLBACK_CASES} cases each instead"
         );
         return workspace::run(
             workspace::cargo()
                 .args(["test", "--locked", "--package", "recommendations"])
-                .args([
-                    "--package",
-                    "marketplace",
-                    "--test",
-                    "api",
-                    "--",
-                    PROPERTIES,
-                ])
+                .args(["--package", "marketplace", "--test", "api"])
+                .args(["--", PROPERTIES])
                 .env("PROPTEST_CASES", FALLBACK_CASES),
         );
     }
-    let cargo_fuzz = install(tools)?;
+    tools.ensure(&[CARGO_FUZZ])?;
+    let cargo_fuzz = tools.path("cargo-fuzz")?;
     let fuzz_dir = workspace::root().join("fuzz");
     let builds = target_dir.join("fuzz");
     workspace::run(
@@ -104,29 +101,6 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// cargo-fuzz from crates.io, pinned and installed once under the tools dir.
-fn install(tools: &Tools) -> anyhow::Result<PathBuf> {
-    let (name, version) = CARGO_FUZZ;
-    let root = tools.cargo_root();
-    let binary = root.join("bin").join(name);
-    let installed = Command::new(&binary)
-        .arg("--version")
-        .output()
-        .is_ok_and(|output| {
-            String::from_utf8_lossy(&output.stdout).trim() == format!("{name} {version}")
-        });
-    if !installed {
-        eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
-        workspace::run(
-            workspace::cargo()
-                .args(["install", "--locked", "--force", "--root"])
-                .arg(&root)
-                .arg(format!("{name}@{version}")),
-        )?;
-    }
-    Ok(binary)
-}
-
 fn nightly_available() -> bool {
     Command::new("rustup")
         .args(["run", "nightly", "rustc", "--version"])
@@ -156,11 +130,7 @@ fn nightly(program: &Path) -> Command {
 
 fn count_files(dir: &Path) -> anyhow::Result<usize> {
     let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
-    let mut files = 0;
-    for entry in entries {
-        if entry?.file_type()?.is_file() {
-            files += 1;
-        }
-    }
-    Ok(files)
+    Ok(entries
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().is_file()))
+        .count())
 }

@@ -1,15 +1,17 @@
 //! Developer commands: `cargo xtask dev` runs both services locally,
 //! `cargo xtask test` installs the test tools and runs every check,
-//! `cargo xtask mutants` checks that the tests catch changes to the domain code,
+//! `cargo xtask mutants` checks that the tests catch changes to the code `.cargo/mutants.toml` names,
 //! `cargo xtask bench` measures both services against bare tonic and axum,
 //! `cargo xtask soak` holds a fixed request rate and watches memory and file descriptors,
 //! `cargo xtask mesh` runs the Istio policies in real Envoys on loopback.
 
 mod bench;
+mod benchmarks;
 mod dev;
 mod fuzz;
 mod mesh;
 mod mutants;
+mod process;
 mod procfs;
 mod soak;
 mod test;
@@ -32,25 +34,33 @@ enum Command {
     Dev(dev::DevArgs),
     /// Install the tools the checks need, then run every check and test.
     Test(test::TestArgs),
-    /// Mutation testing of the domain code (bounded; not part of `test`).
-    Mutants,
+    /// Mutation testing of the files `.cargo/mutants.toml` names (not part of `test`).
+    Mutants(mutants::MutantsArgs),
     /// Load-test release builds against bare tonic and axum baselines.
     Bench(bench::BenchArgs),
     /// A fixed request rate through the marketplace; memory and descriptors must stay flat.
     Soak(soak::SoakArgs),
     /// Translate `istio/` with Istio's own code and prove it in real Envoys on loopback.
     Mesh(mesh::MeshArgs),
+    /// Print the workspace root xtask works on (the one around the current directory).
+    #[command(hide = true)]
+    Where,
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let command = Cli::parse().command;
+    let result = workspace::locate().and_then(|root| match command {
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
-        Command::Mutants => mutants::run(),
+        Command::Mutants(args) => mutants::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Mesh(args) => mesh::run(args),
-    };
+        Command::Where => {
+            println!("{}", root.display());
+            Ok(())
+        }
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

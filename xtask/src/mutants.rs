@@ -1,44 +1,158 @@
-//! `cargo xtask mutants`: a bounded mutation-testing run over the domain code,
-//! so a test that cannot fail, or one that would hang, shows up as a survivor.
+//! `cargo xtask mutants`: mutation testing of the files `.cargo/mutants.toml`
+//! names, so a test that cannot fail, or one that would hang, shows up as a
+//! survivor. The result goes to docs/mutants.md.
 
-use crate::{tools::Tools, workspace};
-use std::process::Command;
+use crate::{
+    procfs,
+    tools::{Tool, Tools},
+    workspace,
+};
+use clap::Args;
+use std::{fmt::Write as _, fs, path::Path};
 
-/// cargo-mutants, installed under the tools dir.
-const CARGO_MUTANTS: &str = "cargo-mutants@27.1.0";
+const CARGO_MUTANTS: Tool = Tool::cargo("cargo-mutants", "27.1.0");
 
-/// The domain code: catalog, recommending, the gRPC adapter, the pages, the
-/// page model and the gRPC client.
-const FILES: [&str; 6] = [
-    "recommendations/src/recommend.rs",
-    "recommendations/src/grpc.rs",
-    "recommendations/src/catalog.rs",
-    "marketplace/src/pages.rs",
-    "marketplace/src/books.rs",
-    "marketplace/src/grpc_client.rs",
-];
+#[derive(Args)]
+pub struct MutantsArgs {
+    /// More `cargo mutants` arguments: `--jobs 4` on a larger machine,
+    /// `--shard 1/4`, `-F <regex>` for some mutants only.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    more: Vec<String>,
+}
 
-pub fn run() -> anyhow::Result<()> {
+pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
-    let root = tools.cargo_root();
-    if !root.join("bin/cargo-mutants").is_file() {
-        eprintln!("xtask: installing {CARGO_MUTANTS} (a few minutes, once)");
-        workspace::run(
-            workspace::cargo()
-                .args(["install", "--locked", "--root"])
-                .arg(&root)
-                .arg(CARGO_MUTANTS),
-        )?;
+    tools.ensure(&[CARGO_MUTANTS])?;
+    let out = target_dir.join("mutants");
+    // Settings come from .cargo/mutants.toml; a line per mutant shows progress.
+    let outcome = workspace::run(
+        tools
+            .command("cargo-mutants")?
+            .args(["mutants", "--caught", "--unviable", "--output"])
+            .arg(&out)
+            .args(&args.more)
+            // Mutated builds stay out of the shared cache; no debug info makes them faster.
+            .env("CARGO_TARGET_DIR", out.join("target"))
+            .env("CARGO_PROFILE_DEV_DEBUG", "0"),
+    );
+    let results = out.join("mutants.out");
+    let config = fs::read_to_string(workspace::root().join(".cargo/mutants.toml"))?;
+    let document = workspace::root().join("docs/mutants.md");
+    let command = ["cargo xtask mutants".to_owned()]
+        .into_iter()
+        .chain(args.more);
+    let command = command.collect::<Vec<_>>().join(" ");
+    match report(&results, &config, &procfs::utc_minute()?, &command) {
+        Ok(report) => {
+            fs::write(&document, report)?;
+            eprintln!("xtask: result in {}", document.display());
+        }
+        // cargo-mutants' own error (a failing baseline, say) says more.
+        Err(err) => eprintln!("xtask: no result in {}: {err:#}", results.display()),
     }
-    let mut mutants = Command::new(root.join("bin/cargo-mutants"));
-    mutants
-        .current_dir(workspace::root())
-        .args(["mutants", "--timeout", "120", "--build-timeout", "900"])
-        .args(FILES.iter().flat_map(|file| ["-f", file]))
-        // Mutated builds stay out of the shared cache; no debug info makes them faster.
-        .env("CARGO_TARGET_DIR", target_dir.join("mutants"))
-        .env("CARGO_PROFILE_DEV_DEBUG", "0");
     // Non-zero when a mutant is missed or times out.
-    workspace::run(&mut mutants)
+    outcome
+}
+
+/// docs/mutants.md from cargo-mutants' output directory and the config's
+/// excluded (equivalent) mutants.
+fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Result<String> {
+    let outcome: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(results.join("outcomes.json"))?)?;
+    let count = |key: &str| outcome[key].as_u64().unwrap_or(0);
+    let mut md = format!(
+        "# Mutation testing\n\n\
+         Written by `{command}` ({date} UTC, cargo-mutants {}, {}) over the files \
+         `.cargo/mutants.toml` names: {} mutants, {} caught, {} missed, {} timeouts, {} unviable.\n",
+        outcome["cargo_mutants_version"].as_str().unwrap_or("?"),
+        procfs::machine(),
+        count("total_mutants"),
+        count("caught"),
+        count("missed"),
+        count("timeout"),
+        count("unviable"),
+    );
+    for (title, file) in [("Missed", "missed.txt"), ("Timeouts", "timeout.txt")] {
+        let lines = fs::read_to_string(results.join(file)).unwrap_or_default();
+        if !lines.trim().is_empty() {
+            let _ = write!(md, "\n## {title}\n\n");
+            for line in lines.lines() {
+                let _ = writeln!(md, "- `{line}`");
+            }
+        }
+    }
+    md += "\n## Equivalent mutants\n\nExcluded in `.cargo/mutants.toml`: no test can tell them from the original.\n\n";
+    let equivalent = equivalent(config);
+    md += if equivalent.is_empty() {
+        "None so far.\n"
+    } else {
+        "| mutants (regex) | why |\n|---|---|\n"
+    };
+    for (pattern, reason) in equivalent {
+        let _ = writeln!(md, "| `{pattern}` | {reason} |");
+    }
+    Ok(md)
+}
+
+/// The `exclude_re` entries of mutants.toml, each with the comment above it.
+fn equivalent(config: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut reason = String::new();
+    let block = config
+        .split_once("exclude_re = [")
+        .map_or("", |(_, rest)| rest);
+    for line in block.lines().map(str::trim).take_while(|line| *line != "]") {
+        if let Some(comment) = line.strip_prefix('#') {
+            reason = format!("{reason} {}", comment.trim()).trim().to_owned();
+        } else if let Some(pattern) = line.strip_prefix('"') {
+            let pattern = pattern.trim_end_matches(',').trim_end_matches('"');
+            found.push((pattern.replace("\\\\", "\\"), std::mem::take(&mut reason)));
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equivalent_mutants_are_read_with_the_comment_above_them() {
+        let config = "timeout_multiplier = 3.0\nexclude_re = [\n    # Both branches log the same line;\n    # nothing observable differs.\n    \"replace == with != in log_line\",\n    \"no reason\",\n]\nafter = 1\n";
+        assert_eq!(
+            equivalent(config),
+            [
+                (
+                    "replace == with != in log_line".to_owned(),
+                    "Both branches log the same line; nothing observable differs.".to_owned()
+                ),
+                ("no reason".to_owned(), String::new()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_report_counts_outcomes_and_lists_survivors_and_equivalent_mutants() {
+        let dir = std::env::temp_dir().join(format!("xtask-mutants-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let outcomes = r#"{"total_mutants": 5, "caught": 3, "missed": 1, "timeout": 1, "unviable": 0, "success": 0, "cargo_mutants_version": "27.1.0"}"#;
+        fs::write(dir.join("outcomes.json"), outcomes).unwrap();
+        fs::write(
+            dir.join("missed.txt"),
+            "a.rs:1:1: replace f -> bool with true\n",
+        )
+        .unwrap();
+        fs::write(dir.join("timeout.txt"), "b.rs:2:2: replace g with ()\n").unwrap();
+        let config = "exclude_re = [\n    # Same output.\n    \"h\",\n]\n";
+        let report = report(&dir, config, "2026-12-07 06:00", "cargo xtask mutants").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            report.contains("5 mutants, 3 caught, 1 missed, 1 timeouts, 0 unviable"),
+            "{report}"
+        );
+        assert!(report.contains("## Missed\n\n- `a.rs:1:1: replace f -> bool with true`"));
+        assert!(report.contains("## Timeouts\n\n- `b.rs:2:2: replace g with ()`"));
+        assert!(report.contains("| `h` | Same output. |"));
+    }
 }

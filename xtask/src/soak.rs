@@ -7,9 +7,10 @@
 
 mod load;
 mod report;
-mod services;
 
 use crate::{
+    process::{Output, Service},
+    procfs,
     tools::{Tool, Tools},
     workspace,
 };
@@ -17,10 +18,8 @@ use anyhow::{Context, bail};
 use clap::Args;
 use load::{Counters, Counts};
 use report::{Measured, Usage};
-use services::Service;
 use std::{
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -84,36 +83,49 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
     let log_dir = target_dir.join("soak");
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            let recommendations = Service::start_recommendations(&bin_dir, &log_dir).await?;
-            let marketplace =
-                Service::start_marketplace(&bin_dir, &log_dir, recommendations.main_addr).await?;
-            let measured = hold(&marketplace, &recommendations, duration, rate).await;
-            // Both are stopped whatever happened; a failed stop is reported
-            // after the measurement's own error, if any.
-            let stopped = (marketplace.stop().await, recommendations.stop().await);
-            let measured = measured?;
-            stopped.0?;
-            stopped.1?;
-            Ok(measured)
-        })
+    workspace::block_on(async {
+        // Only the soak's own settings, nothing from the caller's environment.
+        let start = async |name: &str, main_port: &str, settings: Vec<(&str, String)>| {
+            let mut command = tokio::process::Command::new(bin_dir.join(name));
+            command.env_clear().env("RUST_LOG", "info").envs(settings);
+            let log = Output::File(log_dir.join(format!("{name}.log")));
+            let service = Service::start(name, &mut command, main_port, log).await?;
+            let (pid, main, admin) = (service.process.pid(), service.main, service.admin);
+            eprintln!("xtask: {name} (pid {pid}) is ready on {main}, admin {admin}");
+            anyhow::Ok(service)
+        };
+        let mut recommendations = start("recommendations", "GRPC_PORT", vec![]).await?;
+        let upstream = recommendations.main;
+        let http = vec![
+            ("RECOMMENDATIONS_HOST", upstream.ip().to_string()),
+            ("RECOMMENDATIONS_PORT", upstream.port().to_string()),
+        ];
+        let mut marketplace = start("marketplace", "HTTP_PORT", http).await?;
+        let measured = hold(&mut marketplace, &mut recommendations, duration, rate).await;
+        // Both are stopped whatever happened; a failed stop is reported
+        // after the measurement's own error, if any.
+        let stopped = (
+            marketplace.process.stop().await,
+            recommendations.process.stop().await,
+        );
+        let measured = measured?;
+        stopped.0?;
+        stopped.1?;
+        Ok(measured)
+    })
 }
 
 /// Holds `rate` for `duration`, sampling both services; the measurement.
 async fn hold(
-    marketplace: &Service,
-    recommendations: &Service,
+    marketplace: &mut Service,
+    recommendations: &mut Service,
     duration: Duration,
     rate: u32,
 ) -> anyhow::Result<Measured> {
-    let services = [marketplace, recommendations];
     let started = Instant::now();
-    let counters = Arc::new(Counters::default());
+    let counters = Counters::default();
     let load = tokio::spawn(load::drive(
-        marketplace.main_addr,
+        marketplace.main,
         rate,
         duration,
         counters.clone(),
@@ -131,13 +143,13 @@ async fn hold(
             break;
         }
         tick += 1;
-        let now = sample(&services)?;
+        let now = [usage(marketplace)?, usage(recommendations)?];
         if baseline.is_none() && started.elapsed() >= warm_up {
             baseline = Some(now);
         }
         last = Some(now);
         if tick % PROGRESS_EVERY == 0 {
-            let counts = counters.snapshot();
+            let counts = counters.lock().expect("not poisoned");
             eprintln!(
                 "xtask: soak {:>4.0}/{} s: {} pages, {} errors, {} degraded; marketplace {}, recommendations {}",
                 started.elapsed().as_secs_f64(),
@@ -165,9 +177,11 @@ async fn hold(
     })
 }
 
-/// Memory and descriptors of each service, failing if one has exited.
-fn sample(services: &[&Service; 2]) -> anyhow::Result<[Usage; 2]> {
-    Ok([services[0].usage()?, services[1].usage()?])
+/// Resident memory and open descriptors now; an error once it has exited.
+fn usage(service: &mut Service) -> anyhow::Result<Usage> {
+    service.process.alive()?;
+    let (rss_kib, fds) = procfs::usage(service.process.pid())?;
+    Ok(Usage { rss_kib, fds })
 }
 
 /// `90s`, `10m`, `1h`, `500ms`: a number and a unit.

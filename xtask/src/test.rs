@@ -2,7 +2,7 @@
 //! order from fastest to slowest so a mistake shows early.
 
 use crate::{
-    tools::{Tool, Tools},
+    tools::{CARGO_MACHETE, Tool, Tools},
     workspace,
 };
 use anyhow::{Context, bail};
@@ -22,6 +22,8 @@ enum Step {
     Fmt,
     /// `cargo clippy --all-targets -- -D warnings`
     Clippy,
+    /// `cargo machete`: no dependency that a crate never uses
+    Machete,
     /// `buf lint` on the proto contract
     BufLint,
     /// `buf breaking` against the last committed contract
@@ -48,24 +50,12 @@ enum Step {
     Soak,
 }
 
-const PROMETHEUS: Tool = Tool::Debian {
-    command: "promtool",
-    package: "prometheus",
-};
+const PROMETHEUS: Tool = Tool::debian("promtool", "prometheus");
 /// A throwaway certificate stands in for prod's TLS Secret in the mesh analysis.
-const OPENSSL: Tool = Tool::Debian {
-    command: "openssl",
-    package: "openssl",
-};
+const OPENSSL: Tool = Tool::debian("openssl", "openssl");
 const CHROMIUM: [Tool; 2] = [
-    Tool::Debian {
-        command: "chromium",
-        package: "chromium",
-    },
-    Tool::Debian {
-        command: "chromedriver",
-        package: "chromium-driver",
-    },
+    Tool::debian("chromium", "chromium"),
+    Tool::debian("chromedriver", "chromium-driver"),
 ];
 
 impl Step {
@@ -73,6 +63,7 @@ impl Step {
     fn tools(self) -> Vec<Tool> {
         match self {
             Step::Fmt | Step::Clippy | Step::Cargo | Step::Release => vec![],
+            Step::Machete => vec![CARGO_MACHETE],
             Step::BufLint | Step::BufBreaking => vec![Tool::Buf],
             Step::Deploy => vec![Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
             Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
@@ -125,15 +116,15 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
 fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     match step {
         Step::Fmt => workspace::run(workspace::cargo().args(["fmt", "--all", "--", "--check"])),
-        Step::Clippy => workspace::run(workspace::cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ])),
+        Step::Clippy => workspace::run(
+            workspace::cargo()
+                .args(["clippy", "--workspace", "--all-targets", "--locked"])
+                .args(["--", "-D", "warnings"]),
+        ),
+        Step::Machete => workspace::run(
+            // The target dir may sit in the checkout: its crates are not ours.
+            tools.command("cargo-machete")?.arg("--skip-target-dir"),
+        ),
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
         Step::Cargo => workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"])),
@@ -171,48 +162,46 @@ const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
 /// when ours differs from it (a branch, or uncommitted work), else the one
 /// before the newest commit on `main` that changed it (CI, where the
 /// checkout is `main` itself). Not HEAD~1, which misses a change made two
-/// commits ago.
+/// commits ago. Passes without comparing only when the contract has a
+/// single version; missing history (a shallow clone) fails, with the fix.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
-    let main = ["main", "origin/main"].into_iter().find(|branch| {
-        git(&[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{branch}^{{commit}}"),
-        ])
-        .is_ok()
-    });
-    let Some(main) = main else {
-        eprintln!("xtask: no main branch to compare the contract with");
-        return Ok(());
+    if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
+        bail!(
+            "this clone is shallow, so the contract's previous version is missing: run `git fetch --unshallow origin main` (CI: check out with full history)"
+        );
+    }
+    let verify = |rev: &str| git(&["rev-parse", "--verify", "--quiet", rev]).ok();
+    let Some(main) = ["main", "origin/main"]
+        .into_iter()
+        .find(|branch| verify(&format!("{branch}^{{commit}}")).is_some())
+    else {
+        bail!(
+            "no `main` or `origin/main` to compare the contract with: run `git fetch origin main`"
+        );
     };
-    let differs_from_main = !git(&[&["diff", "--name-only", main, "--"], CONTRACT].concat())?
-        .is_empty()
-        || !git(&[
-            &["ls-files", "--others", "--exclude-standard", "--"],
-            CONTRACT,
-        ]
-        .concat())?
-        .is_empty();
-    let base = if differs_from_main {
+    let changed = |args: &[&str]| -> anyhow::Result<bool> {
+        Ok(!git(&[args, &["--"], CONTRACT].concat())?.is_empty())
+    };
+    let base = if changed(&["diff", "--name-only", main])?
+        || changed(&["ls-files", "--others", "--exclude-standard"])?
+    {
         git(&["rev-parse", main])?
     } else {
         let last_change = git(&[&["log", "-1", "--format=%H", main, "--"], CONTRACT].concat())?;
-        match git(&[
-            "rev-parse",
-            "--verify",
-            "--quiet",
-            &format!("{last_change}^"),
-        ]) {
-            Ok(parent) => parent,
-            Err(_) => {
-                eprintln!("xtask: the contract has no earlier version to compare with");
+        match verify(&format!("{last_change}^")) {
+            Some(parent) => parent,
+            None => {
+                eprintln!(
+                    "xtask: pass: the contract has a single version ({last_change}, the first commit): nothing to compare"
+                );
                 return Ok(());
             }
         }
     };
     if git(&["ls-tree", "--name-only", &base, "proto/buf.yaml"])?.is_empty() {
-        eprintln!("xtask: {base} has no contract yet; nothing to compare");
+        eprintln!(
+            "xtask: pass: the contract has a single version ({base} has none yet): nothing to compare"
+        );
         return Ok(());
     }
     eprintln!("xtask: comparing the contract with commit {base}");
@@ -225,13 +214,9 @@ fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
 }
 
 fn git(args: &[&str]) -> anyhow::Result<String> {
-    let output = Command::new("git")
-        .args(args)
-        .current_dir(workspace::root())
-        .output()
-        .context("cannot run git")?;
-    if !output.status.success() {
-        bail!("git {} failed", args.join(" "));
-    }
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    workspace::stdout(
+        Command::new("git")
+            .args(args)
+            .current_dir(workspace::root()),
+    )
 }

@@ -1,7 +1,8 @@
 //! Installs the outside tools the checks use, each only when a step needs it,
 //! under the cargo target dir so later runs reuse them: a Python venv (pinned
 //! in `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned
-//! `tools/*/go.mod` (istioctl, Jaeger) and, as root on Debian only, apt packages.
+//! `tools/*/go.mod` (istioctl, Jaeger), pinned cargo subcommands from
+//! crates.io and, as root on Debian only, apt packages.
 
 use crate::workspace;
 use anyhow::{Context, bail};
@@ -42,7 +43,25 @@ pub enum Tool {
         command: &'static str,
         package: &'static str,
     },
+    /// A cargo subcommand from crates.io (`cargo install --locked`).
+    Cargo {
+        name: &'static str,
+        version: &'static str,
+    },
 }
+
+impl Tool {
+    pub const fn debian(command: &'static str, package: &'static str) -> Tool {
+        Tool::Debian { command, package }
+    }
+
+    pub const fn cargo(name: &'static str, version: &'static str) -> Tool {
+        Tool::Cargo { name, version }
+    }
+}
+
+/// Unused dependencies: a whole crate in a manifest that no code names.
+pub const CARGO_MACHETE: Tool = Tool::cargo("cargo-machete", "0.9.2");
 
 /// The Go programs a tool is: (module under `tools/`, [(binary, package)]).
 fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static str)]) {
@@ -65,6 +84,8 @@ fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static s
     }
 }
 
+/// The tools dir: `venv/`, `node/` (buf), `go/` (Go's caches), `bin/` (built
+/// Go tools), `cargo/` (the `cargo install --root`).
 pub struct Tools {
     dir: PathBuf,
 }
@@ -85,55 +106,38 @@ impl Tools {
                 Tool::Buf => self.install_buf()?,
                 Tool::Istioctl | Tool::Jaeger => self.build_go_tool(*tool)?,
                 Tool::Debian { command, package } => install_debian(command, package)?,
+                Tool::Cargo { name, version } => self.install_cargo(name, version)?,
             }
         }
         Ok(())
     }
 
-    fn venv(&self) -> PathBuf {
-        self.dir.join("venv")
-    }
-
-    fn node(&self) -> PathBuf {
-        self.dir.join("node")
-    }
-
-    fn go_dir(&self) -> PathBuf {
-        self.dir.join("go")
-    }
-
-    /// The `cargo install --root` of cargo-installed tools.
-    pub fn cargo_root(&self) -> PathBuf {
-        self.dir.join("cargo")
-    }
-
-    /// Where built Go tools go.
-    fn bin(&self) -> PathBuf {
-        self.dir.join("bin")
-    }
-
-    fn bin_dirs(&self) -> [PathBuf; 3] {
+    fn bin_dirs(&self) -> [PathBuf; 4] {
         [
-            self.venv().join("bin"),
-            self.node().join("node_modules/.bin"),
-            self.bin(),
+            self.dir.join("venv").join("bin"),
+            self.dir.join("node").join("node_modules/.bin"),
+            self.dir.join("bin"),
+            self.dir.join("cargo").join("bin"),
         ]
+    }
+
+    /// Where an installed tool is.
+    pub fn path(&self, program: &str) -> anyhow::Result<PathBuf> {
+        self.bin_dirs()
+            .into_iter()
+            .map(|dir| dir.join(program))
+            .find(|path| path.exists())
+            .with_context(|| format!("{program} is not among the installed tools"))
     }
 
     /// A command for an installed tool, run from the workspace root with the
     /// tools first on PATH (pytest starts hadolint, istioctl… by name).
     pub fn command(&self, program: &str) -> anyhow::Result<Command> {
-        let installed = self
-            .bin_dirs()
-            .into_iter()
-            .map(|dir| dir.join(program))
-            .find(|path| path.exists())
-            .with_context(|| format!("{program} is not among the installed tools"))?;
         let mut path: Vec<PathBuf> = self.bin_dirs().into();
         if let Some(system) = std::env::var_os("PATH") {
             path.extend(std::env::split_paths(&system));
         }
-        let mut command = Command::new(installed);
+        let mut command = Command::new(self.path(program)?);
         command
             .current_dir(workspace::root())
             .env("PATH", std::env::join_paths(path)?);
@@ -143,18 +147,8 @@ impl Tools {
     /// The pinned istio.io/istio module's source directory (Istio's CRDs and
     /// standard metrics are read from there, at the version istioctl is built from).
     pub fn istio_module(&self) -> anyhow::Result<PathBuf> {
-        let output = self
-            .go("istio")?
-            .args(["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"])
-            .output()
-            .context("cannot run go list")?;
-        if !output.status.success() {
-            bail!(
-                "go list -m istio.io/istio failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let dir = PathBuf::from(String::from_utf8(output.stdout)?.trim());
+        let list = ["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"];
+        let dir = PathBuf::from(workspace::stdout(self.go("istio")?.args(list))?);
         if !dir.is_dir() {
             bail!("the istio.io/istio module is not downloaded (looked in {dir:?})");
         }
@@ -162,60 +156,65 @@ impl Tools {
     }
 
     fn install_python(&self) -> anyhow::Result<()> {
-        let root = workspace::root();
-        let mut requirements = String::new();
-        for file in PYTHON_REQUIREMENTS {
-            let path = root.join(file);
-            if path.is_file() {
-                requirements += &fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
+        let files: Vec<PathBuf> = PYTHON_REQUIREMENTS
+            .iter()
+            .map(|file| workspace::root().join(file))
+            .filter(|path| path.is_file())
+            .collect();
+        let mut requirements = Vec::new();
+        for path in &files {
+            requirements.extend(fs::read(path).with_context(|| format!("cannot read {path:?}"))?);
+        }
+        let stamp = self.dir.join("venv").join("installed-requirements.txt");
+        stamped(&stamp, &requirements, || {
+            let why = "Python 3 (with the venv module) from your OS packages";
+            require_command("python3", why)?;
+            eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
+            let venv = ["-m", "venv", "--clear"];
+            workspace::run(
+                Command::new("python3")
+                    .args(venv)
+                    .arg(self.dir.join("venv")),
+            )?;
+            let mut pip = Command::new(self.dir.join("venv").join("bin/pip"));
+            pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+            for path in &files {
+                pip.arg("-r").arg(path);
             }
-        }
-        // The stamp holds the requirements the venv was built from.
-        let stamp = self.venv().join("installed-requirements.txt");
-        if fs::read_to_string(&stamp).ok().as_deref() == Some(requirements.as_str()) {
-            return Ok(());
-        }
-        require_command(
-            "python3",
-            "Python 3 (with the venv module) from your OS packages",
-        )?;
-        eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
-        workspace::run(
-            Command::new("python3")
-                .arg("-m")
-                .arg("venv")
-                .arg("--clear")
-                .arg(self.venv()),
-        )?;
-        let mut pip = Command::new(self.venv().join("bin/pip"));
-        pip.args(["install", "--quiet", "--disable-pip-version-check"]);
-        for file in PYTHON_REQUIREMENTS {
-            if root.join(file).is_file() {
-                pip.arg("-r").arg(root.join(file));
-            }
-        }
-        workspace::run(&mut pip)?;
-        fs::write(stamp, requirements)?;
-        Ok(())
+            workspace::run(&mut pip)
+        })
     }
 
     fn install_buf(&self) -> anyhow::Result<()> {
-        let stamp = self.node().join("installed.txt");
-        if fs::read_to_string(&stamp).ok().as_deref() == Some(BUF) {
-            return Ok(());
-        }
-        require_command("npm", "Node.js with npm (for buf) from your OS packages")?;
-        eprintln!("xtask: installing {BUF} from npm");
-        fs::create_dir_all(self.node())?;
-        workspace::run(
-            Command::new("npm")
-                .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
-                .arg(self.node())
-                .arg(BUF),
-        )?;
-        fs::write(stamp, BUF)?;
-        Ok(())
+        stamped(
+            &self.dir.join("node").join("installed.txt"),
+            BUF.as_bytes(),
+            || {
+                require_command("npm", "Node.js with npm (for buf) from your OS packages")?;
+                eprintln!("xtask: installing {BUF} from npm");
+                let npm = ["install", "--no-audit", "--no-fund", "--silent", "--prefix"];
+                workspace::run(
+                    Command::new("npm")
+                        .args(npm)
+                        .arg(self.dir.join("node"))
+                        .arg(BUF),
+                )
+            },
+        )
+    }
+
+    /// `name@version` from crates.io, unless that version is installed.
+    fn install_cargo(&self, name: &str, version: &str) -> anyhow::Result<()> {
+        let stamp = self.dir.join("cargo").join(format!("{name}.installed"));
+        stamped(&stamp, version.as_bytes(), || {
+            eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
+            workspace::run(
+                workspace::cargo()
+                    .args(["install", "--locked", "--force", "--root"])
+                    .arg(self.dir.join("cargo"))
+                    .arg(format!("{name}@{version}")),
+            )
+        })
     }
 
     /// `go` with its module and build caches under the tools dir, in one
@@ -224,8 +223,8 @@ impl Tools {
         require_command("go", "Go 1.26 or later (https://go.dev/doc/install)")?;
         let mut go = Command::new("go");
         go.current_dir(workspace::root().join(GO_TOOLS).join(module))
-            .env("GOMODCACHE", self.go_dir().join("mod"))
-            .env("GOCACHE", self.go_dir().join("cache"))
+            .env("GOMODCACHE", self.dir.join("go").join("mod"))
+            .env("GOCACHE", self.dir.join("go").join("cache"))
             .env("GOTOOLCHAIN", "local")
             .env("GOFLAGS", "-mod=readonly");
         Ok(go)
@@ -237,25 +236,34 @@ impl Tools {
         let (module, programs) = go_programs(tool);
         let sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
         for (name, package) in programs {
-            let binary = self.bin().join(name);
-            let stamp = self.bin().join(format!("{name}.built-from"));
-            if binary.is_file() && fs::read(&stamp).ok().as_deref() == Some(sources.as_slice()) {
-                continue;
-            }
-            eprintln!(
-                "xtask: building {name} from {GO_TOOLS}/{module} (the first build takes several minutes)"
-            );
-            fs::create_dir_all(self.bin())?;
-            workspace::run(
-                self.go(module)?
-                    .args(["build", "-trimpath", "-o"])
-                    .arg(&binary)
-                    .arg(package),
-            )?;
-            fs::write(stamp, &sources)?;
+            let binary = self.dir.join("bin").join(name);
+            let stamp = self.dir.join("bin").join(format!("{name}.built-from"));
+            stamped(&stamp, &sources, || {
+                eprintln!(
+                    "xtask: building {name} from {GO_TOOLS}/{module} (the first build takes several minutes)"
+                );
+                let build = ["build", "-trimpath", "-o"];
+                workspace::run(self.go(module)?.args(build).arg(&binary).arg(package))
+            })?;
         }
         Ok(())
     }
+}
+
+/// Runs `install` unless `stamp` says it ran from `built_from` (the
+/// requirements, the version, the sources); then records that it did.
+fn stamped(
+    stamp: &Path,
+    built_from: &[u8],
+    install: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    if fs::read(stamp).ok().as_deref() == Some(built_from) {
+        return Ok(());
+    }
+    // The stamp's folder is where the tool goes, which some installers want to exist.
+    fs::create_dir_all(stamp.parent().context("a stamp is in a folder")?)?;
+    install()?;
+    Ok(fs::write(stamp, built_from)?)
 }
 
 /// Every file of a tools module (go.mod, go.sum, our own Go programs), in a

@@ -1,46 +1,79 @@
-//! Where things are: the workspace root, the cargo target dir, the tools dir,
-//! and a way to run a command that says what it runs and fails loudly.
+//! Where things are: the workspace root (found at run time, so an xtask binary
+//! built in one clone and reused by another through a shared target dir works
+//! on the tree it is run in), the cargo target dir, and a way to run a command
+//! that says what it runs and fails loudly.
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use std::{
+    ffi::OsString,
     path::{Path, PathBuf},
     process::Command,
+    sync::OnceLock,
     time::Instant,
 };
 
-/// The workspace root (the parent of this crate's directory).
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("xtask lives one level below the workspace root")
-        .to_path_buf()
+static ROOT: OnceLock<PathBuf> = OnceLock::new();
+
+/// Finds the workspace around the current directory (`cargo locate-project
+/// --workspace`); every other function here uses it.
+pub fn locate() -> anyhow::Result<&'static Path> {
+    if let Some(root) = ROOT.get() {
+        return Ok(root);
+    }
+    let mut locate = Command::new(cargo_program());
+    locate.args(["locate-project", "--workspace", "--message-format", "plain"]);
+    let manifest = PathBuf::from(stdout(&mut locate).with_context(|| {
+        let here = std::env::current_dir().unwrap_or_default();
+        format!("no cargo workspace around {here:?}: run cargo xtask inside the bookshop checkout")
+    })?);
+    let root = manifest.parent().context("a manifest has a folder")?;
+    ensure!(
+        root.join("xtask/Cargo.toml").is_file(),
+        "{} is not the bookshop workspace (it has no xtask/)",
+        root.display()
+    );
+    Ok(ROOT.get_or_init(|| root.to_path_buf()))
+}
+
+/// The workspace root; [`locate`] has found it.
+pub fn root() -> &'static Path {
+    ROOT.get().expect("main locates the workspace first")
 }
 
 /// Cargo's target directory, wherever `CARGO_TARGET_DIR` or config put it.
 pub fn target_dir() -> anyhow::Result<PathBuf> {
-    let output = Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps"])
-        .current_dir(root())
-        .output()
-        .context("cannot run cargo metadata")?;
-    if !output.status.success() {
-        bail!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let metadata = stdout(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
     let dir = metadata["target_directory"]
         .as_str()
         .context("cargo metadata has no target_directory")?;
     Ok(PathBuf::from(dir))
 }
 
-/// The cargo binary that runs this xtask, so the same toolchain builds all.
+/// The cargo that runs this xtask (it sets `CARGO`), so one toolchain builds all.
+fn cargo_program() -> OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
+/// Cargo, run from the workspace root.
 pub fn cargo() -> Command {
-    let mut command = Command::new(env!("CARGO"));
+    let mut command = Command::new(cargo_program());
     command.current_dir(root());
     command
+}
+
+/// What `command` prints, trimmed; fails with what it said on stderr.
+pub fn stdout(command: &mut Command) -> anyhow::Result<String> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.success(),
+        "{command:?} failed ({}): {said}",
+        output.status
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
 /// Runs `command`, echoing it first; fails with its exit status.
@@ -68,4 +101,12 @@ pub fn build_release() -> anyhow::Result<()> {
         "--package",
         "marketplace",
     ]))
+}
+
+/// Runs `future` to its end on a runtime of its own (the commands are sync at the top).
+pub fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }

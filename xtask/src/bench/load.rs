@@ -2,16 +2,15 @@
 //! concurrency, inside a time bound. h2load's own summary gives the rate
 //! and the success counts; its per-request log gives the latency quantiles.
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, anyhow, ensure};
 use std::{
     fs,
-    io::Read,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    thread,
-    time::{Duration, Instant},
+    process::Stdio,
+    time::Duration,
 };
+use tokio::process::Command;
 
 /// What is asked of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +19,16 @@ pub enum Call {
     Recommend,
     /// `GET /` over HTTP/1.1, as browsers reach the ingress.
     Page,
+}
+
+impl Call {
+    /// As the tables name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Call::Recommend => "Recommend",
+            Call::Page => "GET /",
+        }
+    }
 }
 
 /// The gRPC path of Recommend.
@@ -34,20 +43,20 @@ pub struct Run {
     pub p99_ms: f64,
 }
 
-pub struct Load<'a> {
+pub struct Load {
     pub call: Call,
     pub addr: SocketAddr,
     pub concurrency: usize,
     pub requests: usize,
     pub bound: Duration,
     /// The gRPC-framed request (Recommend only).
-    pub body: &'a Path,
+    pub body: PathBuf,
     /// Where h2load writes its per-request log.
     pub log: PathBuf,
 }
 
-impl Load<'_> {
-    pub fn run(&self) -> anyhow::Result<Run> {
+impl Load {
+    pub async fn run(&self) -> anyhow::Result<Run> {
         // h2load appends to its log.
         let _ = fs::remove_file(&self.log);
         let mut h2load = Command::new("h2load");
@@ -59,12 +68,14 @@ impl Load<'_> {
             // One stream per connection: concurrency is the number of callers.
             .args(["--max-concurrent-streams", "1", "--threads", "1"])
             .arg("--log-file")
-            .arg(&self.log);
+            .arg(&self.log)
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
         match self.call {
             Call::Recommend => {
                 h2load
                     .arg("--data")
-                    .arg(self.body)
+                    .arg(&self.body)
                     .args(["--header", "content-type: application/grpc"])
                     .args(["--header", "te: trailers"])
                     .arg(format!("http://{}{RECOMMEND_PATH}", self.addr));
@@ -73,9 +84,19 @@ impl Load<'_> {
                 h2load.arg("--h1").arg(format!("http://{}/", self.addr));
             }
         }
-        let output = bounded(h2load, self.bound)?;
-        let run = parse_summary(&output, self.requests)
-            .with_context(|| format!("h2load said:\n{output}"))?;
+        let bound = self.bound;
+        let output = tokio::time::timeout(bound, h2load.output())
+            .await
+            .map_err(|_| anyhow!("h2load did not finish its requests within {bound:?}"))?
+            .context("cannot run h2load")?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        ensure!(
+            output.status.success(),
+            "h2load failed ({}):\n{text}",
+            output.status
+        );
+        let run =
+            parse_summary(&text, self.requests).with_context(|| format!("h2load said:\n{text}"))?;
         let (p50_ms, p99_ms) = quantiles(&self.log, self.requests)?;
         Ok(Run {
             p50_ms,
@@ -83,35 +104,6 @@ impl Load<'_> {
             ..run
         })
     }
-}
-
-/// Runs `command` to its end, or kills it past `bound`; returns its stdout.
-fn bounded(mut command: Command, bound: Duration) -> anyhow::Result<String> {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start h2load")?;
-    let mut stdout = child.stdout.take().context("h2load's stdout")?;
-    let reader = thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).map(|_| text)
-    });
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > bound {
-            child.kill()?;
-            child.wait()?;
-            bail!("h2load did not finish its requests within {bound:?}");
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let text = reader.join().expect("the reader does not panic")?;
-    ensure!(status.success(), "h2load failed ({status}):\n{text}");
-    Ok(text)
 }
 
 /// Reads h2load's summary: the rate, and that every request got a 2xx.

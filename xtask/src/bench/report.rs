@@ -2,8 +2,13 @@
 //! baseline of the same call and concurrency, the budgets, the Markdown
 //! BENCHMARKS.md keeps and the JSON the plot is drawn from.
 
-use super::load::Call;
-use std::fmt::Write as _;
+use super::{BenchArgs, CONCURRENCIES, PROD, Server, Target};
+use crate::{benchmarks, procfs, tools::Tools, workspace};
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+};
 
 /// One measured scenario of one round.
 #[derive(Debug, Clone)]
@@ -18,26 +23,13 @@ pub struct Sample {
     pub peak_rss_mib: Vec<f64>,
 }
 
-/// What the table says about a target.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub label: &'static str,
-    pub call: Call,
-    pub baseline: bool,
-}
-
-/// A target at one concurrency: medians over the rounds.
+/// A target at one concurrency: medians over the rounds, and the ratios of
+/// the rate and the p99 to the baseline's.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub target: usize,
-    pub concurrency: usize,
-    pub per_second: f64,
+    pub medians: Sample,
     pub ratio: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
     pub p99_ratio: f64,
-    pub cpu_per_10k: f64,
-    pub peak_rss_mib: Vec<f64>,
 }
 
 /// A service started on its own, idle.
@@ -85,15 +77,17 @@ pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> 
         let pick =
             |f: &dyn Fn(&Sample) -> f64| median(&mut of.iter().map(|s| f(s)).collect::<Vec<_>>());
         let processes = of.first().map_or(0, |s| s.peak_rss_mib.len());
-        (
-            pick(&|s| s.per_second),
-            pick(&|s| s.p50_ms),
-            pick(&|s| s.p99_ms),
-            pick(&|s| s.cpu_per_10k),
-            (0..processes)
+        Sample {
+            target,
+            concurrency,
+            per_second: pick(&|s| s.per_second),
+            p50_ms: pick(&|s| s.p50_ms),
+            p99_ms: pick(&|s| s.p99_ms),
+            cpu_per_10k: pick(&|s| s.cpu_per_10k),
+            peak_rss_mib: (0..processes)
                 .map(|i| pick(&|s| s.peak_rss_mib[i]))
-                .collect::<Vec<_>>(),
-        )
+                .collect(),
+        }
     };
     let mut rows = Vec::new();
     for (index, target) in targets.iter().enumerate() {
@@ -102,88 +96,74 @@ pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> 
             .position(|t| t.baseline && t.call == target.call)
             .expect("every call has a baseline");
         for &concurrency in concurrencies {
-            let (per_second, p50_ms, p99_ms, cpu_per_10k, peak_rss_mib) =
-                medians(index, concurrency);
-            let (base_rate, _, base_p99, _, _) = medians(baseline, concurrency);
+            let (ours, base) = (medians(index, concurrency), medians(baseline, concurrency));
             rows.push(Row {
-                target: index,
-                concurrency,
-                per_second,
-                ratio: per_second / base_rate,
-                p50_ms,
-                p99_ms,
-                p99_ratio: p99_ms / base_p99,
-                cpu_per_10k,
-                peak_rss_mib,
+                ratio: ours.per_second / base.per_second,
+                p99_ratio: ours.p99_ms / base.p99_ms,
+                medians: ours,
             });
         }
     }
     rows
 }
 
-/// A budget of docs/issue 10 and whether this run met it.
-pub struct Budget {
-    pub what: String,
-    pub limit: String,
-    pub measured: String,
-    pub met: bool,
-}
+/// A budget (README.md, "Performance"): what, its limit, what this run
+/// measured, and whether that met it.
+pub type Budget = (String, &'static str, String, bool);
 
 impl Report {
     fn row(&self, label: &str, concurrency: usize) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|row| self.targets[row.target].label == label && row.concurrency == concurrency)
+        self.rows.iter().find(|row| {
+            self.targets[row.medians.target].label == label
+                && row.medians.concurrency == concurrency
+        })
     }
 
     /// The budgets, from the rows at concurrency 64 and the startup figures.
     pub fn budgets(&self, grpc_target: &str, page_target: &str) -> Vec<Budget> {
         let mut budgets = Vec::new();
-        if let Some(row) = self.row(grpc_target, 64) {
-            budgets.push(Budget {
-                what: format!("{grpc_target}: throughput at c=64"),
-                limit: "≥ 0.90× bare tonic".into(),
-                measured: format!("{:.2}×", row.ratio),
-                met: row.ratio >= 0.90,
-            });
-            budgets.push(Budget {
-                what: format!("{grpc_target}: p99 at c=64"),
-                limit: "≤ 1.5× bare tonic's".into(),
-                measured: format!("{:.2}× ({:.2} ms)", row.p99_ratio, row.p99_ms),
-                met: row.p99_ratio <= 1.5,
-            });
-            budgets.push(peak_budget("recommendations", row.peak_rss_mib[0]));
+        let peak = |service: &str, mib: f64| {
+            let what = format!("{service}: peak RSS at c=64");
+            (what, "≤ 50 MiB", format!("{mib:.1} MiB"), mib <= 50.0)
+        };
+        if let Some(Row {
+            medians,
+            ratio,
+            p99_ratio,
+        }) = self.row(grpc_target, 64)
+        {
+            let what = format!("{grpc_target}: throughput at c=64");
+            budgets.push((
+                what,
+                "≥ 0.90× bare tonic",
+                format!("{ratio:.2}×"),
+                *ratio >= 0.90,
+            ));
+            let what = format!("{grpc_target}: p99 at c=64");
+            let measured = format!("{p99_ratio:.2}× ({:.2} ms)", medians.p99_ms);
+            budgets.push((what, "≤ 1.5× bare tonic's", measured, *p99_ratio <= 1.5));
+            budgets.push(peak("recommendations", medians.peak_rss_mib[0]));
         }
-        if let Some(row) = self.row(page_target, 64) {
-            budgets.push(Budget {
-                what: format!("{page_target}: GET / throughput at c=64"),
-                limit: "≥ 0.85× bare axum → bare tonic".into(),
-                measured: format!("{:.2}×", row.ratio),
-                met: row.ratio >= 0.85,
-            });
-            budgets.push(peak_budget("marketplace", row.peak_rss_mib[0]));
+        if let Some(Row { medians, ratio, .. }) = self.row(page_target, 64) {
+            let what = format!("{page_target}: GET / throughput at c=64");
+            let limit = "≥ 0.85× bare axum → bare tonic";
+            budgets.push((what, limit, format!("{ratio:.2}×"), *ratio >= 0.85));
+            budgets.push(peak("marketplace", medians.peak_rss_mib[0]));
         }
-        for startup in &self.startups {
-            budgets.push(Budget {
-                what: format!("{}: idle RSS", startup.service),
-                limit: "≤ 15 MiB".into(),
-                measured: format!("{:.1} MiB", startup.idle_rss_mib),
-                met: startup.idle_rss_mib <= 15.0,
-            });
-            budgets.push(Budget {
-                what: format!("{}: exec to SERVING", startup.service),
-                limit: "≤ 100 ms".into(),
-                measured: format!("{:.1} ms", startup.serving_ms),
-                met: startup.serving_ms <= 100.0,
-            });
+        for Startup {
+            service,
+            serving_ms,
+            idle_rss_mib,
+        } in &self.startups
+        {
+            let (what, rss) = (format!("{service}: idle RSS"), *idle_rss_mib);
+            budgets.push((what, "≤ 15 MiB", format!("{rss:.1} MiB"), rss <= 15.0));
+            let (what, ms) = (format!("{service}: exec to SERVING"), *serving_ms);
+            budgets.push((what, "≤ 100 ms", format!("{ms:.1} ms"), ms <= 100.0));
         }
         for (binary, bytes) in &self.sizes {
-            budgets.push(Budget {
-                what: format!("{binary}: stripped binary"),
-                limit: "≤ 25 MB".into(),
-                measured: format!("{:.1} MB", *bytes as f64 / 1e6),
-                met: *bytes <= 25_000_000,
-            });
+            let (what, mb) = (format!("{binary}: stripped binary"), *bytes as f64 / 1e6);
+            budgets.push((what, "≤ 25 MB", format!("{mb:.1} MB"), *bytes <= 25_000_000));
         }
         budgets
     }
@@ -200,16 +180,18 @@ impl Report {
         );
         md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
-        for row in &self.rows {
+        for Row {
+            medians: row,
+            ratio,
+            p99_ratio,
+        } in &self.rows
+        {
             let target = &self.targets[row.target];
-            let call = match target.call {
-                Call::Recommend => "Recommend",
-                Call::Page => "GET /",
-            };
+            let call = target.call.name();
             let label = if target.baseline {
                 format!("**{}** (baseline)", target.label)
             } else {
-                target.label.to_owned()
+                target.label.clone()
             };
             let rss: Vec<String> = row.peak_rss_mib.iter().map(|m| format!("{m:.1}")).collect();
             let _ = writeln!(
@@ -217,37 +199,32 @@ impl Report {
                 "| {label} | {call} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {:.3} | {} |",
                 row.concurrency,
                 row.per_second,
-                row.ratio,
+                ratio,
                 row.p50_ms,
                 row.p99_ms,
-                row.p99_ratio,
+                p99_ratio,
                 row.cpu_per_10k,
                 rss.join(" + "),
             );
         }
         md += "\nPeak RSS of a chain is each process's, front first; CPU is the sum of its processes.\n\n";
         md += "| service | exec to SERVING ms | idle RSS MiB |\n|---|--:|--:|\n";
-        for startup in &self.startups {
-            let _ = writeln!(
-                md,
-                "| {} | {:.1} | {:.1} |",
-                startup.service, startup.serving_ms, startup.idle_rss_mib
-            );
+        for Startup {
+            service,
+            serving_ms,
+            idle_rss_mib,
+        } in &self.startups
+        {
+            let _ = writeln!(md, "| {service} | {serving_ms:.1} | {idle_rss_mib:.1} |");
         }
         md += "\n| binary | stripped size MB |\n|---|--:|\n";
         for (binary, bytes) in &self.sizes {
             let _ = writeln!(md, "| {binary} | {:.2} |", *bytes as f64 / 1e6);
         }
         md += "\n| budget | limit | measured | |\n|---|---|---|---|\n";
-        for budget in budgets {
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} |",
-                budget.what,
-                budget.limit,
-                budget.measured,
-                if budget.met { "met" } else { "**missed**" }
-            );
+        for (what, limit, measured, met) in budgets {
+            let verdict = if *met { "met" } else { "**missed**" };
+            let _ = writeln!(md, "| {what} | {limit} | {measured} | {verdict} |");
         }
         md
     }
@@ -262,6 +239,7 @@ impl Report {
                 let points: Vec<serde_json::Value> = self
                     .rows
                     .iter()
+                    .map(|row| &row.medians)
                     .filter(|row| row.target == index)
                     .map(|row| {
                         serde_json::json!({
@@ -274,7 +252,7 @@ impl Report {
                     .collect();
                 serde_json::json!({
                     "label": target.label,
-                    "call": match target.call { Call::Recommend => "Recommend", Call::Page => "GET /" },
+                    "call": target.call.name(),
                     "baseline": target.baseline,
                     "points": points,
                 })
@@ -284,33 +262,78 @@ impl Report {
     }
 }
 
-fn peak_budget(service: &str, mib: f64) -> Budget {
-    Budget {
-        what: format!("{service}: peak RSS at c=64"),
-        limit: "≤ 50 MiB".into(),
-        measured: format!("{mib:.1} MiB"),
-        met: mib <= 50.0,
-    }
+/// The measured part of a run.
+pub struct Measured {
+    pub samples: Vec<Sample>,
+    pub startups: Vec<Startup>,
+    pub load_before: String,
 }
 
-/// Puts `generated` between the markers of `document`, or appends markers
-/// and it when there are none yet.
-pub fn splice(document: &str, generated: &str) -> String {
-    const BEGIN: &str = "<!-- cargo xtask bench: begin -->";
-    const END: &str = "<!-- cargo xtask bench: end -->";
-    match (document.find(BEGIN), document.find(END)) {
-        (Some(begin), Some(end)) if begin < end => format!(
-            "{}{BEGIN}\n{generated}{}",
-            &document[..begin],
-            &document[end..]
-        ),
-        _ => format!("{document}\n{BEGIN}\n{generated}{END}\n"),
-    }
+/// The table, printed and written with the plot: into BENCHMARKS.md and
+/// docs/bench.png, or beside the other results under the target dir.
+pub fn write(
+    tools: &Tools,
+    settings: &BenchArgs,
+    target_dir: &Path,
+    targets: Vec<Target>,
+    measured: Measured,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let work = &target_dir.join("bench");
+    let sizes = ["recommendations", "marketplace"]
+        .into_iter()
+        .map(|binary| {
+            Ok((
+                binary,
+                stripped_size(&target_dir.join("release"), binary, work)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let rows = rows(&targets, &measured.samples, &CONCURRENCIES);
+    let report = Report {
+        targets,
+        rows,
+        startups: measured.startups,
+        sizes,
+        date: format!("{} UTC", procfs::utc_minute()?),
+        machine: procfs::machine(),
+        load_before: measured.load_before,
+        load_after: procfs::load_average(),
+        rounds: settings.rounds,
+        command: settings.command.clone(),
+    };
+    let markdown = report.markdown(&report.budgets(
+        &Server::Recommendations(PROD).label(),
+        &Server::Marketplace(PROD).label(),
+    ));
+    println!("{markdown}");
+
+    let json = work.join("results.json");
+    fs::write(&json, serde_json::to_vec_pretty(&report.plot_json())?)?;
+    fs::write(work.join("results.md"), &markdown)?;
+    let (document, plot) = if !settings.no_update {
+        let root = workspace::root();
+        (root.join("BENCHMARKS.md"), root.join("docs/bench.png"))
+    } else {
+        (work.join("BENCHMARKS.md"), work.join("bench.png"))
+    };
+    let script = workspace::root().join("bench/plot.py");
+    workspace::run(tools.command("python")?.arg(script).arg(&json).arg(&plot))?;
+    benchmarks::update(&document, "bench", "", |_| markdown)?;
+    Ok((document, plot))
+}
+
+/// The size of `binary` once stripped of symbols (a copy is stripped).
+fn stripped_size(bin_dir: &Path, binary: &str, work: &Path) -> anyhow::Result<u64> {
+    let copy = work.join(binary);
+    fs::copy(bin_dir.join(binary), &copy)?;
+    workspace::run(std::process::Command::new("strip").arg(&copy))?;
+    Ok(fs::metadata(&copy)?.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::{load::Call, servers::Server};
 
     #[test]
     fn medians_of_odd_and_even_counts() {
@@ -320,10 +343,11 @@ mod tests {
 
     #[test]
     fn ratios_are_to_the_baseline_of_the_same_call() {
-        let target = |label, call, baseline| Target {
-            label,
+        let target = |label: &str, call, baseline| Target {
+            label: label.into(),
             call,
             baseline,
+            server: Server::BareTonic,
         };
         let targets = vec![
             target("bare", Call::Recommend, true),
@@ -349,14 +373,5 @@ mod tests {
         assert_eq!(rows[1].ratio, 180.0 / 200.0);
         assert_eq!(rows[1].p99_ratio, 1.5);
         assert_eq!(rows[2].ratio, 1.0);
-    }
-
-    #[test]
-    fn splicing_replaces_only_what_is_between_the_markers() {
-        let first = splice("# Benchmarks\n", "table 1\n");
-        assert!(first.starts_with("# Benchmarks\n"));
-        let second = splice(&format!("{first}\nprose after\n"), "table 2\n");
-        assert!(second.contains("table 2\n") && !second.contains("table 1"));
-        assert!(second.starts_with("# Benchmarks\n") && second.ends_with("prose after\n"));
     }
 }

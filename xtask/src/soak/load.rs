@@ -5,10 +5,7 @@
 use anyhow::Context;
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 use tokio::{sync::Semaphore, time::MissedTickBehavior};
@@ -32,18 +29,7 @@ const QUERIES: [&str; 3] = [
 /// How many error messages are kept to show.
 const ERRORS_SHOWN: usize = 5;
 
-/// The running tally, read for progress lines while the load runs.
-#[derive(Default)]
-pub struct Counters {
-    answered: AtomicU64,
-    errors: AtomicU64,
-    degraded: AtomicU64,
-    skipped: AtomicU64,
-    first_errors: Mutex<Vec<String>>,
-    latencies_us: Mutex<Vec<u64>>,
-}
-
-/// What the load saw.
+/// What the load saw; read for progress lines while it runs.
 #[derive(Debug, Clone, Default)]
 pub struct Counts {
     pub sent: u64,
@@ -55,27 +41,10 @@ pub struct Counts {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    pub latencies_us: Vec<u64>,
 }
 
-impl Counters {
-    pub fn snapshot(&self) -> Counts {
-        Counts {
-            answered: self.answered.load(Ordering::Relaxed),
-            errors: self.errors.load(Ordering::Relaxed),
-            degraded: self.degraded.load(Ordering::Relaxed),
-            skipped: self.skipped.load(Ordering::Relaxed),
-            ..Counts::default()
-        }
-    }
-
-    fn error(&self, message: String) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut shown = self.first_errors.lock().expect("not poisoned");
-        if shown.len() < ERRORS_SHOWN {
-            shown.push(message);
-        }
-    }
-}
+pub type Counters = Arc<Mutex<Counts>>;
 
 /// Sends `rate` requests a second to the marketplace at `addr` for
 /// `duration`, then waits for the last answers.
@@ -83,7 +52,7 @@ pub async fn drive(
     addr: SocketAddr,
     rate: u32,
     duration: Duration,
-    counters: Arc<Counters>,
+    counters: Counters,
 ) -> anyhow::Result<Counts> {
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -96,35 +65,38 @@ pub async fn drive(
     // A late tick is made up at once: the average rate holds.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let started = Instant::now();
-    let mut sent = 0;
     while started.elapsed() < duration {
         ticks.tick().await;
+        let mut counts = counters.lock().expect("not poisoned");
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            counters.skipped.fetch_add(1, Ordering::Relaxed);
+            counts.skipped += 1;
             continue;
         };
-        let url = format!("http://{addr}/{}", QUERIES[sent as usize % QUERIES.len()]);
-        sent += 1;
+        let url = format!(
+            "http://{addr}/{}",
+            QUERIES[counts.sent as usize % QUERIES.len()]
+        );
+        counts.sent += 1;
         let (client, counters) = (client.clone(), counters.clone());
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = page(&client, &url).await;
-            let latency = started.elapsed().as_micros() as u64;
-            match outcome {
-                Ok(true) => {
-                    counters.answered.fetch_add(1, Ordering::Relaxed);
-                }
-                Ok(false) => {
-                    counters.answered.fetch_add(1, Ordering::Relaxed);
-                    counters.degraded.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(message) => counters.error(message),
-            }
-            counters
+            let mut counts = counters.lock().expect("not poisoned");
+            counts
                 .latencies_us
-                .lock()
-                .expect("not poisoned")
-                .push(latency);
+                .push(started.elapsed().as_micros() as u64);
+            match outcome {
+                Ok(full) => {
+                    counts.answered += 1;
+                    counts.degraded += u64::from(!full);
+                }
+                Err(message) => {
+                    counts.errors += 1;
+                    if counts.first_errors.len() < ERRORS_SHOWN {
+                        counts.first_errors.push(message);
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -133,10 +105,8 @@ pub async fn drive(
     let _all_answered = tokio::time::timeout(REQUEST_TIMEOUT * 2, in_flight.acquire_many(all))
         .await
         .context("the last requests did not finish")??;
-    let mut counts = counters.snapshot();
-    counts.sent = sent;
-    counts.first_errors = counters.first_errors.lock().expect("not poisoned").clone();
-    let mut latencies = std::mem::take(&mut *counters.latencies_us.lock().expect("not poisoned"));
+    let mut counts = std::mem::take(&mut *counters.lock().expect("not poisoned"));
+    let latencies = &mut counts.latencies_us;
     latencies.sort_unstable();
     let at = |quantile: f64| {
         let index = ((latencies.len() as f64 - 1.0) * quantile).round() as usize;

@@ -2,9 +2,8 @@
 //! BENCHMARKS.md's "Soak" section (the last runs, newest first).
 
 use super::load::Counts;
-use crate::procfs;
-use anyhow::Context;
-use std::{fmt, fs, path::Path, time::Duration};
+use crate::{benchmarks, procfs};
+use std::{fmt, path::Path, time::Duration};
 
 /// A service's resident memory and open file descriptors at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,31 +98,27 @@ impl Measured {
 
     /// The result, as printed at the end of a run.
     pub fn table(&self) -> String {
-        let counts = &self.counts;
+        let Counts {
+            sent,
+            answered,
+            errors,
+            degraded,
+            skipped,
+            p50_ms,
+            p99_ms,
+            max_ms,
+            ..
+        } = &self.counts;
+        let (seconds, rate, fallbacks) = (self.duration.as_secs(), self.rate, self.fallbacks);
         let mut table = format!(
-            "soak: {} s at {} pages/s: {} sent, {} answered, {} errors, {} degraded ({} counted by the marketplace), {} ticks skipped; latency p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms\n\n",
-            self.duration.as_secs(),
-            self.rate,
-            counts.sent,
-            counts.answered,
-            counts.errors,
-            counts.degraded,
-            self.fallbacks,
-            counts.skipped,
-            counts.p50_ms,
-            counts.p99_ms,
-            counts.max_ms,
+            "soak: {seconds} s at {rate} pages/s: {sent} sent, {answered} answered, {errors} errors, {degraded} degraded ({fallbacks} counted by the marketplace), {skipped} ticks skipped; latency p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, max {max_ms:.1} ms\n\n"
         );
         table += "| service | RSS after warm-up | RSS at end | growth | fds after warm-up | fds at end |\n|---|--:|--:|--:|--:|--:|\n";
         for (name, (start, end)) in self.services() {
-            table += &format!(
-                "| {name} | {} | {} | {:+.1}% | {} | {} |\n",
-                mib(start.rss_kib),
-                mib(end.rss_kib),
-                growth(start.rss_kib, end.rss_kib) * 100.0,
-                start.fds,
-                end.fds
-            );
+            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
+            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
+            let (fds, fds_end) = (start.fds, end.fds);
+            table += &format!("| {name} | {from} | {to} | {growth:+.1}% | {fds} | {fds_end} |\n");
         }
         table += &match self.failures().as_slice() {
             [] => "\nresult: pass".to_owned(),
@@ -134,33 +129,31 @@ impl Measured {
 
     /// This run's row of BENCHMARKS.md.
     fn row(&self, date: &str, machine: &str) -> String {
-        let counts = &self.counts;
+        let Counts {
+            sent,
+            errors,
+            degraded,
+            p50_ms,
+            p99_ms,
+            ..
+        } = &self.counts;
         let usage = |(start, end): (Usage, Usage)| {
+            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
+            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
             format!(
-                "{} → {} ({:+.1}%), {} → {} fds",
-                mib(start.rss_kib),
-                mib(end.rss_kib),
-                growth(start.rss_kib, end.rss_kib) * 100.0,
-                start.fds,
-                end.fds
+                "{from} → {to} ({growth:+.1}%), {} → {} fds",
+                start.fds, end.fds
             )
         };
+        let (marketplace, recommendations) = (usage(self.marketplace), usage(self.recommendations));
         let result = if self.failures().is_empty() {
             "pass"
         } else {
             "**fail**"
         };
+        let (seconds, rate) = (self.duration.as_secs(), self.rate);
         format!(
-            "| {date} | {machine} | {} s | {}/s | {} | {} | {} | {:.2} / {:.2} | {} | {} | {result} |",
-            self.duration.as_secs(),
-            self.rate,
-            counts.sent,
-            counts.errors,
-            counts.degraded,
-            counts.p50_ms,
-            counts.p99_ms,
-            usage(self.marketplace),
-            usage(self.recommendations),
+            "| {date} | {machine} | {seconds} s | {rate}/s | {sent} | {errors} | {degraded} | {p50_ms:.2} / {p99_ms:.2} | {marketplace} | {recommendations} | {result} |"
         )
     }
 }
@@ -170,8 +163,6 @@ fn growth(start: u64, end: u64) -> f64 {
     (end as f64 - start as f64) / start.max(1) as f64
 }
 
-const BEGIN: &str = "<!-- cargo xtask soak: begin -->";
-const END: &str = "<!-- cargo xtask soak: end -->";
 /// How many runs the table keeps.
 const ROWS_KEPT: usize = 10;
 
@@ -190,47 +181,20 @@ first, the last 10 kept).
 
 const HEADER: &str = "| date (UTC) | machine | duration | rate | requests | errors | degraded | p50 / p99 ms | marketplace RSS, fds | recommendations RSS, fds | result |\n|---|---|--:|--:|--:|--:|--:|--:|---|---|---|\n";
 
-/// Adds this run's row to the soak table of `document` (created if missing),
-/// leaving the rest of the document as it is.
+/// Adds this run's row to the soak table of `document` (created if missing).
 pub fn record(document: &Path, measured: &Measured) -> anyhow::Result<()> {
     let row = measured.row(&procfs::utc_minute()?, &procfs::machine());
-    let existing = fs::read_to_string(document).unwrap_or_default();
-    fs::write(document, splice(&existing, &row))
-        .with_context(|| format!("cannot write {}", document.display()))
+    benchmarks::update(document, "soak", SECTION, |old| table(old, &row))
 }
 
-/// `document` with `row` first in the soak table, which keeps [`ROWS_KEPT`]
-/// rows; the section is appended (the document created) when missing.
-fn splice(document: &str, row: &str) -> String {
-    let table = |old_rows: Vec<&str>| {
-        let rows: Vec<&str> = std::iter::once(row)
-            .chain(old_rows)
-            .take(ROWS_KEPT)
-            .collect();
-        format!("{BEGIN}\n{HEADER}{}\n{END}", rows.join("\n"))
-    };
-    match (document.find(BEGIN), document.find(END)) {
-        (Some(begin), Some(end)) if begin < end => {
-            let old_rows = document[begin..end]
-                .lines()
-                .filter(|line| line.starts_with("| 2"))
-                .collect();
-            format!(
-                "{}{}{}",
-                &document[..begin],
-                table(old_rows),
-                &document[end + END.len()..]
-            )
-        }
-        _ if document.trim().is_empty() => {
-            format!("# Benchmarks\n\n{SECTION}{}\n", table(Vec::new()))
-        }
-        _ => format!(
-            "{}\n\n{SECTION}{}\n",
-            document.trim_end(),
-            table(Vec::new())
-        ),
-    }
+/// The table with `row` first and the newest of the `old` table's rows after it.
+fn table(old: &str, row: &str) -> String {
+    let old_rows = old.lines().filter(|line| line.starts_with("| 2"));
+    let rows: Vec<&str> = std::iter::once(row)
+        .chain(old_rows)
+        .take(ROWS_KEPT)
+        .collect();
+    format!("{HEADER}{}\n", rows.join("\n"))
 }
 
 #[cfg(test)]
@@ -292,6 +256,10 @@ mod tests {
         assert!(failures[2].contains("3 ticks"));
     }
 
+    fn splice(document: &str, row: &str) -> String {
+        benchmarks::splice(document, "soak", SECTION, |old| table(old, row))
+    }
+
     #[test]
     fn rows_go_first_into_the_section_which_is_created_once_and_keeps_ten() {
         let created = splice("", "| 2026-01-01 | a |");
@@ -314,6 +282,9 @@ mod tests {
         assert_eq!(rows[0], "| 2026-01-12 | a |");
         assert_eq!(rows[9], "| 2026-01-03 | a |");
         assert!(document.starts_with(bench));
-        assert!(document.ends_with(&format!("{END}\n")), "{document}");
+        assert!(
+            document.ends_with("<!-- cargo xtask soak: end -->\n"),
+            "{document}"
+        );
     }
 }
