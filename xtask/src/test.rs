@@ -28,7 +28,7 @@ enum Step {
     BufLint,
     /// `buf breaking` against the last committed contract
     BufBreaking,
-    /// every workspace test
+    /// every workspace test, and each criterion benchmark once
     Cargo,
     /// bounded fuzzing of request validation, query parsing and catalog loading
     Fuzz,
@@ -127,7 +127,16 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         ),
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
-        Step::Cargo => workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"])),
+        Step::Cargo => {
+            workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"]))?;
+            // Each criterion benchmark once, unoptimised: it still runs.
+            workspace::run(workspace::cargo().args([
+                "test",
+                "--workspace",
+                "--locked",
+                "--benches",
+            ]))
+        }
         Step::Release => workspace::build_release(),
         Step::Fuzz => crate::fuzz::test(tools, target_dir),
         Step::Bench => crate::bench::test(tools, target_dir),

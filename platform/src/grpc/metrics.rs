@@ -2,7 +2,10 @@
 //! `grpc_{server,client}_handled_total` (by `grpc_code`) and
 //! `grpc_{server,client}_handling_seconds`, so the usual dashboards and alerts work.
 
-use super::{Rpc, Side, call_end::ALL_CODES, call_end::code_name};
+use super::{
+    Rpc, Side,
+    call_end::{all_codes, code_name},
+};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
 };
@@ -71,8 +74,7 @@ impl Vecs {
         let labels = [rpc.kind, rpc.service.as_str(), rpc.method.as_str()];
         Series {
             started: self.started.with_label_values(&labels),
-            handled: ALL_CODES
-                .into_iter()
+            handled: all_codes()
                 .map(|code| {
                     let [kind, service, method] = labels;
                     self.handled

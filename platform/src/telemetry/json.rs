@@ -9,6 +9,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use std::{
     fmt::{self, Write as _},
     sync::{Arc, OnceLock},
+    time::{SystemTime, UNIX_EPOCH},
 };
 use tracing::{
     Event, Subscriber,
@@ -16,11 +17,7 @@ use tracing::{
     field::{Field, Visit},
 };
 use tracing_subscriber::{
-    fmt::{
-        FmtContext, FormatEvent, FormatFields,
-        format::Writer,
-        time::{FormatTime, SystemTime},
-    },
+    fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
     registry::LookupSpan,
 };
 
@@ -56,8 +53,9 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let metadata = event.metadata();
+        let mut time = [0; 27];
         writer.write_str("{\"timestamp\":\"")?;
-        SystemTime.format_time(&mut writer)?;
+        writer.write_str(timestamp(SystemTime::now(), &mut time))?;
         write!(writer, "\",\"level\":\"{}\",\"target\":", metadata.level())?;
         string(&mut writer, metadata.target())?;
         let mut fields = Fields {
@@ -90,13 +88,60 @@ impl JsonLines {
         if !ids.is_valid() {
             return Ok(());
         }
-        write!(
-            writer,
-            ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
-            ids.trace_id(),
-            ids.span_id()
-        )
+        let (mut trace_id, mut span_id) = ([0; 32], [0; 16]);
+        writer.write_str(",\"trace_id\":\"")?;
+        writer.write_str(hex(&ids.trace_id().to_bytes(), &mut trace_id))?;
+        writer.write_str("\",\"span_id\":\"")?;
+        writer.write_str(hex(&ids.span_id().to_bytes(), &mut span_id))?;
+        writer.write_char('"')
     }
+}
+
+/// `bytes` in lowercase hex, in `out` (twice as long).
+fn hex<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    std::str::from_utf8(out).unwrap_or_default()
+}
+
+/// `time` as RFC 3339 in UTC with microseconds, as tracing-subscriber's
+/// `SystemTime` writes it (`2026-12-07T06:18:33.123456Z`), without going
+/// through `fmt`'s padding for each of its seven numbers.
+fn timestamp(time: SystemTime, out: &mut [u8; 27]) -> &str {
+    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (days, second_of_day) = (since.as_secs() / 86_400, since.as_secs() % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
+    let z = days + 719_468;
+    let (era, day_of_era) = (z / 146_097, z % 146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    out.copy_from_slice(b"0000-00-00T00:00:00.000000Z");
+    let mut put = |at: usize, width: usize, mut value: u64| {
+        for digit in out[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, second_of_day / 3_600);
+    put(14, 2, second_of_day / 60 % 60);
+    put(17, 2, second_of_day % 60);
+    put(20, 6, u64::from(since.subsec_micros()));
+    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// Writes each field as `,"name":value`.
@@ -193,11 +238,33 @@ impl<W: fmt::Write> fmt::Write for Escaped<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn escaped(value: &str) -> String {
         let mut out = String::new();
         string(&mut out, value).unwrap();
         out
+    }
+
+    #[test]
+    fn timestamps_are_rfc_3339_in_utc_with_microseconds() {
+        // Expected values from Python's datetime.
+        for (micros, expected) in [
+            (0, "1970-01-01T00:00:00.000000Z"),
+            (951_782_400_000_000, "2000-02-29T00:00:00.000000Z"),
+            (1_735_689_599_999_999, "2024-12-31T23:59:59.999999Z"),
+            (1_796_611_113_123_456, "2026-12-07T02:38:33.123456Z"),
+            (4_102_444_800_000_000, "2100-01-01T00:00:00.000000Z"),
+        ] {
+            let time = UNIX_EPOCH + Duration::from_micros(micros);
+            assert_eq!(timestamp(time, &mut [0; 27]), expected);
+        }
+    }
+
+    #[test]
+    fn ids_are_lowercase_hex() {
+        let mut out = [0; 8];
+        assert_eq!(hex(&[0x00, 0x0f, 0xa0, 0xff], &mut out), "000fa0ff");
     }
 
     #[test]
