@@ -24,9 +24,9 @@ measure() {
   local pid=$!
   for _ in $(seq 600); do calls 1 2>/dev/null && break; sleep 0.1; done
   calls 200
-  callgrind_control -z "$pid" >/dev/null
+  callgrind_control -z "$pid" >/dev/null 2>&1
   calls 2000
-  callgrind_control -d "$pid" >/dev/null
+  callgrind_control -d "$pid" >/dev/null 2>&1
   kill "$pid"; wait "$pid" 2>/dev/null || true
   # The dump after zeroing holds the 2000 calls (with their 3 categories'
   # checks); `totals:` is its count of instructions.

@@ -105,7 +105,8 @@ fn status_in_headers<B: Body>(response: &Response<B>) -> Option<Status> {
 fn status_in_trailers(trailers: &HeaderMap) -> Status {
     // The common case, without copying the rest of the trailers into metadata
     // as `from_header_map` does.
-    if trailers.get("grpc-status").is_some_and(|code| code == "0") {
+    const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+    if trailers.get(GRPC_STATUS).is_some_and(|code| code == "0") {
         return Status::new(Code::Ok, "");
     }
     Status::from_header_map(trailers).unwrap_or_else(missing_status)
@@ -269,25 +270,26 @@ where
                 .expect("EndBody is only emptied when dropped");
             ready!(inner.poll_frame(cx))
         };
-        let mut end = |status: &Status| {
+        // The status is made only for a call not ended yet.
+        let mut end = |status: &dyn Fn() -> Status| {
             if let Some(on_end) = this.on_end.take() {
-                on_end.on_end(status);
+                on_end.on_end(&status());
             }
         };
         Poll::Ready(match polled {
             Some(Ok(frame)) => {
                 if let Some(trailers) = frame.trailers_ref() {
-                    end(&status_in_trailers(trailers));
+                    end(&|| status_in_trailers(trailers));
                 }
                 Some(Ok(frame))
             }
             Some(Err(err)) => {
                 let status = Status::from_error(err.into());
-                end(&status);
+                end(&|| status.clone());
                 Some(Err(status))
             }
             None => {
-                end(&missing_status());
+                end(&missing_status);
                 None
             }
         })
