@@ -172,12 +172,16 @@ const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
 /// before the newest commit on `main` that changed it (CI, where the
 /// checkout is `main` itself). Not HEAD~1, which misses a change made two
 /// commits ago. Passes without comparing only when the contract has a
-/// single version; missing history (a shallow clone) fails, with the fix.
+/// single version; a shallow clone fetches the history it misses, and fails
+/// with the fix when it cannot.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
     if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
-        bail!(
-            "this clone is shallow, so the contract's previous version is missing: run `git fetch --unshallow origin main` (CI: check out with full history)"
-        );
+        // The contract's previous version is missing: fetch the history
+        // rather than pass without it.
+        eprintln!("xtask: this clone is shallow; fetching the history of `origin`");
+        git(&["fetch", "--quiet", "--unshallow", "origin"]).context(
+            "this clone is shallow, so the contract's previous version is missing, and fetching it failed: run `git fetch --unshallow origin main` (CI: check out with full history)",
+        )?;
     }
     let verify = |rev: &str| git(&["rev-parse", "--verify", "--quiet", rev]).ok();
     let Some(main) = ["main", "origin/main"]
