@@ -347,6 +347,47 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_write_each_kind_of_field_as_json() {
+        let buffer = LogBuffer::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer("svc", &json_args(), buffer.clone()).unwrap());
+        tracing::subscriber::with_default(subscriber, || {
+            let text = "say \"hi\"\n";
+            tracing::info!(small = 1e-7, whole = 1.0, nan = f64::NAN, count = 3u64, below = -2i64,
+                yes = true, text, debug = ?Some(1), "fields");
+        });
+        let lines = buffer.json_lines();
+        let line = &lines[0];
+        assert_eq!(line["small"].as_f64(), Some(1e-7));
+        // `1.0`, as serde_json writes it, not `1`: still a float when read back.
+        assert!(line["whole"].is_f64(), "{line}");
+        assert!(line["nan"].is_null(), "{line}");
+        assert_eq!(line["count"].as_u64(), Some(3));
+        assert_eq!(line["below"].as_i64(), Some(-2));
+        assert_eq!(line["yes"], true);
+        assert_eq!(line["text"], "say \"hi\"\n");
+        assert_eq!(line["debug"], "Some(1)");
+        assert_eq!(line["message"], "fields");
+    }
+
+    #[test]
+    fn a_line_whose_parent_is_a_span_carries_that_spans_ids() {
+        let buffer = LogBuffer::default();
+        let provider = tracer_provider("svc", &TraceArgs::default(), None::<SpanExporter>);
+        let subscriber = tracing_subscriber::registry()
+            .with(log_layer("svc", &json_args(), buffer.clone()).unwrap())
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("svc")));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("call");
+            let ids = TraceParent::of(&span).expect("a traced span");
+            tracing::info!(parent: &span, "not entered");
+            let lines = buffer.json_lines();
+            assert_eq!(lines[0]["trace_id"], ids.trace_id.to_string());
+            assert_eq!(lines[0]["span_id"], ids.span_id.to_string());
+        });
+    }
+
+    #[test]
     fn the_log_filter_applies_to_log_lines() {
         let buffer = LogBuffer::default();
         let args = CommonArgs {

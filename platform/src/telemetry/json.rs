@@ -173,17 +173,20 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.field(field, |w| write!(w, "{value}"));
+        self.field(field, |w| w.write_str(itoa::Buffer::new().format(value)));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        // JSON has no NaN or infinities.
+        // As serde_json writes numbers (`1.0`, `1e-7`); JSON has no NaN or
+        // infinities.
         if value.is_finite() {
-            self.field(field, |w| write!(w, "{value}"));
+            self.field(field, |w| {
+                w.write_str(ryu::Buffer::new().format_finite(value))
+            });
         } else {
             self.field(field, |w| w.write_str("null"));
         }
