@@ -1,9 +1,10 @@
 //! The gRPC methods a process knows, read from its services' descriptor sets: they
-//! bound the label values of metrics and the names of spans.
+//! bound the label values of metrics and the names of spans ([`super::observe`]
+//! resolves a path to one of them).
 
 use prost::Message as _;
 use prost_types::FileDescriptorSet;
-use std::{collections::HashMap, fmt, sync::Arc};
+use std::fmt;
 
 /// One gRPC method as metrics and spans name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,17 +51,10 @@ impl fmt::Display for Rpc {
     }
 }
 
-/// The known methods by wire path (`/package.Service/Method`); cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Methods {
-    by_path: Arc<HashMap<String, Arc<Rpc>>>,
-    unknown: Arc<Rpc>,
-}
-
-impl Methods {
+impl Rpc {
     /// Every method of every service in the encoded `FileDescriptorSet`s.
-    pub fn from_descriptor_sets(sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        let mut by_path = HashMap::new();
+    pub fn all_in(sets: &[&[u8]]) -> Result<Vec<Self>, prost::DecodeError> {
+        let mut rpcs = Vec::new();
         for set in sets {
             for file in FileDescriptorSet::decode(*set)?.file {
                 let package = file.package();
@@ -77,30 +71,21 @@ impl Methods {
                             (false, true) => "server_stream",
                             (true, true) => "bidi_stream",
                         };
-                        let rpc = Rpc {
+                        rpcs.push(Rpc {
                             service: service_name.clone(),
                             method: method.name().to_owned(),
                             kind,
-                        };
-                        by_path.insert(format!("/{rpc}"), Arc::new(rpc));
+                        });
                     }
                 }
             }
         }
-        Ok(Self {
-            by_path: Arc::new(by_path),
-            unknown: Arc::new(Rpc::unknown()),
-        })
+        Ok(rpcs)
     }
 
-    /// The method at `path`, or the one [`Rpc::UNKNOWN`] stand-in.
-    pub fn resolve(&self, path: &str) -> Arc<Rpc> {
-        self.by_path.get(path).unwrap_or(&self.unknown).clone()
-    }
-
-    /// Every known method, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = &Rpc> {
-        self.by_path.values().map(AsRef::as_ref)
+    /// The wire path, `/package.Service/Method`.
+    pub fn path(&self) -> String {
+        format!("/{self}")
     }
 }
 
@@ -137,34 +122,25 @@ mod tests {
             }],
         }
         .encode_to_vec();
-        let methods = Methods::from_descriptor_sets(&[&set]).unwrap();
+        let rpcs = Rpc::all_in(&[&set]).unwrap();
+        let resolve = |path| rpcs.iter().find(|rpc| rpc.path() == path).unwrap();
 
-        let kind = |path| methods.resolve(path).kind;
+        let kind = |path| resolve(path).kind;
         assert_eq!(kind("/shop.v1.Shop/Get"), "unary");
         assert_eq!(kind("/shop.v1.Shop/Upload"), "client_stream");
         assert_eq!(kind("/shop.v1.Shop/Watch"), "server_stream");
         assert_eq!(kind("/shop.v1.Shop/Chat"), "bidi_stream");
-        let get = methods.resolve("/shop.v1.Shop/Get");
+        let get = resolve("/shop.v1.Shop/Get");
         assert_eq!(
             (get.service.as_str(), get.method.as_str()),
             ("shop.v1.Shop", "Get")
         );
         assert_eq!(get.to_string(), "shop.v1.Shop/Get");
-        assert_eq!(methods.iter().count(), 4);
-    }
-
-    #[test]
-    fn any_other_path_resolves_to_the_one_unknown_method() {
-        let methods = Methods::from_descriptor_sets(&[]).unwrap();
-        for path in ["/shop.v1.Shop/Nope", "/", "/../etc/passwd"] {
-            let rpc = methods.resolve(path);
-            assert!(rpc.is_unknown());
-            assert_eq!(rpc.to_string(), "unknown/unknown");
-        }
+        assert_eq!(rpcs.len(), 4);
     }
 
     #[test]
     fn a_corrupt_descriptor_set_is_an_error() {
-        assert!(Methods::from_descriptor_sets(&[b"\xff\xff"]).is_err());
+        assert!(Rpc::all_in(&[b"\xff\xff"]).is_err());
     }
 }

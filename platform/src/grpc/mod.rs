@@ -15,7 +15,7 @@ mod observe;
 mod panic;
 
 pub use limit::{LimitCalls, LimitCallsLayer, OVERLOADED};
-pub use methods::{Methods, Rpc};
+pub use methods::Rpc;
 pub use observe::{Observe, ObserveLayer};
 
 use crate::shutdown::InFlight;

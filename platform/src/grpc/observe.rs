@@ -9,7 +9,7 @@
 //! `rpc.grpc.status_code`).
 
 use super::{
-    LayersError, Methods, Rpc, Side,
+    LayersError, Rpc, Side,
     call_end::{BoxError, EndBody, EndFuture, OnEnd, code_name, is_server_fault},
     metrics::{Series, Vecs},
 };
@@ -64,11 +64,11 @@ impl ObserveLayer {
         registry: &Registry,
         descriptor_sets: &[&[u8]],
     ) -> Result<Self, LayersError> {
-        let methods = Methods::from_descriptor_sets(descriptor_sets)?;
+        let rpcs = Rpc::all_in(descriptor_sets)?;
         let vecs = Vecs::register(side, registry)?;
-        let known = methods
-            .iter()
-            .map(|rpc| (format!("/{rpc}"), Arc::new(method(&vecs, rpc.clone()))))
+        let known = rpcs
+            .into_iter()
+            .map(|rpc| (rpc.path(), Arc::new(method(&vecs, rpc))))
             .collect();
         Ok(Self {
             side,
@@ -80,6 +80,7 @@ impl ObserveLayer {
         })
     }
 
+    /// The method at `path`, or the one [`Rpc::UNKNOWN`] stand-in.
     fn method(&self, path: &str) -> Arc<Method> {
         let table = &*self.methods;
         match table.known.get(path) {
@@ -262,5 +263,25 @@ impl OnEnd for Ended {
     /// the handler runs while it is read, so no line needs the span current.
     fn body_span(&self) -> Option<&Span> {
         (self.method.rpc.kind != "unary").then_some(&self.span)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_other_path_resolves_to_the_one_unknown_method() {
+        let layer = ObserveLayer::register(Side::Server, &Registry::new(), &[]).unwrap();
+        let first = layer.method("/shop.v1.Shop/Nope");
+        for path in ["/shop.v1.Shop/Nope", "/", "/../etc/passwd"] {
+            let method = layer.method(path);
+            assert!(method.rpc.is_unknown());
+            assert_eq!(method.name, "unknown/unknown");
+            assert!(
+                Arc::ptr_eq(&method, &first),
+                "one stand-in, one set of series"
+            );
+        }
     }
 }
