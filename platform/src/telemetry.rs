@@ -314,13 +314,19 @@ mod tests {
         }
     }
 
-    #[test]
-    fn json_lines_inside_a_span_carry_the_service_and_the_span_ids() {
-        let buffer = LogBuffer::default();
+    /// JSON lines into `buffer`, with an OpenTelemetry layer for the span ids.
+    fn traced_json(buffer: &LogBuffer) -> (impl Subscriber + Send + Sync, SdkTracerProvider) {
         let provider = tracer_provider("svc", &TraceArgs::default(), None::<SpanExporter>);
         let subscriber = tracing_subscriber::registry()
             .with(log_layer("svc", &json_args(), buffer.clone()).unwrap())
             .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("svc")));
+        (subscriber, provider)
+    }
+
+    #[test]
+    fn json_lines_inside_a_span_carry_the_service_and_the_span_ids() {
+        let buffer = LogBuffer::default();
+        let (subscriber, _provider) = traced_json(&buffer);
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!(answer = 42, "outside");
             let span = tracing::info_span!("work");
@@ -373,10 +379,7 @@ mod tests {
     #[test]
     fn a_line_whose_parent_is_a_span_carries_that_spans_ids() {
         let buffer = LogBuffer::default();
-        let provider = tracer_provider("svc", &TraceArgs::default(), None::<SpanExporter>);
-        let subscriber = tracing_subscriber::registry()
-            .with(log_layer("svc", &json_args(), buffer.clone()).unwrap())
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("svc")));
+        let (subscriber, _provider) = traced_json(&buffer);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("call");
             let ids = TraceParent::of(&span).expect("a traced span");

@@ -5,7 +5,7 @@
 //! values, then serialising them) cost several times more per access line
 //! (`benches/layers.rs`).
 
-use opentelemetry::trace::TraceContextExt as _;
+use super::TraceParent;
 use std::{
     fmt::{self, Write as _},
     sync::{Arc, OnceLock},
@@ -80,19 +80,17 @@ impl JsonLines {
         let Some(id) = event.parent().or_else(|| current.id()) else {
             return Ok(());
         };
-        let Some(cx) = tracing_opentelemetry::get_otel_context(id, &dispatch) else {
+        let Some(ids) = tracing_opentelemetry::get_otel_context(id, &dispatch)
+            .as_ref()
+            .and_then(TraceParent::in_context)
+        else {
             return Ok(());
         };
-        let span = cx.span();
-        let ids = span.span_context();
-        if !ids.is_valid() {
-            return Ok(());
-        }
         let (mut trace_id, mut span_id) = ([0; 32], [0; 16]);
         writer.write_str(",\"trace_id\":\"")?;
-        writer.write_str(hex(&ids.trace_id().to_bytes(), &mut trace_id))?;
+        writer.write_str(hex(&ids.trace_id.to_bytes(), &mut trace_id))?;
         writer.write_str("\",\"span_id\":\"")?;
-        writer.write_str(hex(&ids.span_id().to_bytes(), &mut span_id))?;
+        writer.write_str(hex(&ids.span_id.to_bytes(), &mut span_id))?;
         writer.write_char('"')
     }
 }

@@ -4,7 +4,7 @@
 
 use http::HeaderMap;
 use opentelemetry::{
-    global,
+    Context, global,
     trace::{SpanId, TraceContextExt as _, TraceId},
 };
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
@@ -42,7 +42,11 @@ pub struct TraceParent {
 impl TraceParent {
     /// The ids of `span`, `None` when tracing is off (no OpenTelemetry layer).
     pub fn of(span: &Span) -> Option<Self> {
-        let context = span.context();
+        Self::in_context(&span.context())
+    }
+
+    /// The ids of the span `context` holds, `None` when it holds none.
+    pub(crate) fn in_context(context: &Context) -> Option<Self> {
         let otel = context.span();
         let ids = otel.span_context();
         ids.is_valid().then(|| Self {
