@@ -37,6 +37,11 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
     // The marketplace's channel connects lazily: this order only makes the logs read naturally.
     let start = |name: &str| {
         let mut command = Command::new(bin_dir.join(name));
+        // Their own process group: a terminal's Ctrl-C reaches xtask alone,
+        // which stops each service with one SIGTERM. In xtask's group they got
+        // the SIGINT too, so that SIGTERM was their second signal, and they
+        // exited at once with 143 instead of draining.
+        command.process_group(0);
         for (key, value) in LOCAL_DEFAULTS {
             if std::env::var_os(key).is_none() {
                 command.env(key, value);
@@ -60,8 +65,6 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
             println!("xtask: {name} exited ({status:?}); stopping the other service");
         }
     }
-    // A terminal's Ctrl-C already reached the services (same process group);
-    // SIGTERM covers every other way xtask is asked to stop.
     let names = services.each_ref().map(|service| service.name.clone());
     let [first, second] = services;
     let stopped = tokio::join!(first.stop(), second.stop());
