@@ -114,7 +114,8 @@ PLACE_LABEL = re.compile(r"^(instance|pod|namespace|.*_namespace|job|node)$")
 
 
 def check_no_hard_coded_place(dashboard: Dashboard) -> list[str]:
-    """No query pins an instance, pod or namespace; each filters by $namespace and $pod."""
+    """No query pins an instance, pod or namespace; each filters by $namespace, and by $pod or
+    (the mesh dashboard's gateway row) by the $gateway workload."""
     problems = []
     for panel, target in queries(dashboard):
         where = f"panel {panel['id']} {panel['title']!r} {target['refId']}"
@@ -122,9 +123,10 @@ def check_no_hard_coded_place(dashboard: Dashboard) -> list[str]:
         for label, op, value in found.matchers:
             if PLACE_LABEL.match(label) and not value.startswith("$"):
                 problems.append(f"{where}: {label}{op}{value!r} is hard-coded")
-        for variable in ("$namespace", "$pod"):
-            if variable not in target["expr"]:
-                problems.append(f"{where}: does not filter by {variable}")
+        if "$namespace" not in target["expr"]:
+            problems.append(f"{where}: does not filter by $namespace")
+        if "$pod" not in target["expr"] and 'source_workload="$gateway"' not in target["expr"]:
+            problems.append(f"{where}: does not filter by $pod")
     return problems
 
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+import alert_rules
 import dashboards
 import promql
-from config_files import DATASOURCES, ISTIO_METRICS, KUBERNETES_PROMETHEUS
+from config_files import DATASOURCES, ISTIO_INSTALL, ISTIO_METRICS, KUBERNETES_PROMETHEUS, RULES_DIR
 from outside_tools import require_tool, required_dir, run
 
 NAMES = ["bookshop-services", "bookshop-mesh"]
@@ -82,7 +84,7 @@ def test_a_hard_coded_place_is_caught(old: str, new: str, expected: str) -> None
 
 @pytest.mark.parametrize("name", NAMES)
 def test_the_namespace_and_pod_variables_come_from_prometheus(name: str) -> None:
-    variables = {v["name"]: v for v in dashboards.load(name)["templating"]["list"]}
+    variables = {v["name"]: v for v in dashboards.load(name)["templating"]["list"] if v["type"] == "query"}
     assert set(variables) == {"namespace", "pod"}
     assert variables["pod"]["includeAll"] and variables["pod"]["multi"] and variables["pod"]["allValue"] == ".*"
     assert all(v["datasource"]["uid"] == "prometheus" for v in variables.values())
@@ -174,10 +176,86 @@ def test_a_name_istio_does_not_export_is_caught(old: str, new: str, expected: st
     assert any(expected in p for p in problems), problems
 
 
+# --- the mesh dashboard's reporter switch and gateway row ----------------------------------------
+
+def _gateway_row(board: dashboards.Dashboard) -> list[dict]:
+    """The panels under the gateway row (the first row, up to the next one)."""
+    panels = list(dashboards.panels(board))
+    rows = [i for i, p in enumerate(panels) if p["type"] == "row"]
+    assert panels[rows[0]]["title"].startswith("The edge"), panels[rows[0]]["title"]
+    return panels[rows[0] + 1:rows[1]]
+
+
+def reporter_problems(board: dashboards.Dashboard) -> list[str]:
+    """The gateway row reads the gateway's own report (reporter="source", source_workload
+    $gateway); every other query, and the variables, follow the $reporter switch."""
+    gateway_ids = {p["id"] for p in _gateway_row(board)}
+    problems = []
+    exprs = [(p["id"], f"panel {p['id']} {t['refId']}", t["expr"]) for p, t in dashboards.queries(board)]
+    exprs += [(None, f"variable {name}", query) for name, query in dashboards.variable_queries(board)]
+    for panel_id, where, expr in exprs:
+        reporters = [(op, value) for label, op, value in promql.names(expr).matchers if label == "reporter"]
+        expected = [("=", "source")] if panel_id in gateway_ids else [("=", "$reporter")]
+        if not reporters or set(reporters) != set(expected):
+            problems.append(f"{where}: reporter {reporters} is not {expected[0][1]}")
+        if panel_id in gateway_ids and 'source_workload="$gateway"' not in expr:
+            problems.append(f"{where}: does not select the gateway's workload")
+    return problems
+
+
+def test_the_mesh_dashboard_switches_reporter_and_shows_the_gateway() -> None:
+    board = dashboards.load("bookshop-mesh")
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert [o["value"] for o in variables["reporter"]["options"]] == ["destination", "source"]
+    assert variables["reporter"]["current"]["value"] == "destination"
+    titles = {p["title"] for p in _gateway_row(board)}
+    assert {"5xx at the gateway by response flag", "Responses with a response flag at the gateway"} <= titles
+    flags = [p for p in _gateway_row(board) if "response_flags" in promql.names(
+        " ".join(t["expr"] for t in p["targets"])).labels]
+    assert len(flags) == 2
+    assert reporter_problems(board) == []
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    # A traffic panel still pinned to the receiving sidecar: the switch does nothing to it.
+    ('(rate(istio_requests_total{reporter=\\"$reporter\\", destination_workload_namespace=\\"$namespace\\", '
+     'pod=~\\"$pod\\"}[',
+     '(rate(istio_requests_total{reporter=\\"destination\\", destination_workload_namespace=\\"$namespace\\", '
+     'pod=~\\"$pod\\"}[', "reporter [('=', 'destination')] is not $reporter"),
+    # The gateway row reading the sidecars' report: a 503 the gateway made never shows.
+    ('istio_requests_total{reporter=\\"source\\", source_workload=\\"$gateway\\"',
+     'istio_requests_total{reporter=\\"destination\\", source_workload=\\"$gateway\\"',
+     "reporter [('=', 'destination')] is not source"),
+])
+def test_a_query_that_ignores_the_reporter_switch_is_caught(old: str, new: str, expected: str) -> None:
+    text = json.dumps(dashboards.load("bookshop-mesh"), ensure_ascii=False)
+    assert old in text, old
+    problems = reporter_problems(json.loads(text.replace(old, new, 1)))
+    assert any(expected in p for p in problems), problems
+
+
+def _gateway_variable(board: dashboards.Dashboard) -> set[str]:
+    [gateway] = [v for v in board["templating"]["list"] if v["name"] == "gateway"]
+    return {o["value"] for o in gateway["options"]}
+
+
+def test_the_gateway_row_and_the_edge_slis_read_the_installed_gateway() -> None:
+    installed = alert_rules.installed_gateways(ISTIO_INSTALL)
+    assert _gateway_variable(dashboards.load("bookshop-mesh")) == installed
+    assert alert_rules.edge_gateways(RULES_DIR) == installed
+
+
+def test_a_gateway_variable_naming_another_gateway_is_caught() -> None:
+    text = json.dumps(dashboards.load("bookshop-mesh"), ensure_ascii=False)
+    broken = json.loads(text.replace('"value": "istio-ingressgateway"', '"value": "ingressgateway"'))
+    assert _gateway_variable(broken) == {"ingressgateway"} != alert_rules.installed_gateways(ISTIO_INSTALL)
+
+
 def _as_rules(board: dashboards.Dashboard) -> dict:
     """The panel queries as recording rules, so `promtool check rules` parses each (with the
     dashboard variables replaced by values of the right form)."""
-    variables = {"namespace": "bookshop", "pod": ".*", "__rate_interval": "1m", "__interval": "15s"}
+    variables = {"namespace": "bookshop", "pod": ".*", "__rate_interval": "1m", "__interval": "15s",
+                 "reporter": "destination", "gateway": "istio-ingressgateway"}
     rules = [{"record": f"panel_{p['id']}_{t['refId']}", "expr": promql.substitute(t["expr"], variables)}
              for p, t in dashboards.queries(board)]
     return {"groups": [{"name": board["uid"], "rules": rules}]}
@@ -219,6 +297,21 @@ def istio_list_problems(listed: dict, module: Path) -> list[str]:
     for label, file in listed["labels"].items():
         if not re.search(rf"(?<![\w.]){label}(?!\w)", (module / file).read_text()):
             problems.append(f"label {label} is not in {file}")
+    gateway = listed["gateway"]
+    if f'source_workload=\\"istio-ingressgateway\\", reporter=\\"{gateway["reporter"]}\\"' not in (
+            module / gateway["file"]).read_text():
+        problems.append(f"{gateway['file']} does not select the gateway with reporter={gateway['reporter']}")
+    agent = listed["agent"]
+    if f'WrapRegistererWithPrefix("{agent["prefix"]}"' not in (module / agent["prefix_file"]).read_text():
+        problems.append(f"{agent['prefix_file']} does not register the prefix {agent['prefix']}")
+    source = (module / agent["file"]).read_text()
+    for metric in agent["counters"]:
+        if f'"{metric.removeprefix(agent["prefix"])}"' not in source:
+            problems.append(f"metric {metric} is not in {agent['file']}")
+    for label, values in agent["labels"].items():
+        if f'CreateLabel("{label}")' not in source:
+            problems.append(f"label {label} is not in {agent['file']}")
+        problems += [f"{label}={value} is not in {agent['file']}" for value in values if f'"{value}"' not in source]
     return problems
 
 
@@ -235,6 +328,54 @@ def test_a_listed_name_istio_does_not_have_is_caught(istio_module: Path) -> None
     listed = copy.deepcopy(_istio_list())
     listed["metrics"]["histograms"].append("istio_request_duration_seconds")
     listed["labels"]["grpc_status_code"] = "tests/integration/ambient/baseline_test.go"
+    listed["gateway"]["reporter"] = "destination"
+    listed["agent"]["counters"].append("istio_agent_scrape_errors_total")
+    listed["agent"]["labels"]["type"].append("app")
     assert istio_list_problems(listed, istio_module) == [
         "metric istio_request_duration_seconds is not in pilot/pkg/model/telemetry.go",
-        "label grpc_status_code is not in tests/integration/ambient/baseline_test.go"]
+        "label grpc_status_code is not in tests/integration/ambient/baseline_test.go",
+        "manifests/addons/dashboards/istio-performance-dashboard.json does not select the gateway with "
+        "reporter=destination",
+        "metric istio_agent_scrape_errors_total is not in pilot/cmd/pilot-agent/metrics/metrics.go",
+        "type=app is not in pilot/cmd/pilot-agent/metrics/metrics.go"]
+
+
+def rule_problems(rules_dir: Path) -> list[str]:
+    """The rules that read Istio's metrics use only the listed names: the standard metrics and
+    labels, the agent's metrics and labels, the target labels; and read the gateway's report
+    the way Istio's own dashboards do."""
+    metrics, labels = istio_names()
+    listed = _istio_list()
+    metrics |= set(listed["agent"]["counters"])
+    labels |= set(listed["agent"]["labels"]) | {"app"}
+    problems = []
+    for rule in alert_rules.rules(rules_dir):
+        found = promql.names(rule["expr"])
+        istio = {m for m in found.metrics if m.startswith("istio_")}
+        if not istio:
+            continue
+        name = rule.get("record") or rule.get("alert")
+        problems += [f"{name}: metric {m} is not one of Istio's" for m in sorted(istio - metrics)]
+        problems += [f"{name}: label {lbl} is not one of Istio's" for lbl in sorted(found.labels - labels)]
+        reporters = {value for label, _, value in found.matchers if label == "reporter"}
+        if reporters - {listed["gateway"]["reporter"]}:
+            problems.append(f"{name}: reporter {sorted(reporters)} is not how a gateway reports")
+    return problems
+
+
+def test_the_rules_use_only_istio_names() -> None:
+    assert rule_problems(RULES_DIR) == []
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("destination_service_name=", "destination_svc_name=", "label destination_svc_name is not one of Istio's"),
+    ("istio_request_duration_milliseconds_count", "istio_request_duration_seconds_count",
+     "metric istio_request_duration_seconds_count is not one of Istio's"),
+    ('reporter="source"', 'reporter="gateway"', "reporter ['gateway'] is not how a gateway reports"),
+])
+def test_a_rule_with_a_name_istio_does_not_export_is_caught(tmp_path: Path, old: str, new: str, expected: str) -> None:
+    broken = tmp_path / "rules"
+    shutil.copytree(RULES_DIR, broken)
+    path = broken / "slo-latency.yml"
+    path.write_text(path.read_text().replace(old, new))
+    assert any(expected in p for p in rule_problems(broken)), rule_problems(broken)

@@ -116,7 +116,9 @@ def test_a_rule_with_a_syntax_error_is_caught(tmp_path: Path) -> None:
 
 def test_the_issue_s_alerts_exist() -> None:
     assert _alerts() == {"MarketplaceErrorBudgetBurnFast", "MarketplaceErrorBudgetBurnSlow",
-                         "MarketplacePageLatencyHigh", "MarketplaceServingDegradedPages", "ScrapeTargetDown"}
+                         "MarketplaceLatencyBudgetBurnFast", "MarketplaceLatencyBudgetBurnSlow",
+                         "MarketplaceServingDegradedPages", "MarketplaceAbsent", "ScrapeTargetDown",
+                         "AppMetricsScrapeFailing"}
 
 
 def test_promtool_unit_tests_pass() -> None:
@@ -151,22 +153,58 @@ def test_every_rule_file_is_unit_tested_and_every_rule_test_names_rule_files() -
     assert tested == {p.resolve() for p in _rule_files()}
 
 
+# Pieces of the rules that the broken copies below change.
+EDGE_SELECTOR = '''{
+              reporter="source", source_workload="istio-ingressgateway",
+              destination_service_name="marketplace"'''
+EDGE_5M_TOTAL = f"  / sum by (destination_service_namespace) (rate(istio_requests_total{EDGE_SELECTOR}}}[5m]))"
+APP_5M_TOTAL = '/ sum by (namespace) (rate(http_server_requests_total{app="marketplace", route!="unmatched"}[5m]))'
+FAST_BURN = re.search(r"alert: MarketplaceErrorBudgetBurnFast\n        expr: \|\n(.*?)        for:",
+                      (RULES_DIR / "slo-availability.yml").read_text(), re.S).group(1)
+EDGE_5M_FAST = f'(rate(istio_request_duration_milliseconds_bucket{EDGE_SELECTOR}, le=~"1000|1000.0"}}[5m]))'
+
+
 @pytest.mark.parametrize(("rule_file", "old", "new"), [
-    # A threshold raised past the test's slow pages: the firing case fails.
-    ("bookshop-alerts.yml", ") > 1\n", ") > 5\n"),
     # An alert that fires on one failed scrape: the silent case (a restart's blip) fails.
     ("bookshop-alerts.yml", "expr: up == 0\n        for: 5m", "expr: up == 0\n        for: 1m"),
     # The short window dropped from the fast burn: it no longer stops when the errors do.
-    ("slo-availability.yml", "and namespace:marketplace_http_errors:ratio_rate5m > 14.4 * 0.001",
-     "and namespace:marketplace_http_errors:ratio_rate1h > 14.4 * 0.001"),
+    ("slo-availability.yml",
+     "and destination_service_namespace:marketplace_edge_errors:ratio_rate5m > 14.4 * 0.001",
+     "and destination_service_namespace:marketplace_edge_errors:ratio_rate1h > 14.4 * 0.001"),
     # The degraded-pages ratio threshold lowered below the rare-fallback case.
     ("bookshop-alerts.yml", "> 0.05\n", "> 0.005\n"),
-], ids=["latency-threshold", "target-down-for", "fast-burn-short-window", "degraded-threshold"])
+    # The SLI read from the marketplace's own counter, as it was: the mesh's 503s and 403s
+    # spend no budget, so the page they should raise stays silent.
+    ("slo-availability.yml", FAST_BURN, FAST_BURN.replace("destination_service_namespace:marketplace_edge_errors",
+                                                          "namespace:marketplace_http_errors")),
+    # 403 no longer an error: a bad policy push spends nothing.
+    ("slo-availability.yml", 'response_code=~"5..|403"}[5m]', 'response_code=~"5.."}[5m]'),
+    # The edge not scoped to the marketplace: another app behind the gateway pages us.
+    ("slo-availability.yml", 'destination_service_name="marketplace"', 'destination_service_name=~".+"'),
+    # The receiving sidecar's report instead of the gateway's: a 503 the gateway made (no
+    # healthy upstream) never reaches a sidecar.
+    ("slo-availability.yml", EDGE_5M_TOTAL, EDGE_5M_TOTAL.replace('reporter="source"', 'reporter="destination"')),
+    # Unknown paths back in the marketplace's ratio: scanners' 404s dilute its errors.
+    ("slo-availability.yml", APP_5M_TOTAL, APP_5M_TOTAL.replace(', route!="unmatched"', "")),
+    # The 1 s bucket written one way only: a Prometheus 3's "1000.0" reads as all slow.
+    ("slo-latency.yml", EDGE_5M_FAST, EDGE_5M_FAST.replace('le=~"1000|1000.0"', 'le="1000"')),
+    # The latency alerts on ten times the budget: 20% slow no longer pages.
+    ("slo-latency.yml", " * 0.01\n", " * 0.1\n"),
+    # absent() of the bare series: a marketplace whose only pod is down still "exists".
+    ("bookshop-alerts.yml", 'absent(up{app="marketplace"} == 1)', 'absent(up{app="marketplace"})'),
+    # The scrape-failure alert counting Envoy's failures too: the silent case fails.
+    ("bookshop-alerts.yml", 'istio_agent_scrape_failures_total{type="application"}', "istio_agent_scrape_failures_total"),
+    # ...and firing on a single burst (a restart).
+    ("bookshop-alerts.yml", "[5m])) > 0\n        for: 10m", "[5m])) > 0\n        for: 1m"),
+], ids=["target-down-for", "fast-burn-short-window", "degraded-threshold", "app-level-sli", "no-403",
+        "edge-unscoped", "edge-destination-reporter", "unmatched-counted", "le-one-spelling",
+        "latency-budget", "absent-bare-series", "scrape-failures-envoy", "scrape-failures-for"])
 def test_the_unit_tests_catch_a_broken_alert(tmp_path: Path, rule_file: str, old: str, new: str) -> None:
     copy = _copy_prometheus_dir(tmp_path)
     path = copy / "rules" / rule_file
     text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} occurs {text.count(old)} times in {rule_file}"
+    # Every occurrence: a broken copy breaks the rule everywhere it is written.
+    assert old in text, f"{old!r} is not in {rule_file}"
     path.write_text(text.replace(old, new))
     result = promtool("test", "rules", *map(str, sorted((copy / "tests").glob("*.test.yml"))), cwd=copy)
     assert result.returncode != 0, result.stdout

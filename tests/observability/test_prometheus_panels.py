@@ -23,7 +23,7 @@ import dashboards
 import promql
 from bookshop import Bookshop
 from config_files import COMPOSE_PROMETHEUS, DATASOURCES, RULES_DIR
-from loopback import Process, free_ports, get_json, wait_until
+from loopback import Process, free_ports, get_json, http_get, wait_until
 from outside_tools import require_tool
 
 SCRAPE_INTERVAL = "1s"
@@ -304,8 +304,10 @@ def test_the_alert_rules_load_and_evaluate_in_the_real_prometheus(scraped: Prome
     assert files == {p.name for p in RULES_DIR.glob("*.yml")}
     assert [(r["name"], r["health"], r.get("lastError")) for g in groups for r in g["rules"]
             if r["health"] != "ok"] == []
-    # The SLO's recorded ratio exists for the mix's namespace (no 5xx: 0).
+    # The marketplace's own ratios exist for the mix's namespace: no 5xx, and no page slower
+    # than 1 s (the `le` the rule selects is the one the real exposition writes).
     assert scraped.value('namespace:marketplace_http_errors:ratio_rate5m{namespace="bookshop"}') == 0
+    assert scraped.value('namespace:marketplace_http_slow:ratio_rate5m{namespace="bookshop"}') == 0
 
 
 def test_the_prometheus_test_config_is_the_compose_config(bin_dir: Path, tmp_path: Path) -> None:
@@ -320,3 +322,43 @@ def test_the_prometheus_test_config_is_the_compose_config(bin_dir: Path, tmp_pat
     result = subprocess.run([require_tool("promtool"), "check", "config", "/dev/stdin"],
                             input=yaml.safe_dump(ours), capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def exemplar_problem(bodies: list[str], datasources: list[dict]) -> str | None:
+    """Grafana's exemplar links and the services' exposition agree: a trace link on exemplars
+    that no service writes is dead configuration."""
+    # OpenMetrics writes an exemplar after the sample: `… 3 # {trace_id="…"} 0.12`.
+    emitted = any(" # {" in line for body in bodies for line in body.splitlines() if not line.startswith("#"))
+    linked = [d["uid"] for d in datasources if d.get("jsonData", {}).get("exemplarTraceIdDestinations")]
+    if linked and not emitted:
+        return f"datasource {linked[0]} links exemplars to traces, but no service writes exemplars"
+    if emitted and not linked:
+        return "the services write exemplars, but no datasource links them to traces"
+    return None
+
+
+def _exposition(prometheus: Prometheus) -> list[str]:
+    """Each service's /metrics as Prometheus scrapes it, asking for OpenMetrics (the only
+    format that carries exemplars)."""
+    targets = prometheus.api("targets")["activeTargets"]
+    urls = [t["scrapeUrl"] for t in targets if t["labels"]["job"] in ("recommendations", "marketplace")]
+    assert len(urls) == 2, urls
+    bodies = []
+    for url in urls:
+        status, headers, body = http_get(url, headers={"Accept": "application/openmetrics-text;version=1.0.0"})
+        assert status == 200 and "_bucket{" in body, (url, status, body[:300])
+        bodies.append(body)
+    return bodies
+
+
+def test_grafana_links_exemplars_only_if_the_services_write_them(scraped: Prometheus) -> None:
+    datasources = yaml.safe_load(DATASOURCES.read_text())["datasources"]
+    assert exemplar_problem(_exposition(scraped), datasources) is None
+
+
+def test_an_exemplar_link_on_metrics_without_exemplars_is_caught(scraped: Prometheus) -> None:
+    # The datasource as it was: Grafana would show a trace link that never appears.
+    datasources = copy.deepcopy(yaml.safe_load(DATASOURCES.read_text())["datasources"])
+    datasources[0]["jsonData"]["exemplarTraceIdDestinations"] = [{"name": "trace_id", "datasourceUid": "jaeger"}]
+    assert exemplar_problem(_exposition(scraped), datasources) == (
+        "datasource prometheus links exemplars to traces, but no service writes exemplars")
