@@ -50,14 +50,22 @@ def _strict(schema: Any) -> Any:
     return schema
 
 
+class _CrdLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """A bare `=` (an enum value in the Prometheus Operator's CRDs) is YAML 1.1's "value" tag to
+    PyYAML; to Kubernetes it is the string "="."""
+
+
+_CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
 @cache
 def istio_schemas(crds_path: Path) -> dict[tuple[str, str, str], Doc]:
-    """(group, version, kind) -> strict schema, from Istio's CRD file."""
+    """(group, version, kind) -> strict schema, from Istio's CRD file (or any file of CRDs: the
+    Prometheus Operator's are read the same way, test_prometheus_operator.py)."""
     if not crds_path.is_file():
         raise FileNotFoundError(f"Istio CRDs not found at {crds_path}: set BOOKSHOP_ISTIO_CRDS (cargo xtask test deploy does)")
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     schemas = {}
-    for crd in yaml.load_all(crds_path.read_text(), Loader=loader):
+    for crd in yaml.load_all(crds_path.read_text(), Loader=_CrdLoader):
         if not crd or crd.get("kind") != "CustomResourceDefinition":
             continue
         spec = crd["spec"]
@@ -69,15 +77,20 @@ def istio_schemas(crds_path: Path) -> dict[tuple[str, str, str], Doc]:
     return schemas
 
 
-def istio_problems(doc: Doc, crds_path: Path) -> list[str]:
+def crd_problems(doc: Doc, crd_schemas: dict[tuple[str, str, str], Doc], owner: str) -> list[str]:
+    """`doc` against the schema of its kind among `crd_schemas` (whose CRDs `owner` defines)."""
     name = f"{doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
     group, _, version = doc["apiVersion"].partition("/")
-    schema = istio_schemas(crds_path).get((group, version, doc["kind"]))
+    schema = crd_schemas.get((group, version, doc["kind"]))
     if schema is None:
-        return [f"{name}: Istio has no {doc['apiVersion']} {doc['kind']}"]
+        return [f"{name}: {owner} has no {doc['apiVersion']} {doc['kind']}"]
     validator = jsonschema.Draft7Validator(schema)
     return [f"{name}: {e.message} at {'/'.join(map(str, e.path))}"
             for e in validator.iter_errors(copy.deepcopy(doc))]
+
+
+def istio_problems(doc: Doc, crds_path: Path) -> list[str]:
+    return crd_problems(doc, istio_schemas(crds_path), "Istio")
 
 
 def validate(doc: Doc, crds_path: Path) -> list[str]:

@@ -159,6 +159,17 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
                     )
                     .env("BOOKSHOP_ISTIO_MODULE", istio);
             }
+            if step == Step::Deploy {
+                // The Prometheus Operator's CRDs, at the version tools/prometheus-operator pins.
+                let operator = tools.go_module(
+                    "prometheus-operator",
+                    "github.com/prometheus-operator/prometheus-operator",
+                )?;
+                pytest.env(
+                    "BOOKSHOP_PROMETHEUS_OPERATOR_CRDS",
+                    operator.join("example/prometheus-operator-crd"),
+                );
+            }
             workspace::run(&mut pytest)
         }
     }

@@ -147,10 +147,17 @@ impl Tools {
     /// The pinned istio.io/istio module's source directory (Istio's CRDs and
     /// standard metrics are read from there, at the version istioctl is built from).
     pub fn istio_module(&self) -> anyhow::Result<PathBuf> {
-        let list = ["list", "-m", "-f", "{{.Dir}}", "istio.io/istio"];
-        let dir = PathBuf::from(workspace::stdout(self.go("istio")?.args(list))?);
+        self.go_module("istio", "istio.io/istio")
+    }
+
+    /// The source directory of a module that `tools/<tools_module>/go.mod`
+    /// pins, downloaded into the Go module cache if it is not there yet.
+    pub fn go_module(&self, tools_module: &str, path: &str) -> anyhow::Result<PathBuf> {
+        workspace::run(self.go(tools_module)?.args(["mod", "download", path]))?;
+        let list = ["list", "-m", "-f", "{{.Dir}}", path];
+        let dir = PathBuf::from(workspace::stdout(self.go(tools_module)?.args(list))?);
         if !dir.is_dir() {
-            bail!("the istio.io/istio module is not downloaded (looked in {dir:?})");
+            bail!("the {path} module is not downloaded (looked in {dir:?})");
         }
         Ok(dir)
     }
