@@ -56,6 +56,22 @@ class Callers:
         return _call(target, authority, lambda channel: self.services.RecommendationsStub(channel).Recommend(
             request, timeout=CALL_TIMEOUT))
 
+    def recommend_all_at_once(self, target: str, count: int) -> list[str]:
+        """`count` Recommend calls in flight together on one channel: each one's status code name."""
+        request = self.messages.RecommendationRequest(
+            user_id=1, category=self.messages.BOOK_CATEGORY_SCIENCE_FICTION, max_results=3)
+        codes = []
+        with grpc.insecure_channel(target) as channel:
+            stub = self.services.RecommendationsStub(channel)
+            calls = [stub.Recommend.future(request, timeout=CALL_TIMEOUT) for _ in range(count)]
+            for call in calls:
+                try:
+                    call.result()
+                    codes.append("OK")
+                except grpc.RpcError as err:
+                    codes.append(err.code().name)
+        return codes
+
     @staticmethod
     def health(target: str) -> Answer:
         """gRPC health of the server as a whole."""
@@ -79,13 +95,13 @@ def listed_services(response: Any) -> list[str]:
     return [service.name for service in response.list_services_response.service]
 
 
-def http_get(address: str, port: int, path: str, host: str) -> Answer:
-    """A GET with the given Host; a connection the other side closes or resets is an answer too
-    (`reset`: how a sidecar refuses plaintext under STRICT), and so is a refused one (`refused`:
-    nothing listens)."""
+def http_get(address: str, port: int, path: str, host: str, headers: dict[str, str] | None = None) -> Answer:
+    """A GET with the given Host (and headers); a connection the other side closes or resets is
+    an answer too (`reset`: how a sidecar refuses plaintext under STRICT), and so is a refused
+    one (`refused`: nothing listens)."""
     connection = http.client.HTTPConnection(address, port, timeout=CALL_TIMEOUT)
     try:
-        connection.request("GET", path, headers={"Host": host})
+        connection.request("GET", path, headers={"Host": host, **(headers or {})})
         response = connection.getresponse()
         body = response.read()
         return Answer(str(response.status), body, response.getheader("traceresponse") or "")
