@@ -3,8 +3,8 @@
 cluster", lists each one), plus the policy flips the twin cases run under.
 
 Nothing here touches the policies under test (PeerAuthentication, AuthorizationPolicies,
-VirtualServices, DestinationRules, Gateway, Telemetry) except a flip, which changes exactly one
-thing in a copy."""
+VirtualServices, DestinationRules, Gateway, Telemetry, EnvoyFilter) except a flip, which changes
+exactly one thing in a copy."""
 
 from __future__ import annotations
 
