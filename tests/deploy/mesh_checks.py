@@ -526,3 +526,29 @@ def check_registry_only(docs: list[Doc]) -> list[str]:
             problems.append(f"{name} ({ns}): outbound policy {modes or ['no Sidecar']}, not REGISTRY_ONLY "
                             "in its own Sidecar")
     return problems
+
+
+# What a client may send to pick its own trace or force sampling: W3C trace context, and Envoy's
+# own x-client-trace-id (Istio sets client_sampling to 100%).
+CLIENT_TRACE_HEADERS = ("traceparent", "tracestate", "x-client-trace-id")
+
+
+def check_edge_drops_client_trace_headers(docs: list[Doc], gateway_labels: dict[str, str]) -> list[str]:
+    """An EnvoyFilter on the ingress gateway (its namespace, a selector matching its pods) removes
+    each of CLIENT_TRACE_HEADERS in the connection manager's early header mutation, the only
+    place that runs before Envoy joins the incoming trace."""
+    removed: set[str] = set()
+    for envoy_filter in _kind(docs, "EnvoyFilter"):
+        selector = (envoy_filter["spec"].get("workloadSelector") or {}).get("labels", {})
+        if _ns(envoy_filter) != "istio-system" or not selector or not _matches(selector, gateway_labels):
+            continue
+        for patch in envoy_filter["spec"].get("configPatches", []):
+            if patch.get("applyTo") != "NETWORK_FILTER" or patch.get("patch", {}).get("operation") != "MERGE":
+                continue
+            config = patch["patch"].get("value", {}).get("typed_config", {})
+            for extension in config.get("early_header_mutation_extensions", []):
+                for mutation in extension.get("typed_config", {}).get("mutations", []):
+                    if "remove" in mutation:
+                        removed.add(mutation["remove"].lower())
+    return [f"the ingress gateway keeps a client's {header} header: a client can choose its trace or force "
+            "sampling" for header in CLIENT_TRACE_HEADERS if header not in removed]

@@ -83,6 +83,25 @@ def test_what_retries_add_is_bounded(name: str, docs) -> None:
 
 
 @pytest.mark.parametrize("name", MESH_RENDERS)
+def test_the_edge_drops_a_clients_trace_headers(name: str, docs, install) -> None:
+    [gateway] = [d for d in install if d["kind"] == "Deployment" and d["metadata"]["name"] == "istio-ingressgateway"]
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert mesh_checks.check_edge_drops_client_trace_headers(docs[name], labels) == []
+
+
+def test_an_edge_that_keeps_a_clients_traceparent_is_caught(tmp_path: Path, install) -> None:
+    [gateway] = [d for d in install if d["kind"] == "Deployment" and d["metadata"]["name"] == "istio-ingressgateway"]
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    docs = render.parse(broken(tmp_path, "prod", ("istio/edge-trace-context.yaml",
+                                                   "                    - remove: traceparent\n", "")))
+    assert mesh_checks.check_edge_drops_client_trace_headers(docs, labels) == [
+        "the ingress gateway keeps a client's traceparent header: a client can choose its trace or force sampling"]
+    docs = render.parse(broken(tmp_path / "selector", "prod", ("istio/edge-trace-context.yaml",
+                                                                "      istio: ingressgateway", "      istio: ingress")))
+    assert len(mesh_checks.check_edge_drops_client_trace_headers(docs, labels)) == 3
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
 def test_egress_is_registry_only_per_workload(name: str, docs) -> None:
     assert mesh_checks.check_registry_only(docs[name]) == []
 
