@@ -15,7 +15,7 @@ import install_checks
 import istio_tools
 import mesh_checks
 import render
-from mesh_renders import MESH_RENDERS, broken
+from mesh_renders import MESH_RENDERS, analyze_render, broken
 from outside_tools import REPO_ROOT
 
 
@@ -25,10 +25,14 @@ def contract() -> dict:
 
 
 @pytest.fixture(scope="session")
-def production(istioctl: str) -> list[dict]:
+def production_text(istioctl: str) -> str:
     """What `istioctl install -f istio-operator.yaml -f production.yaml` would apply."""
-    return istio_tools.parse(istio_tools.install_manifest(istioctl, istio_tools.INSTALL_CONFIG,
-                                                          istio_tools.PRODUCTION_CONFIG))
+    return istio_tools.install_manifest(istioctl, istio_tools.INSTALL_CONFIG, istio_tools.PRODUCTION_CONFIG)
+
+
+@pytest.fixture(scope="session")
+def production(production_text: str) -> list[dict]:
+    return istio_tools.parse(production_text)
 
 
 # --- the platform contract -------------------------------------------------------------------
@@ -136,6 +140,12 @@ def test_production_istiod_and_gateway_survive_a_drain(production: list[dict]) -
     assert budgets.keys() == {"istiod", "istio-ingressgateway"}
     assert {b["unhealthyPodEvictionPolicy"] for b in budgets.values()} == {"AlwaysAllow"}
     assert install_checks.check_survives_a_drain(production) == []
+
+
+def test_istios_analyzers_find_nothing_in_prod_with_the_production_install(
+        rendered, istioctl: str, analyzer: str, production_text: str, production: list[dict], mesh_config: dict) -> None:
+    messages = analyze_render(istioctl, analyzer, "prod", rendered["prod"], production_text, production, mesh_config)
+    assert [istio_tools.describe(m) for m in messages] == []
 
 
 def test_one_pod_each_is_caught(install: list[dict]) -> None:
