@@ -394,3 +394,161 @@ def check_release_line(tag: str, module_version: str) -> list[str]:
     if ".".join(parts[:2]) != module_version.strip():
         return [f"tag {tag} is not of the {module_version.strip()} line the checks' Istio module is from"]
     return []
+
+
+# --- one trace, retries that do not amplify overload, egress per workload ------------------
+
+def _otlp_address(endpoint: str, namespace: str | None) -> str:
+    """host:port of an OTLP endpoint URL, a Service's short name made fully qualified (relative
+    to the caller's namespace), as Istio names a provider's service."""
+    address = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = address.partition(":")
+    parts = host.split(".")
+    if len(parts) == 1:
+        parts.append(namespace or "default")
+    if len(parts) == 2:
+        parts.append("svc")
+    if len(parts) == 3 and parts[2] == "svc":
+        parts.append("cluster.local")
+    return f"{'.'.join(parts)}:{port or '4317'}"
+
+
+def check_trace_destinations(docs: list[Doc], mesh: Doc, accepted: dict[str, dict[str, str | None]]) -> list[str]:
+    """One collector: every container that exports spans (OTEL_EXPORTER_OTLP_ENDPOINT) sends them
+    where the tracing providers its render's Telemetry names send the proxies' spans, so a trace
+    that starts at the gateway holds the apps' spans too. A render that exports but names no
+    tracing provider (or the reverse) fails as well."""
+    providers = {p["name"]: p.get("opentelemetry") for p in mesh.get("extensionProviders", [])}
+    mesh_addresses = {}
+    for telemetry in _kind(docs, "Telemetry"):
+        for entry in telemetry["spec"].get("tracing", []):
+            for name in (p["name"] for p in entry.get("providers", [])):
+                settings = providers.get(name)
+                if settings:
+                    host = settings["service"].split("/", 1)[-1]
+                    mesh_addresses[f"{host}:{settings['port']}"] = name
+    problems: list[str] = []
+    apps = {}
+    for d in _kind(docs, *WORKLOAD_KINDS):
+        for container in d["spec"]["template"]["spec"].get("containers", []):
+            values, _ = manifests.effective_env(docs, container, accepted.get(container["name"], {}))
+            if values.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+                apps[_name(d)] = _otlp_address(values["OTEL_EXPORTER_OTLP_ENDPOINT"], _ns(d))
+    for workload, address in apps.items():
+        if address not in mesh_addresses:
+            problems.append(f"{workload} exports spans to {address}, but the mesh's tracing provider sends "
+                            f"to {sorted(mesh_addresses) or 'nothing'}: the gateway's trace and the apps' spans "
+                            "end up in different collectors")
+    if mesh_addresses and not apps:
+        problems.append(f"the mesh traces to {sorted(mesh_addresses)} but no app exports spans")
+    return problems
+
+
+# What each kind of service answers when it sheds load (platform/src/http/load_shed.rs: 503 with
+# Retry-After; platform/src/grpc/limit.rs: RESOURCE_EXHAUSTED), as the retryOn conditions that
+# would retry it. A retry on these feeds the overload it answers.
+SHEDDING_RETRY_CONDITIONS = {
+    "http": {"503", "5xx", "gateway-error", "retriable-status-codes"},
+    "grpc": {"resource-exhausted"},
+}
+
+
+def check_no_retry_on_shedding(docs: list[Doc]) -> list[str]:
+    """No route retries its destination's load-shedding answer (503 from an HTTP Service,
+    RESOURCE_EXHAUSTED from a gRPC one)."""
+    problems: list[str] = []
+    for vs in _kind(docs, "VirtualService"):
+        for route in _http_routes(vs):
+            conditions = set(route.get("retries", {}).get("retryOn", "").split(","))
+            for destination in (r["destination"] for r in route.get("route", [])):
+                service = _service(docs, destination["host"], _ns(vs))
+                if service is None:
+                    continue
+                kind = "grpc" if _is_grpc_service(service) else "http"
+                shed = sorted(conditions & SHEDDING_RETRY_CONDITIONS[kind])
+                if shed:
+                    problems.append(f"{_name(vs)}: retries {', '.join(shed)} from {destination['host']}: that is "
+                                    f"how a {kind} service of ours sheds load, and a retry feeds the overload")
+    return problems
+
+
+def _destination_rule(docs: list[Doc], service: Doc) -> Doc | None:
+    for rule in _kind(docs, "DestinationRule"):
+        if _service(docs, rule["spec"]["host"], _ns(rule)) is service:
+            return rule
+    return None
+
+
+def check_retry_budgets(docs: list[Doc]) -> list[str]:
+    """What retries may add is bounded: every Service a route retries has a DestinationRule with
+    a retryBudget that Istio applies (it drops one without a connectionPool beside it,
+    pilot/pkg/networking/core/cluster_traffic_policy.go applyConnectionPool), and no dead
+    maxRetries beside it (Envoy ignores max_retries once a budget is set)."""
+    problems: list[str] = []
+    retried = {}
+    for vs in _kind(docs, "VirtualService"):
+        for route in _http_routes(vs):
+            if route.get("retries", {}).get("attempts", 0):
+                for destination in (r["destination"] for r in route.get("route", [])):
+                    service = _service(docs, destination["host"], _ns(vs))
+                    if service is not None:
+                        retried[id(service)] = (service, _name(vs))
+    for service, route in retried.values():
+        rule = _destination_rule(docs, service)
+        policy = (rule or {}).get("spec", {}).get("trafficPolicy", {})
+        name = f"Service/{service['metadata']['name']}"
+        if "retryBudget" not in policy:
+            problems.append(f"{route} retries {name}, but no DestinationRule gives it a retryBudget: "
+                            "nothing bounds what retries add under failure")
+        elif "connectionPool" not in policy:
+            problems.append(f"{_name(rule)}: a retryBudget without a connectionPool, which Istio drops")
+        elif "maxRetries" in policy["connectionPool"].get("http", {}):
+            problems.append(f"{_name(rule)}: connectionPool.http.maxRetries beside a retryBudget, which Envoy "
+                            "ignores (the budget replaces it)")
+    return problems
+
+
+def check_registry_only(docs: list[Doc]) -> list[str]:
+    """Every workload of a mesh namespace is under a Sidecar whose outboundTrafficPolicy is
+    REGISTRY_ONLY (the workload's own Sidecar, or its namespace's default one): egress is closed
+    per workload, not by a mesh-wide setting that would bind every tenant."""
+    problems: list[str] = []
+    sidecars = _kind(docs, "Sidecar")
+    for name, ns, pod in _pods(docs):
+        if ns not in mesh_namespaces(docs):
+            continue
+        labels = pod["metadata"].get("labels", {})
+        mine = [s for s in sidecars if _ns(s) == ns and s["spec"].get("workloadSelector")
+                and _matches(s["spec"]["workloadSelector"]["labels"], labels)]
+        mine = mine or [s for s in sidecars if _ns(s) == ns and not s["spec"].get("workloadSelector")]
+        modes = [s["spec"].get("outboundTrafficPolicy", {}).get("mode", "the mesh's") for s in mine]
+        if modes != ["REGISTRY_ONLY"]:
+            problems.append(f"{name} ({ns}): outbound policy {modes or ['no Sidecar']}, not REGISTRY_ONLY "
+                            "in its own Sidecar")
+    return problems
+
+
+# What a client may send to pick its own trace or force sampling: W3C trace context, and Envoy's
+# own x-client-trace-id (Istio sets client_sampling to 100%).
+CLIENT_TRACE_HEADERS = ("traceparent", "tracestate", "x-client-trace-id")
+
+
+def check_edge_drops_client_trace_headers(docs: list[Doc], gateway_labels: dict[str, str]) -> list[str]:
+    """An EnvoyFilter on the ingress gateway (its namespace, a selector matching its pods) removes
+    each of CLIENT_TRACE_HEADERS in the connection manager's early header mutation, the only
+    place that runs before Envoy joins the incoming trace."""
+    removed: set[str] = set()
+    for envoy_filter in _kind(docs, "EnvoyFilter"):
+        selector = (envoy_filter["spec"].get("workloadSelector") or {}).get("labels", {})
+        if _ns(envoy_filter) != "istio-system" or not selector or not _matches(selector, gateway_labels):
+            continue
+        for patch in envoy_filter["spec"].get("configPatches", []):
+            if patch.get("applyTo") != "NETWORK_FILTER" or patch.get("patch", {}).get("operation") != "MERGE":
+                continue
+            config = patch["patch"].get("value", {}).get("typed_config", {})
+            for extension in config.get("early_header_mutation_extensions", []):
+                for mutation in extension.get("typed_config", {}).get("mutations", []):
+                    if "remove" in mutation:
+                        removed.add(mutation["remove"].lower())
+    return [f"the ingress gateway keeps a client's {header} header: a client can choose its trace or force "
+            "sampling" for header in CLIENT_TRACE_HEADERS if header not in removed]

@@ -74,7 +74,7 @@ def test_dev_runs_one_pod_each_and_keeps_every_trace(docs) -> None:
     settings = _settings(docs["dev"])
     assert settings["RUST_LOG"].startswith("debug")
     assert settings["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
-    assert settings["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger-collector.observability:4317"
+    assert settings["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc.cluster.local:4317"
 
 
 def test_prod_runs_three_pods_each_spread_and_samples_one_trace_in_ten(docs) -> None:

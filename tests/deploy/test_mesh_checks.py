@@ -63,9 +63,47 @@ def test_the_tracing_provider_reaches_the_renders_collector(name: str, docs, mes
 def test_a_tracing_provider_on_a_wrong_port_is_caught(docs, mesh_config) -> None:
     # dev deploys the collector itself (observability/), so the provider must name one of its ports.
     otlp_http = {**mesh_config, "extensionProviders": [
-        {"name": "otel", "opentelemetry": {"service": "jaeger-collector.observability.svc.cluster.local", "port": 4319}}]}
-    assert any("port 4319 is not a port of Service/jaeger-collector" in p
+        {"name": "otel", "opentelemetry": {"service": "otel-collector.observability.svc.cluster.local", "port": 4319}}]}
+    assert any("port 4319 is not a port of Service/otel-collector" in p
                for p in mesh_checks.check_provider_services(docs["dev"], otlp_http))
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
+def test_no_route_retries_a_shedding_answer(name: str, docs) -> None:
+    assert mesh_checks.check_no_retry_on_shedding(docs[name]) == []
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
+def test_what_retries_add_is_bounded(name: str, docs) -> None:
+    budgets = {d["spec"]["host"]: d["spec"]["trafficPolicy"]["retryBudget"] for d in docs[name]
+               if d["kind"] == "DestinationRule"}
+    assert budgets == {f"{s}.bookshop.svc.cluster.local": {"percent": 20, "minRetryConcurrency": 3}
+                       for s in ("marketplace", "recommendations")}
+    assert mesh_checks.check_retry_budgets(docs[name]) == []
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
+def test_the_edge_drops_a_clients_trace_headers(name: str, docs, install) -> None:
+    [gateway] = [d for d in install if d["kind"] == "Deployment" and d["metadata"]["name"] == "istio-ingressgateway"]
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert mesh_checks.check_edge_drops_client_trace_headers(docs[name], labels) == []
+
+
+def test_an_edge_that_keeps_a_clients_traceparent_is_caught(tmp_path: Path, install) -> None:
+    [gateway] = [d for d in install if d["kind"] == "Deployment" and d["metadata"]["name"] == "istio-ingressgateway"]
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    docs = render.parse(broken(tmp_path, "prod", ("istio/edge-trace-context.yaml",
+                                                   "                    - remove: traceparent\n", "")))
+    assert mesh_checks.check_edge_drops_client_trace_headers(docs, labels) == [
+        "the ingress gateway keeps a client's traceparent header: a client can choose its trace or force sampling"]
+    docs = render.parse(broken(tmp_path / "selector", "prod", ("istio/edge-trace-context.yaml",
+                                                                "      istio: ingressgateway", "      istio: ingress")))
+    assert len(mesh_checks.check_edge_drops_client_trace_headers(docs, labels)) == 3
+
+
+@pytest.mark.parametrize("name", MESH_RENDERS)
+def test_egress_is_registry_only_per_workload(name: str, docs) -> None:
+    assert mesh_checks.check_registry_only(docs[name]) == []
 
 
 @pytest.mark.parametrize("name", MESH_RENDERS)
@@ -164,7 +202,7 @@ def test_a_telemetry_provider_the_install_does_not_define_is_caught(docs, mesh_c
 
 def test_a_zipkin_tracing_provider_is_caught(docs, mesh_config) -> None:
     zipkin = {**mesh_config, "extensionProviders": [
-        {"name": "otel", "zipkin": {"service": "jaeger-collector.observability.svc.cluster.local", "port": 9411}}]}
+        {"name": "otel", "zipkin": {"service": "otel-collector.observability.svc.cluster.local", "port": 9411}}]}
     assert any("is zipkin, not opentelemetry" in p for p in mesh_checks.check_telemetry_providers(docs["prod"], zipkin))
 
 
@@ -214,3 +252,55 @@ def test_the_grace_period_counts_the_trace_flush(tmp_path: Path, accepted) -> No
                                                    "terminationGracePeriodSeconds: 30")))
     problems = crosschecks.check_grace_period(docs, accepted)
     assert any("terminationGracePeriodSeconds 30" in p and "trace flush 5" in p for p in problems), problems
+
+
+def test_retrying_the_marketplaces_503_is_caught(tmp_path: Path) -> None:
+    # The gateway's retryOn as it was.
+    docs = render.parse(broken(tmp_path, "prod", ("istio/ingress.yaml", "retryOn: connect-failure,refused-stream,reset",
+                                                   "retryOn: connect-failure,refused-stream,reset,503")))
+    assert mesh_checks.check_no_retry_on_shedding(docs) == [
+        "VirtualService/marketplace: retries 503 from marketplace.bookshop.svc.cluster.local: that is how a http "
+        "service of ours sheds load, and a retry feeds the overload"]
+
+
+def test_retrying_recommendations_resource_exhausted_is_caught(tmp_path: Path) -> None:
+    # The marketplace's sidecar's retryOn as it was.
+    docs = render.parse(broken(tmp_path, "dev", ("istio/recommendations-traffic.yaml",
+                                                  "retryOn: connect-failure,refused-stream,reset,unavailable,cancelled",
+                                                  "retryOn: connect-failure,refused-stream,reset,unavailable,cancelled,"
+                                                  "resource-exhausted")))
+    assert [p.split(":")[0] for p in mesh_checks.check_no_retry_on_shedding(docs)] == ["VirtualService/recommendations"]
+
+
+def test_a_retried_service_without_a_budget_is_caught(tmp_path: Path) -> None:
+    docs = render.parse(broken(tmp_path, "prod", ("istio/ingress.yaml", "    retryBudget:\n      percent: 20\n"
+                                                   "      minRetryConcurrency: 3\n", "")))
+    assert mesh_checks.check_retry_budgets(docs) == [
+        "VirtualService/marketplace retries Service/marketplace, but no DestinationRule gives it a retryBudget: "
+        "nothing bounds what retries add under failure"]
+
+
+def test_a_budget_istio_drops_is_caught(tmp_path: Path) -> None:
+    # Without a connectionPool beside it, Istio generates no retry budget at all.
+    docs = render.parse(broken(tmp_path, "dev", ("istio/ingress.yaml", "    connectionPool:\n      tcp:\n"
+                                                  "        connectTimeout: 1s\n", "")))
+    assert mesh_checks.check_retry_budgets(docs) == [
+        "DestinationRule/marketplace: a retryBudget without a connectionPool, which Istio drops"]
+
+
+def test_a_max_retries_the_budget_overrides_is_caught(tmp_path: Path) -> None:
+    docs = render.parse(broken(tmp_path, "dev", ("istio/recommendations-traffic.yaml",
+                                                  "        http1MaxPendingRequests: 100\n",
+                                                  "        http1MaxPendingRequests: 100\n        maxRetries: 10\n")))
+    assert [p.split(":")[0] for p in mesh_checks.check_retry_budgets(docs)] == ["DestinationRule/recommendations"]
+
+
+def test_a_workload_without_registry_only_egress_is_caught(tmp_path: Path) -> None:
+    docs = render.parse(broken(tmp_path, "prod", ("istio/sidecars.yaml",
+                                                   "      app.kubernetes.io/name: marketplace\n  egress:\n"
+                                                   "    - hosts: [\"./*\", \"istio-system/*\", \"observability/*\"]\n"
+                                                   "  outboundTrafficPolicy:\n    mode: REGISTRY_ONLY\n",
+                                                   "      app.kubernetes.io/name: marketplace\n  egress:\n"
+                                                   "    - hosts: [\"./*\", \"istio-system/*\", \"observability/*\"]\n")))
+    assert mesh_checks.check_registry_only(docs) == [
+        "Deployment/marketplace (bookshop): outbound policy [\"the mesh's\"], not REGISTRY_ONLY in its own Sidecar"]

@@ -168,6 +168,73 @@ def trace_of_a_page(mesh: LoopbackMesh) -> Observation:
                        f"trace {trace_id}: spans from {', '.join(services)}")
 
 
+# A client's own trace context, sampled: what an internet client would send to force its
+# requests into the sample (and Envoy's own way to ask for a trace).
+CLIENT_TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+CLIENT_TRACE_HEADERS = {"traceparent": f"00-{CLIENT_TRACE_ID}-b7ad6b7169203331-01",
+                        "tracestate": "client=forced", "x-client-trace-id": CLIENT_TRACE_ID}
+
+
+def page_with_a_clients_traceparent(mesh: LoopbackMesh) -> Observation:
+    """A page through the ingress carrying a client's sampled traceparent: whose trace the page
+    is in (the trace id the marketplace answers in `traceresponse`)."""
+    answer = clients.http_get(mesh.plan.gateway_pod, GATEWAY_HTTP_PORT, PAGE, "bookshop.test", CLIENT_TRACE_HEADERS)
+    parts = answer.detail.split("-")
+    if answer.code != "200" or len(parts) != 4:
+        return Observation(f"page {answer.code}, traceresponse {answer.detail!r}", "")
+    whose = "the client's trace" if parts[1] == CLIENT_TRACE_ID else "a trace the gateway started"
+    return Observation(whose, f"traceresponse {answer.detail}, the client sent trace {CLIENT_TRACE_ID}")
+
+
+# Calls made at once while recommendations is at its limit, and how many times to try for a
+# burst that meets the held permit (see recommendations_shedding_under_load).
+BURST = 32
+ATTEMPTS = 5
+HOLD_TIMEOUT = 15.0
+
+
+def _calls_reaching_recommendations(mesh: LoopbackMesh) -> int:
+    """Requests recommendations' Envoy handed to the app (its inbound cluster's)."""
+    counters = mesh.envoys["recommendations"].counters("upstream_rq_total")
+    return sum(v for name, v in counters.items() if name.startswith(f"cluster.inbound|{RECOMMENDATIONS_PORT}|"))
+
+
+def recommendations_shedding_under_load(mesh: LoopbackMesh) -> Observation:
+    """Recommendations at its concurrency limit, then a burst of Recommend calls through the
+    marketplace's Envoy, which it sheds with RESOURCE_EXHAUSTED: whether it got more calls than
+    were made (the mesh's retries adding load to the overloaded service) or exactly those.
+
+    At its limit: the loopback runs it with GRPC_MAX_CONCURRENT_CALLS=1, and one call through
+    the same Envoy holds that permit by withholding its message, until the deadline Envoy
+    passes on (the route's 150 ms per try) ends it at the server; the burst starts as soon as
+    the held call arrives. A burst that met no held permit (a stalled machine) is tried again."""
+    target = _marketplace_egress(mesh)
+    made = reached = 0
+    codes: list[str] = []
+    for _ in range(ATTEMPTS):
+        start = _calls_reaching_recommendations(mesh)
+        with mesh.callers.recommend_held_open(target):
+            wait_until("the held call at recommendations", lambda: _calls_reaching_recommendations(mesh) > start,
+                       timeout=HOLD_TIMEOUT, interval=0.002)
+            before = _calls_reaching_recommendations(mesh)
+            burst = mesh.callers.recommend_all_at_once(target, BURST)
+            reached += _calls_reaching_recommendations(mesh) - before
+        made += len(burst)
+        codes += burst
+        if "RESOURCE_EXHAUSTED" in codes or reached > made:
+            break
+    retried = sum(v for name, v in mesh.envoys["marketplace"].counters("upstream_rq_retry").items()
+                  if name.endswith(".upstream_rq_retry"))
+    shed = codes.count("RESOURCE_EXHAUSTED")
+    detail = (f"{made} calls made, {reached} reached recommendations, {shed} answered RESOURCE_EXHAUSTED, "
+              f"{codes.count('OK')} OK; the marketplace's Envoy counted {retried} retries (this flip's run)")
+    if reached > made:
+        return Observation("shedding; the mesh added calls", detail)
+    if shed == 0:
+        return Observation("nothing shed", detail)
+    return Observation("shedding; recommendations got only the calls made", detail)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -198,6 +265,10 @@ CASES = (
     Case("the marketplace from another identity (sa/default)", _AS_RENDERED, marketplace_as_other_identity, "403"),
     Case("plaintext to the marketplace Envoy's inbound port", _AS_RENDERED, plaintext_to_marketplace, "reset"),
     Case("the trace of a page", _AS_RENDERED, trace_of_a_page, GATEWAY_ROOT),
+    Case("a page with a client's sampled traceparent", _AS_RENDERED, page_with_a_clients_traceparent,
+         "a trace the gateway started"),
+    Case("recommendations shedding a burst", _AS_RENDERED, recommendations_shedding_under_load,
+         "shedding; recommendations got only the calls made"),
 
     Case("a browser's page through the ingress", FLIPS["no marketplace allow"], page_through_ingress, "403"),
     Case("the marketplace from another identity (sa/default)", FLIPS["marketplace: any caller"],
@@ -214,4 +285,8 @@ CASES = (
     Case("plaintext to the recommendations Envoy's inbound port", _PERMISSIVE, plaintext_to_recommendations, DENIED),
     Case("plaintext to the marketplace Envoy's inbound port", _PERMISSIVE, plaintext_to_marketplace, "403"),
     Case("the trace of a page", FLIPS["no gateway tracing"], trace_of_a_page, SIDECAR_ROOT),
+    Case("a page with a client's sampled traceparent", FLIPS["clients' trace headers kept"],
+         page_with_a_clients_traceparent, "the client's trace"),
+    Case("recommendations shedding a burst", FLIPS["retry on shedding"], recommendations_shedding_under_load,
+         "shedding; the mesh added calls"),
 )

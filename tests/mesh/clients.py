@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import http.client
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 import protos
 
 REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+RECOMMEND = "/recommendations.v1.Recommendations/Recommend"
 RECOMMENDATIONS_SERVICE = "recommendations.v1.Recommendations"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CALL_TIMEOUT = 10.0
@@ -56,6 +59,46 @@ class Callers:
         return _call(target, authority, lambda channel: self.services.RecommendationsStub(channel).Recommend(
             request, timeout=CALL_TIMEOUT))
 
+    @contextmanager
+    def recommend_held_open(self, target: str) -> Iterator[None]:
+        """A Recommend call whose request message is held back while the block runs: the server
+        has its headers and keeps the call in flight (its unary handler waits for the message),
+        so the call holds one of recommendations' concurrency permits. Sent, and answered, at
+        the end; its answer is not the caller's concern."""
+        request = self.messages.RecommendationRequest(
+            user_id=1, category=self.messages.BOOK_CATEGORY_SCIENCE_FICTION, max_results=3)
+        release = threading.Event()
+
+        def messages() -> Iterator[Any]:
+            release.wait(CALL_TIMEOUT)
+            yield request
+        with grpc.insecure_channel(target) as channel:
+            # A client stream on the unary method: the same bytes on the wire, sent when we say.
+            call = channel.stream_unary(RECOMMEND, request_serializer=type(request).SerializeToString,
+                                        response_deserializer=self.messages.RecommendationResponse.FromString)
+            answer = call.future(messages(), timeout=CALL_TIMEOUT)
+            try:
+                yield
+            finally:
+                release.set()
+                answer.exception()  # wait for it to end, whatever it ended with
+
+    def recommend_all_at_once(self, target: str, count: int) -> list[str]:
+        """`count` Recommend calls in flight together on one channel: each one's status code name."""
+        request = self.messages.RecommendationRequest(
+            user_id=1, category=self.messages.BOOK_CATEGORY_SCIENCE_FICTION, max_results=3)
+        codes = []
+        with grpc.insecure_channel(target) as channel:
+            stub = self.services.RecommendationsStub(channel)
+            calls = [stub.Recommend.future(request, timeout=CALL_TIMEOUT) for _ in range(count)]
+            for call in calls:
+                try:
+                    call.result()
+                    codes.append("OK")
+                except grpc.RpcError as err:
+                    codes.append(err.code().name)
+        return codes
+
     @staticmethod
     def health(target: str) -> Answer:
         """gRPC health of the server as a whole."""
@@ -79,13 +122,13 @@ def listed_services(response: Any) -> list[str]:
     return [service.name for service in response.list_services_response.service]
 
 
-def http_get(address: str, port: int, path: str, host: str) -> Answer:
-    """A GET with the given Host; a connection the other side closes or resets is an answer too
-    (`reset`: how a sidecar refuses plaintext under STRICT), and so is a refused one (`refused`:
-    nothing listens)."""
+def http_get(address: str, port: int, path: str, host: str, headers: dict[str, str] | None = None) -> Answer:
+    """A GET with the given Host (and headers); a connection the other side closes or resets is
+    an answer too (`reset`: how a sidecar refuses plaintext under STRICT), and so is a refused
+    one (`refused`: nothing listens)."""
     connection = http.client.HTTPConnection(address, port, timeout=CALL_TIMEOUT)
     try:
-        connection.request("GET", path, headers={"Host": host})
+        connection.request("GET", path, headers={"Host": host, **(headers or {})})
         response = connection.getresponse()
         body = response.read()
         return Answer(str(response.status), body, response.getheader("traceresponse") or "")

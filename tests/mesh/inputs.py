@@ -3,8 +3,8 @@
 cluster", lists each one), plus the policy flips the twin cases run under.
 
 Nothing here touches the policies under test (PeerAuthentication, AuthorizationPolicies,
-VirtualServices, DestinationRules, Gateway, Telemetry) except a flip, which changes exactly one
-thing in a copy."""
+VirtualServices, DestinationRules, Gateway, Telemetry, EnvoyFilter) except a flip, which changes
+exactly one thing in a copy."""
 
 from __future__ import annotations
 
@@ -146,10 +146,13 @@ def _pod_from(template: Doc, name: str, namespace: str, pod_ip: str, *, sidecar:
     }
 
 
-def _sidecar(name: str, selector: dict[str, str], egress: list[Doc], ingress: list[Doc] | None = None) -> Doc:
+def _sidecar(name: str, selector: dict[str, str], egress: list[Doc], ingress: list[Doc] | None = None,
+             outbound: Doc | None = None) -> Doc:
     spec: Doc = {"workloadSelector": {"labels": selector}, "egress": egress}
     if ingress:
         spec["ingress"] = ingress
+    if outbound:
+        spec["outboundTrafficPolicy"] = outbound
     return {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
             "metadata": {"name": name, "namespace": NAMESPACE}, "spec": spec}
 
@@ -207,6 +210,7 @@ def loopback_inputs(rendered: list[Doc], install: list[Doc], probes: list[Doc], 
     docs = [doc for doc in docs if not (doc["kind"] == "Sidecar" and doc["metadata"].get("namespace") == NAMESPACE)]
     hosts = {name: ours[name]["spec"]["egress"][0]["hosts"] for name in ours}
     selector = {name: ours[name]["spec"]["workloadSelector"]["labels"] for name in ours}
+    outbound = {name: ours[name]["spec"].get("outboundTrafficPolicy") for name in ours}
     docs.append(_sidecar(
         "marketplace", selector["marketplace"],
         ingress=[{"port": _port(MARKETPLACE_PORT, "HTTP", "http"), "bind": plan.marketplace_pod,
@@ -215,13 +219,15 @@ def loopback_inputs(rendered: list[Doc], install: list[Doc], probes: list[Doc], 
         # listener gives the Envoy the collector's cluster, where its tracer sends spans.
         egress=[{"port": _port(RECOMMENDATIONS_PORT, "GRPC", "grpc"),
                  "bind": plan.cluster_ip(NAMESPACE, "recommendations"), "captureMode": "NONE",
-                 "hosts": hosts["marketplace"]}, _otlp_egress(plan.marketplace_pod, hosts["marketplace"])]))
+                 "hosts": hosts["marketplace"]}, _otlp_egress(plan.marketplace_pod, hosts["marketplace"])],
+        outbound=outbound["marketplace"]))
     docs.append(_sidecar(
         "recommendations", selector["recommendations"],
         ingress=[{"port": _port(RECOMMENDATIONS_PORT, "GRPC", "grpc"), "bind": plan.recommendations_pod,
                   "defaultEndpoint": f"127.0.0.1:{recommendations_app_port}", "captureMode": "NONE"}],
         # It calls nothing in the mesh but the collector (its Envoy's tracer does).
-        egress=[_otlp_egress(plan.recommendations_pod, hosts["recommendations"])]))
+        egress=[_otlp_egress(plan.recommendations_pod, hosts["recommendations"])],
+        outbound=outbound["recommendations"]))
     docs.append(_sidecar(
         "mesh-probe", probe["metadata"]["labels"],
         egress=[{"port": _port(RECOMMENDATIONS_PORT, "GRPC", "grpc"), "bind": plan.probe_pod,
@@ -267,6 +273,13 @@ def _any_path(policy: Doc) -> None:
             del to["operation"]["paths"]
 
 
+def _retry_shedding(service: Doc) -> None:
+    """recommendations' route retrying RESOURCE_EXHAUSTED too, as its retryOn did before."""
+    [route] = service["spec"]["http"]
+    assert "resource-exhausted" not in route["retries"]["retryOn"], service
+    route["retries"]["retryOn"] += ",resource-exhausted"
+
+
 @dataclass(frozen=True)
 class Flip:
     name: str
@@ -291,6 +304,10 @@ FLIPS = {flip.name: flip for flip in (
          _edit("AuthorizationPolicy", "recommendations", NAMESPACE, _any_path)),
     Flip("no gateway tracing", "Telemetry ingressgateway (istio-system) removed",
          lambda docs: _without(docs, "Telemetry", "ingressgateway", GATEWAY_NAMESPACE)),
+    Flip("clients' trace headers kept", "EnvoyFilter edge-trace-context (istio-system) removed",
+         lambda docs: _without(docs, "EnvoyFilter", "edge-trace-context", GATEWAY_NAMESPACE)),
+    Flip("retry on shedding", "VirtualService recommendations retrying resource-exhausted too (its retryOn before)",
+         _edit("VirtualService", "recommendations", NAMESPACE, _retry_shedding)),
 )}
 
 

@@ -19,6 +19,9 @@ from inputs import (BASE, GATEWAY, GATEWAY_NAMESPACE, NAMESPACE, OTLP_PORT, PROB
 from jaeger import Jaeger
 
 
+RECOMMENDATIONS_CONCURRENCY = 1
+
+
 def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
@@ -36,9 +39,13 @@ class LoopbackMesh:
         self.plan = Plan.pick(services_of(self.rendered, self.install))
         self.jaeger = Jaeger(self.logs, otlp_grpc_address=(self.plan.jaeger_pod, OTLP_PORT))
         # The apps export their spans straight to Jaeger (in a cluster, through their sidecar).
+        # Recommendations admits RECOMMENDATIONS_CONCURRENCY calls at once and sheds the rest, so
+        # a small burst shows what the mesh's retries do with its shedding (the cases' single
+        # calls never meet the limit).
         self.shop = Bookshop(bin_dir, self.logs, otlp_endpoint=self.jaeger.otlp_endpoint,
                              recommendations_address=(self.plan.cluster_ip(NAMESPACE, "recommendations"),
-                                                      RECOMMENDATIONS_PORT))
+                                                      RECOMMENDATIONS_PORT),
+                             recommendations_settings={"GRPC_MAX_CONCURRENT_CALLS": str(RECOMMENDATIONS_CONCURRENCY)})
         # The gRPC callers, with stubs protoc generates from proto/ for this run.
         self.callers = Callers(work_dir / "stubs")
         self.ca = TestCA()

@@ -17,7 +17,7 @@ from inputs import BASE, FLIPS, NAMESPACE, PROBES, Doc, Plan, install_manifest, 
 
 # The objects whose behaviour the mesh cases prove: the harness must hand them to Istio untouched.
 POLICY_KINDS = ("PeerAuthentication", "AuthorizationPolicy", "VirtualService", "DestinationRule", "Gateway",
-                "Telemetry")
+                "Telemetry", "EnvoyFilter")
 
 
 def _policies(docs: list[Doc]) -> dict[tuple[str, str, str], Doc]:

@@ -81,13 +81,16 @@ def bootstrap(policy: MeshPolicy, *, listener_port: int, admin_port: int, endpoi
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}}}},
-        # DestinationRule connectionPool: maxConnections, http2MaxRequests,
-        # http1MaxPendingRequests, maxRetries → the default-priority circuit breakers.
+        # DestinationRule connectionPool (maxConnections, http2MaxRequests,
+        # http1MaxPendingRequests) and retryBudget → the default-priority circuit breakers,
+        # with Istio's unlimited max_retries beside the budget (which overrides it).
         "circuit_breakers": {"thresholds": [{
             "max_connections": policy.max_connections,
             "max_requests": policy.http2_max_requests,
             "max_pending_requests": policy.http1_max_pending_requests,
-            "max_retries": policy.max_retries}]},
+            "max_retries": 4294967295,
+            "retry_budget": {"budget_percent": {"value": policy.retry_budget_percent},
+                             "min_retry_concurrency": policy.min_retry_concurrency}}]},
         # DestinationRule outlierDetection, as Istio's applyOutlierDetection writes it:
         # consecutive 5xx enforced at 100%, success-rate ejection off.
         "outlier_detection": {

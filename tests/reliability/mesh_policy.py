@@ -37,7 +37,8 @@ class MeshPolicy:
     max_connections: int
     http2_max_requests: int
     http1_max_pending_requests: int
-    max_retries: int
+    retry_budget_percent: float
+    min_retry_concurrency: int
     consecutive_5xx_errors: int
     outlier_interval: float
     base_ejection_time: float
@@ -51,7 +52,7 @@ def load(path: Path = TRAFFIC_POLICY) -> MeshPolicy:
         (route,) = documents["VirtualService"]["spec"]["http"]
         retries = route["retries"]
         policy = documents["DestinationRule"]["spec"]["trafficPolicy"]
-        pool, outlier = policy["connectionPool"], policy["outlierDetection"]
+        pool, outlier, budget = policy["connectionPool"], policy["outlierDetection"], policy["retryBudget"]
         return MeshPolicy(
             timeout=seconds(route["timeout"]),
             attempts=int(retries["attempts"]),
@@ -62,7 +63,8 @@ def load(path: Path = TRAFFIC_POLICY) -> MeshPolicy:
             max_connections=int(pool["tcp"]["maxConnections"]),
             http2_max_requests=int(pool["http"]["http2MaxRequests"]),
             http1_max_pending_requests=int(pool["http"]["http1MaxPendingRequests"]),
-            max_retries=int(pool["http"]["maxRetries"]),
+            retry_budget_percent=float(budget["percent"]),
+            min_retry_concurrency=int(budget["minRetryConcurrency"]),
             consecutive_5xx_errors=int(outlier["consecutive5xxErrors"]),
             outlier_interval=seconds(outlier["interval"]),
             base_ejection_time=seconds(outlier["baseEjectionTime"]),

@@ -39,19 +39,21 @@ class Bookshop:
     - recommendations_down: only the marketplace runs, its recommendations port has nothing behind it;
     - recommendations_address: (host, port) the marketplace calls instead of recommendations' own
       port (a proxy in front of it, say);
+    - recommendations_settings: more environment for recommendations (a lower concurrency limit, say);
     - label: prefixes the log files' names in `log_dir` (`<label>-marketplace.log`)."""
 
     def __init__(self, bin_dir: Path, log_dir: Path, *, otlp_endpoint: str | None = None,
                  jaeger_ui_url: str | None = None, catalog_path: Path | None = None,
                  recommendations_down: bool = False, recommendations_address: tuple[str, int] | None = None,
-                 label: str | None = None) -> None:
+                 recommendations_settings: dict[str, str] | None = None, label: str | None = None) -> None:
         self.grpc_port, self.recommendations_admin, self.http_port, self.marketplace_admin = free_ports(4)
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.recommendations_down = recommendations_down
         both = dict(SETTINGS)
         if otlp_endpoint:
             both |= {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "OTEL_TRACES_SAMPLER": "parentbased_always_on"}
-        recommendations_env = {**both, "GRPC_PORT": str(self.grpc_port), "ADMIN_PORT": str(self.recommendations_admin)}
+        recommendations_env = {**both, "GRPC_PORT": str(self.grpc_port), "ADMIN_PORT": str(self.recommendations_admin),
+                               **(recommendations_settings or {})}
         if catalog_path is not None:
             recommendations_env["CATALOG_PATH"] = str(catalog_path)
         called_host, called_port = recommendations_address or ("127.0.0.1", self.grpc_port)
