@@ -5,7 +5,7 @@
 use crate::helpers::{FakeRecommendations, TestApp, spawn_app_with_client, test_config};
 use axum::body::Body;
 use hyper::{Request, StatusCode, client::conn::http1::SendRequest, header::HOST};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use marketplace::Config;
 use std::{
     sync::Arc,
@@ -45,7 +45,10 @@ async fn get_page(sender: &mut SendRequest<Body>) -> hyper::Result<StatusCode> {
         .header(HOST, "marketplace")
         .body(Body::empty())
         .unwrap();
-    let response = sender.send_request(request).await?;
+    read_page(sender.send_request(request).await?).await
+}
+
+async fn read_page(response: hyper::Response<hyper::body::Incoming>) -> hyper::Result<StatusCode> {
     let status = response.status();
     axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
         .await
@@ -87,4 +90,29 @@ async fn a_connection_idle_past_the_idle_timeout_is_closed() {
         idle >= idle_timeout,
         "closed after {idle:?} idle, before the idle timeout"
     );
+}
+
+#[tokio::test]
+async fn an_http2_connection_idle_past_the_header_read_timeout_serves_the_next_page() {
+    // HTTP/2 has no heads between answers to time: frames (settings, pings, window updates)
+    // flow on an idle connection, and none of them may start a head's deadline.
+    let app = app(Duration::from_secs(3_600)).await;
+    let stream = TcpStream::connect(app.http_url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let connection = tokio::spawn(connection);
+    for _ in 0..2 {
+        sender.ready().await.unwrap();
+        let request = Request::get("http://marketplace/")
+            .body(Body::empty())
+            .unwrap();
+        let page = read_page(sender.send_request(request).await.unwrap()).await;
+        assert!(matches!(page, Ok(StatusCode::OK)), "{page:?}");
+        tokio::time::sleep(HEADER_READ_TIMEOUT * 2).await;
+    }
+    assert!(!connection.is_finished());
 }
