@@ -35,7 +35,7 @@ pub struct Config {
     pub recommendations_timeout: Duration,
 
     /// Milliseconds a client has to send a complete request head (from
-    /// connecting, or from the previous answer on a kept-alive connection);
+    /// connecting, or from the head's first byte on a kept-alive connection);
     /// slower clients are disconnected.
     #[arg(
         long = "http-header-read-timeout-ms",
@@ -45,6 +45,18 @@ pub struct Config {
         value_parser = millis(100..=60_000)
     )]
     pub http_header_read_timeout: Duration,
+
+    /// Milliseconds a kept-alive connection may sit idle before it is closed.
+    /// Longer than any client pools one (the mesh's Envoy: an hour), since a
+    /// close races the client reusing the connection.
+    #[arg(
+        long = "http-idle-timeout-ms",
+        env = "HTTP_IDLE_TIMEOUT_MS",
+        value_name = "HTTP_IDLE_TIMEOUT_MS",
+        default_value = "3900000",
+        value_parser = millis(1_000..=86_400_000)
+    )]
+    pub http_idle_timeout: Duration,
 
     /// The most bytes a request head (request line and headers) may take;
     /// larger ones are answered 431.
@@ -133,6 +145,7 @@ impl Config {
     pub fn connection_limits(&self) -> platform::http::ConnectionLimits {
         platform::http::ConnectionLimits {
             header_read_timeout: self.http_header_read_timeout,
+            idle_timeout: self.http_idle_timeout,
             max_header_bytes: self.http_max_header_bytes,
         }
     }
@@ -183,6 +196,7 @@ mod tests {
             config.connection_limits(),
             platform::http::ConnectionLimits {
                 header_read_timeout: Duration::from_secs(5),
+                idle_timeout: Duration::from_secs(65 * 60),
                 max_header_bytes: 16_384,
             }
         );
@@ -194,12 +208,14 @@ mod tests {
             "marketplace",
             "--recommendations-timeout-ms=1",
             "--http-header-read-timeout-ms=60000",
+            "--http-idle-timeout-ms=90000",
             "--recommendations-keepalive-interval-ms=3600000",
             "--recommendations-keepalive-timeout-ms=100",
         ])
         .unwrap();
         assert_eq!(config.recommendations_timeout, Duration::from_millis(1));
         assert_eq!(config.http_header_read_timeout, Duration::from_secs(60));
+        assert_eq!(config.http_idle_timeout, Duration::from_secs(90));
         assert_eq!(
             config.channel.keepalive_interval,
             Duration::from_secs(3_600)
@@ -220,6 +236,8 @@ mod tests {
                 "60001",
                 "HTTP_HEADER_READ_TIMEOUT_MS",
             ),
+            ("--http-idle-timeout-ms", "999", "HTTP_IDLE_TIMEOUT_MS"),
+            ("--http-idle-timeout-ms", "86400001", "HTTP_IDLE_TIMEOUT_MS"),
             ("--http-max-header-bytes", "8191", "HTTP_MAX_HEADER_BYTES"),
             (
                 "--http-max-header-bytes",

@@ -1,5 +1,5 @@
-"""Fixtures: the built binaries (bookshop.bin_dir), the mesh's policy, and the page counts of
-each run, printed at the end of the session and written to BOOKSHOP_ARTIFACTS_DIR. A failed
+"""Fixtures: the built binaries (bookshop.bin_dir), Istio's translation of the marketplace
+sidecar's call to recommendations, and the page counts of each run, printed at the end of the session and written to BOOKSHOP_ARTIFACTS_DIR. A failed
 test shows the logs of the processes it started."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-import mesh_policy
 from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
 from failure_logs import pytest_runtest_makereport  # noqa: F401 (a failed test shows its processes' logs)
+from istio_sidecar import SidecarConfig, translate_marketplace_sidecar
 
 # Each run's summary line and numbers, in the order the tests ran.
 RESULTS: list[dict[str, Any]] = []
@@ -31,8 +31,9 @@ def artifacts_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def policy() -> mesh_policy.MeshPolicy:
-    return mesh_policy.load()
+def sidecar() -> SidecarConfig:
+    """Istio's translation, once per session; its files stay under the artifacts' istio/."""
+    return translate_marketplace_sidecar(artifacts_dir() / "istio")
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from bookshop import SETTINGS
 from envoy_proxy import Envoy
 from load import PAGE_TIMEOUT, WHOLE, judge
 from loopback import STOP_TIMEOUT, Process, free_ports, http_get, wait_until
-from mesh_policy import MeshPolicy
+from istio_sidecar import SidecarConfig
 
 
 # How long the removal of an endpoint takes to reach the sidecars: the endpoint controller,
@@ -64,19 +64,20 @@ class Shop:
     """Envoy, two recommendations instances in its endpoint list, and the marketplace whose
     recommendations address is Envoy's listener."""
 
-    def __init__(self, bin_dir: Path, work_dir: Path, policy: MeshPolicy, *, health_check: bool = True,
-                 retries: bool = True, recommendations_settings: dict[str, str] | None = None) -> None:
+    def __init__(self, bin_dir: Path, work_dir: Path, sidecar: SidecarConfig, *, retries: bool = True,
+                 recommendations_settings: dict[str, str] | None = None) -> None:
         self.bin_dir = bin_dir
         self.recommendations_settings = recommendations_settings or {}
         self.log_dir = work_dir / "logs"
-        self.envoy = Envoy(policy, work_dir, self.log_dir, health_check=health_check, retries=retries)
+        self.probes = sidecar.probes
+        self.envoy = Envoy(sidecar, work_dir, self.log_dir, retries=retries)
         self.started = 0
         self.instances: list[Instance] = []
         self.retired: list[Instance] = []
         self.http_port, self.admin_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.http_port}/"
         env = {**SETTINGS, "HTTP_PORT": str(self.http_port), "ADMIN_PORT": str(self.admin_port),
-               "RECOMMENDATIONS_HOST": "127.0.0.1", "RECOMMENDATIONS_PORT": str(self.envoy.listener_port)}
+               "RECOMMENDATIONS_HOST": self.envoy.address[0], "RECOMMENDATIONS_PORT": str(self.envoy.address[1])}
         self.marketplace = Process("marketplace", [str(bin_dir / "marketplace")], self.log_dir / "marketplace.log",
                                    env, isolated=True)
 
@@ -92,8 +93,6 @@ class Shop:
             self.envoy.write_endpoints([instance.grpc_port for instance in self.instances])
             self.envoy.wait_healthy([instance.grpc_port for instance in self.instances])
             self.marketplace.start_ready(f"http://127.0.0.1:{self.admin_port}/readyz")
-            # Envoy's workers learn a health change up to a second after its admin API shows it
-            # (common_lb_config.update_merge_window, 1 s, which Istio leaves as it is).
             wait_until("the marketplace to show recommendations through Envoy",
                        lambda: judge(*self.page())[0] == WHOLE, timeout=20)
         except BaseException:
@@ -136,6 +135,31 @@ class Shop:
         self.instances[slot] = new
         self.retired.append(old)
         return old
+
+    def crash(self, instances: list[Instance]) -> None:
+        """SIGKILL, as an OOM kill or a crashed container: calls to it are refused at once, and
+        the kubelet marks the pod not Ready (a container that exited is not ready), which
+        removes its endpoint; the removal reaches the sidecar ENDPOINT_LAG later. Meanwhile
+        only the sidecar's retries and outlier detection stand between the pages and it."""
+        for instance in instances:
+            instance.kill()
+        time.sleep(ENDPOINT_LAG)
+        gone = {instance.grpc_port for instance in instances}
+        self.envoy.write_endpoints([port for port in self.envoy.ports if port not in gone])
+
+    def restart(self, instances: list[Instance]) -> tuple[float, float]:
+        """The kubelet restarting crashed containers: each serves again (on its old ports), is
+        marked Ready by its probes at worst `probes.ready_after_serving` later, and its endpoint
+        reaches the sidecar ENDPOINT_LAG after that. When the first served again and when the
+        endpoints were listed (time.monotonic())."""
+        serving = None
+        for instance in instances:
+            instance.start()
+            serving = serving or time.monotonic()
+        assert serving is not None, "nothing to restart"
+        time.sleep(self.probes.ready_after_serving + ENDPOINT_LAG)
+        self.envoy.write_endpoints([*self.envoy.ports, *(instance.grpc_port for instance in instances)])
+        return serving, time.monotonic()
 
     def page(self) -> tuple[int, str]:
         status, _, body = http_get(self.url, timeout=PAGE_TIMEOUT)

@@ -70,7 +70,8 @@ impl Step {
             Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
             Step::Fuzz => crate::fuzz::TOOLS.to_vec(),
             Step::Mesh => crate::mesh::TOOLS.to_vec(),
-            Step::Reliability => vec![Tool::Python],
+            // istioctl and mesh-xds: the recommendations cluster is Istio's own translation.
+            Step::Reliability => vec![Tool::Python, Tool::Istioctl],
             Step::Bench => crate::bench::TOOLS.to_vec(),
             Step::Soak => crate::soak::TOOLS.to_vec(),
         }

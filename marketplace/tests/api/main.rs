@@ -4,6 +4,7 @@ mod cross_service;
 mod faults;
 mod grpc_client;
 mod helpers;
+mod keep_alive;
 mod load_shedding;
 mod pages;
 mod panics;

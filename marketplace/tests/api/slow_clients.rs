@@ -1,6 +1,7 @@
 //! A client that trickles its request head is disconnected once
-//! `HTTP_HEADER_READ_TIMEOUT_MS` is up, and the pages are served meanwhile; so is
-//! one that connects and says nothing.
+//! `HTTP_HEADER_READ_TIMEOUT_MS` is up (counted from the head's first byte on a
+//! kept-alive connection), and the pages are served meanwhile; so is one that
+//! connects and says nothing.
 
 use crate::helpers::{
     FakeRecommendations, TestApp, count_li, get_page, spawn_app_with_client, test_config,
@@ -125,6 +126,24 @@ async fn on_a_kept_alive_connection_a_trickled_second_request_is_cut_off_after_t
     // One whole request first, then the next one's head a byte at a time.
     let first = b"GET / HTTP/1.1\r\nHost: marketplace\r\n\r\n";
     let trickle = trickle(writer, first, TRICKLED);
+    let answer = cut_off(&mut reader, started).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    trickle.abort();
+}
+
+#[tokio::test]
+async fn after_an_idle_spell_a_trickled_head_is_cut_off_the_timeout_after_its_first_byte() {
+    let app = app().await;
+    let (mut reader, mut writer) = connect(&app).await.into_split();
+    writer
+        .write_all(b"GET / HTTP/1.1\r\nHost: marketplace\r\n\r\n")
+        .await
+        .unwrap();
+    // Idle past the timeout: not the head's time, so the connection stays.
+    tokio::time::sleep(HEADER_READ_TIMEOUT * 2).await;
+    let started = Instant::now();
+    let trickle = trickle(writer, b"", TRICKLED);
     let answer = cut_off(&mut reader, started).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
     assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");

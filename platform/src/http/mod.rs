@@ -3,11 +3,13 @@
 //! ([`observe`], [`metrics`]); requests past a concurrency limit shed with 503
 //! ([`load_shed`]); panicking handlers answered with a 500 page ([`panic`]).
 //! [`with_layers`] stacks them in the order written down in [`crate::layers`].
-//! And [`serve`], which serves a router with bounds on request heads.
+//! And [`serve`], which serves a router with bounds on request heads and on idle
+//! kept-alive connections.
 //!
 //! They name a request by its route template (axum's [`MatchedPath`]), never by
 //! its raw path, so they go on with `Router::layer`, where routing is done.
 
+mod head_deadline;
 mod load_shed;
 mod metrics;
 mod observe;

@@ -1,8 +1,11 @@
 //! Serving a router on a listener, like `axum::serve`, but with bounds on what a
 //! client may hold: a request head must arrive within a deadline and fit in a
 //! size, so a client trickling header bytes (slowloris) cannot keep a
-//! connection, its task and its file descriptor forever.
+//! connection, its task and its file descriptor forever; and a kept-alive
+//! connection is closed only after an idle spell longer than its clients keep
+//! it pooled, so none of them reuses it as it closes.
 
+use super::head_deadline::{HeadDeadline, Heads};
 use axum::Router;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
@@ -10,7 +13,7 @@ use hyper_util::{
     service::TowerToHyperService,
 };
 use std::{future::Future, io, pin::pin, sync::Arc, time::Duration};
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::net::TcpListener;
 use tower::ServiceExt as _;
 
 /// The bounds every connection is served under.
@@ -18,8 +21,12 @@ use tower::ServiceExt as _;
 pub struct ConnectionLimits {
     /// How long a client has to send a complete request head: the first one
     /// from the moment it connects, each later one on a keep-alive connection
-    /// from the end of the previous answer.
+    /// from its first byte.
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1 connection may sit idle between an answer and the
+    /// next head; longer than any client keeps an idle connection pooled
+    /// (Envoy: an hour), since closing it races the client reusing it.
+    pub idle_timeout: Duration,
     /// The most bytes a request head (request line and headers) may take;
     /// larger heads are answered 431. At least 8192 (hyper's smallest buffer).
     pub max_header_bytes: usize,
@@ -43,7 +50,9 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        // hyper's clock runs from the end of an answer to the end of the next
+        // head: the idle bound. The head's own runs in HeadDeadline.
+        .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout))
         .max_buf_size(max_header_bytes);
     builder
         .http2()
@@ -67,27 +76,14 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let router = router.clone();
         tokio::spawn(async move {
-            // hyper bounds each HTTP/1 head once it knows the protocol, but not
-            // the wait for the bytes that tell HTTP/1 from HTTP/2: this bounds
-            // everything up to the first request.
-            let first_request = Arc::new(Notify::new());
-            let seen = Arc::clone(&first_request);
+            let heads = Arc::new(Heads::default());
+            let stream = HeadDeadline::new(stream, Arc::clone(&heads), limits.header_read_timeout);
             let service = TowerToHyperService::new(router.map_request(move |request| {
-                seen.notify_one();
+                heads.read(&request);
                 request
             }));
-            let connection = watcher
-                .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service));
-            let mut connection = pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => return finished(result),
-                () = first_request.notified() => {}
-                () = tokio::time::sleep(limits.header_read_timeout) => {
-                    tracing::debug!("no request head within the header read timeout; closing");
-                    return;
-                }
-            }
-            finished(connection.await);
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            finished(watcher.watch(connection).await);
         });
     }
     drop(listener);

@@ -12,7 +12,7 @@ use tokio::{sync::Semaphore, time::MissedTickBehavior};
 
 /// The most requests in flight at once; a tick finding none free is counted
 /// as skipped (the rate was not held), which fails the soak.
-const MAX_IN_FLIGHT: usize = 64;
+pub const MAX_IN_FLIGHT: usize = 64;
 /// Kept-alive connections: a small pool, so the marketplace's descriptors
 /// measure the marketplace, not the client.
 const IDLE_CONNECTIONS: usize = 8;

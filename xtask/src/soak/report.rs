@@ -64,7 +64,8 @@ impl Measured {
         if counts.skipped > 0 {
             failures.push(format!(
                 "the rate was not held: {} ticks found {} requests in flight already",
-                counts.skipped, counts.sent
+                counts.skipped,
+                super::load::MAX_IN_FLIGHT
             ));
         }
         for (name, (start, end)) in self.services() {
