@@ -173,8 +173,8 @@ const SECTION: &str = "## Soak
 starts both services on loopback and sends `GET /` (the three categories in turn) at a fixed
 rate: each request leaves on its tick, whatever the latency. It passes with no failed page load,
 no degraded page (seen by the client or counted in `marketplace_recommendations_fallback_total`),
-resident memory (`VmRSS`) growing less than 10% from the end of warm-up (the first 20% of the run)
-to the end, and open file descriptors within ±8 of their count after warm-up. `cargo xtask test
+resident memory (`VmRSS`) at the end less than 10% above its peak in warm-up (the first 20% of the
+run, at least 5 s), and open file descriptors within ±8 of their count after warm-up. `cargo xtask test
 soak` runs the same for 15 s and only prints. Each run of the command adds its row here (newest
 first, the last 10 kept).
 
