@@ -1,0 +1,90 @@
+"""The whole local cluster, as `cargo xtask cluster` and the tests use it: a network namespace
+of its own, the control plane in it, Istio installed with istiod serving its webhooks; then an
+overlay applied with the README's command, literally, and its Deployments rolled out."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import istio
+import netns
+from controlplane import Client, ControlPlane
+from outside_tools import REPO_ROOT
+
+OVERLAYS = ("dev", "prod", "dev-faults")
+# The README's deploy command (its "Look, then apply" step), with the overlay's name in it.
+README_APPLY = "kubectl kustomize kustomize/overlays/{overlay} | kubectl apply -f -"
+ROLLOUT_TIMEOUT = "120s"
+
+
+@contextmanager
+def running(folder: Path, bin_dir: Path, kwok_module: Path, namespace: str,
+            progress: Callable[[str], None] = print) -> Iterator[ControlPlane]:
+    """The cluster in `folder`, up until the block ends (Ctrl-C included), then torn down:
+    every process stopped, the network namespace gone."""
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    with netns.namespace(namespace):
+        progress(f"network namespace {namespace}: API server {netns.API_IP}, pods {netns.POD_RANGE}")
+        stages = folder / "kwok-stages.yaml"
+        # kwok's own "fast" stages: nodes Ready with heartbeats, pods Running and Ready at once.
+        stages.write_text(_run([str(bin_dir / "kubectl"), "kustomize",
+                                str(kwok_module / "kustomize/stage/fast")]).stdout)
+        with ControlPlane(folder, bin_dir, stages, progress) as cluster:
+            progress(f"control plane up in {time.monotonic() - start:.1f} s; KUBECONFIG={cluster.kubeconfig}")
+            istio.install(cluster)
+            progress(f"Istio installed in {time.monotonic() - start:.1f} s since the start")
+            yield cluster
+        progress("control plane stopped")
+
+
+@dataclass
+class Applied:
+    """What applying an overlay gave: the command's output and the rollouts' failures."""
+    overlay: str
+    returncode: int
+    stdout: str
+    stderr: str
+    rollout_failures: list[str]
+    seconds: float
+
+
+def apply(cluster: Client, overlay: str) -> Applied:
+    """Runs the README's command for `overlay` through bash, with our kubectl first on PATH;
+    keeps its output under the cluster's folder; then waits for every Deployment to roll out."""
+    start = time.monotonic()
+    command = README_APPLY.format(overlay=overlay)
+    cluster.progress(f"$ {command}")
+    # pipefail: a failed render is a failure, not an empty apply.
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=REPO_ROOT,
+                            env=cluster.env(), capture_output=True, text=True, timeout=300)
+    for stream in ("stdout", "stderr"):
+        (cluster.folder / f"apply-{overlay}.{stream}").write_text(getattr(result, stream))
+    failures = rollout(cluster) if result.returncode == 0 else []
+    seconds = time.monotonic() - start
+    cluster.progress(f"{overlay} applied (exit {result.returncode}) and rolled out "
+                     f"({len(failures)} failures) in {seconds:.1f} s")
+    return Applied(overlay, result.returncode, result.stdout, result.stderr, failures, seconds)
+
+
+def rollout(cluster: Client) -> list[str]:
+    """`kubectl rollout status` of every Deployment; the ones that did not, with why."""
+    failures = []
+    listed = cluster.kubectl("get", "deployments", "-A", "-o",
+                             "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{'\\n'}{end}")
+    for line in listed.stdout.split():
+        namespace, name = line.split("/")
+        status = cluster.kubectl("rollout", "status", f"deployment/{name}", "-n", namespace,
+                                 f"--timeout={ROLLOUT_TIMEOUT}", check=False)
+        if status.returncode != 0:
+            failures.append(f"{line}: {status.stdout.strip()} {status.stderr.strip()}")
+    return failures
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=True, capture_output=True, text=True)

@@ -1,0 +1,115 @@
+"""Istio on the control plane, as `istioctl install -f istio/install/istio-operator.yaml` leaves
+it: the objects `istioctl manifest generate` renders (CRDs, RBAC, ConfigMaps, webhook
+configurations, istiod's and the ingress gateway's Deployments and Services) applied, and one
+real istiod (pilot-discovery from the pinned module) serving them.
+
+istiod's Deployment becomes kwok pods with pod IPs, which its Service's EndpointSlices list.
+The API server calls the webhooks through that Service at its endpoints
+(--enable-aggregator-routing), and every pod IP is a local address of the namespace, so
+whichever endpoint it picks, the one pilot-discovery process listening on :15017 answers, under
+the certificate it issues itself for istiod.istio-system.svc, as in a cluster. The webhook
+configurations keep their `service:` references rather than `url:`: a `url:` would be a change
+to what the install renders, and it would need a host name the certificate names and the API
+server resolves, which nothing here provides."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.request
+
+import yaml
+
+from controlplane import ControlPlane
+from outside_tools import REPO_ROOT
+
+INSTALL = REPO_ROOT / "istio/install/istio-operator.yaml"
+NAMESPACE = "istio-system"
+VALIDATOR = "istio-validator-istio-system"
+INJECTOR = "istio-sidecar-injector"
+MONITORING = "http://127.0.0.1:15014"
+
+
+def manifest(cluster: ControlPlane) -> str:
+    """What `istioctl install` would apply, from the built istioctl."""
+    return cluster_tool(cluster, "istioctl", "manifest", "generate", "-f", INSTALL)
+
+
+def cluster_tool(cluster: ControlPlane, name: str, *args) -> str:
+    """One of the built tools, as a client of the cluster, from the repository root."""
+    result = subprocess.run([str(cluster.bin_dir / name), *map(str, args)], capture_output=True,
+                            text=True, env=cluster.env(), cwd=REPO_ROOT, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"{name} {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def install(cluster: ControlPlane) -> None:
+    """Applies the install, starts istiod as its Deployment says, and waits until both webhooks
+    have istiod's CA bundle and the validating one fails closed."""
+    rendered = manifest(cluster)
+    (cluster.folder / "istio-install.yaml").write_text(rendered)
+    # `istioctl install` makes the namespace itself; the rendered objects assume it.
+    cluster.kubectl("create", "namespace", NAMESPACE)
+    docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    # The CRDs first, established, so the rest (which may use them) finds them.
+    crds = [doc for doc in docs if doc["kind"] == "CustomResourceDefinition"]
+    cluster.apply(yaml.safe_dump_all(crds))
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.apply(yaml.safe_dump_all([doc for doc in docs if doc["kind"] != "CustomResourceDefinition"]))
+    deployment = next(doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "istiod")
+    start_istiod(cluster, deployment)
+    cluster.wait_for("istiod's validating webhook to fail closed", lambda: _validator_ready(cluster))
+    cluster.wait_for("istiod's CA bundle in the injector", lambda: _injector_ready(cluster))
+    cluster.progress("istiod serving its webhooks (validation failurePolicy: Fail)")
+
+
+def start_istiod(cluster: ControlPlane, deployment: dict) -> None:
+    """pilot-discovery with the arguments and environment of the install's istiod container
+    (the downward-API ones filled in as a kubelet would), its own working directory (it writes
+    its DNS certificate under ./var/run/secrets), and the API access of the istiod
+    ServiceAccount: a token from the TokenRequest API, so the install's RBAC is what it has."""
+    container = next(c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "discovery")
+    token = cluster.kubectl("create", "token", "istiod", "-n", NAMESPACE, "--duration=24h").stdout.strip()
+    home = cluster.folder / "istiod"
+    home.mkdir(exist_ok=True)
+    kubeconfig = home / "kubeconfig"
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    config["users"] = [{"name": "admin", "user": {"token": token}}]
+    kubeconfig.write_text(yaml.safe_dump(config))
+    downward = {"metadata.name": "istiod-local", "metadata.namespace": NAMESPACE,
+                "spec.serviceAccountName": "istiod"}
+    env = {}
+    for var in container.get("env", []):
+        if "value" in var:
+            env[var["name"]] = var["value"]
+        elif "fieldRef" in var["valueFrom"]:
+            env[var["name"]] = downward[var["valueFrom"]["fieldRef"]["fieldPath"]]
+        # resourceFieldRef (GOMEMLIMIT, GOMAXPROCS from the limits): the Go defaults instead.
+    cluster.spawn("pilot-discovery", *container["args"], "--kubeconfig", kubeconfig, env=env, cwd=home)
+
+
+def _validator_ready(cluster: ControlPlane) -> bool:
+    found = cluster.kubectl("get", "validatingwebhookconfiguration", VALIDATOR, "-o", "json", check=False)
+    if found.returncode != 0:
+        return False
+    webhooks = json.loads(found.stdout)["webhooks"]
+    return all(w.get("failurePolicy") == "Fail" and w["clientConfig"].get("caBundle") for w in webhooks)
+
+
+def _injector_ready(cluster: ControlPlane) -> bool:
+    found = cluster.kubectl("get", "mutatingwebhookconfiguration", INJECTOR, "-o", "json", check=False)
+    return found.returncode == 0 and all(
+        w["clientConfig"].get("caBundle") for w in json.loads(found.stdout)["webhooks"])
+
+
+def debug(path: str) -> object:
+    """One of istiod's debug endpoints (on its monitoring port), as JSON."""
+    with urllib.request.urlopen(f"{MONITORING}/debug/{path}", timeout=30) as response:
+        return json.load(response)
+
+
+def mesh_config(cluster: ControlPlane) -> dict:
+    """The mesh config istiod reads: the `mesh` key of the install's `istio` ConfigMap."""
+    config = cluster.get("configmap", "istio", "-n", NAMESPACE)
+    return yaml.safe_load(config["data"]["mesh"])

@@ -1,0 +1,37 @@
+"""istiod against the live API server: Istio's analyzers read the cluster, not files; istiod's
+registry has every Service; the mesh's tracing provider names a Service that exists."""
+
+from __future__ import annotations
+
+import pytest
+
+import istio
+from conftest import Overlay
+
+DOMAIN = "svc.cluster.local"
+
+
+def services(overlay: Overlay) -> set[str]:
+    listed = overlay.cluster.get("services", "-A")["items"]
+    return {f"{s['metadata']['name']}.{s['metadata']['namespace']}.{DOMAIN}" for s in listed}
+
+
+def test_istioctl_analyze_on_the_live_cluster_reports_nothing(overlay: Overlay):
+    report = istio.cluster_tool(overlay.cluster, "istioctl", "analyze", "--all-namespaces")
+    assert "No validation issues found" in report, report
+
+
+def test_istiods_registry_lists_every_service(overlay: Overlay):
+    registry = {entry["hostname"] for entry in istio.debug("registryz")}
+    missing = services(overlay) - registry
+    assert not missing, f"istiod does not know {sorted(missing)}"
+
+
+def test_the_tracing_provider_is_a_service_that_exists(overlay: Overlay, request):
+    if overlay.name == "prod":
+        # Reported until the prod path is fixed (issue 20): prod deploys no collector at the
+        # install's provider address. Strict: once fixed, this xfail fails and must go.
+        request.applymarker(pytest.mark.xfail(strict=True, reason="issue 20: prod's tracing provider has no Service"))
+    providers = {p["name"]: p for p in istio.mesh_config(overlay.cluster).get("extensionProviders", [])}
+    tracer = providers["otel"]["opentelemetry"]["service"]
+    assert tracer.endswith(DOMAIN) and tracer in services(overlay), f"no Service {tracer}"
