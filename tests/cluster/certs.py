@@ -35,6 +35,20 @@ def _write_cert(cert: x509.Certificate, path: Path) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
+def self_signed(host: str) -> tuple[bytes, bytes]:
+    """A certificate for `host` and its key (PEM): what a platform's CA would put in a TLS Secret."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(_name(host)).issuer_name(_name(host))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - BACKDATE).not_valid_after(now + VALIDITY)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
 class Keys:
     """The files the control plane's flags name, written into `folder`."""
 
@@ -56,7 +70,10 @@ class Keys:
         sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in (api_ip, service_ip, "127.0.0.1")]
         self._leaf("kube-apiserver", None, ExtendedKeyUsageOID.SERVER_AUTH, sans, "apiserver")
         self._leaf("admin", "system:masters", ExtendedKeyUsageOID.CLIENT_AUTH, [], "admin")
-        _write_key(ec.generate_private_key(ec.SECP256R1()), self.service_account_key)
+        signer = ec.generate_private_key(ec.SECP256R1())
+        _write_key(signer, self.service_account_key)
+        self.service_account_public.write_bytes(signer.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
     @property
     def ca(self) -> Path:
@@ -65,6 +82,11 @@ class Keys:
     @property
     def service_account_key(self) -> Path:
         return self.folder / "service-account.key"
+
+    @property
+    def service_account_public(self) -> Path:
+        """What the API server verifies tokens with (it reads no public key from a private one)."""
+        return self.folder / "service-account.pub"
 
     def cert(self, who: str) -> Path:
         return self.folder / f"{who}.crt"

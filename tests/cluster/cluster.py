@@ -4,6 +4,7 @@ overlay applied with the README's command, literally, and its Deployments rolled
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+import certs
 import istio
 import netns
 from controlplane import Client, ControlPlane
@@ -27,7 +31,10 @@ def running(folder: Path, bin_dir: Path, kwok_module: Path, namespace: str,
             progress: Callable[[str], None] = print) -> Iterator[ControlPlane]:
     """The cluster in `folder`, up until the block ends (Ctrl-C included), then torn down:
     every process stopped, the network namespace gone."""
-    folder.mkdir(parents=True, exist_ok=True)
+    # A fresh cluster: nothing of a previous one's (etcd's data above all).
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    progress = _also_logged(progress, folder / "progress.log")
     start = time.monotonic()
     with netns.namespace(namespace):
         progress(f"network namespace {namespace}: API server {netns.API_IP}, pods {netns.POD_RANGE}")
@@ -58,6 +65,7 @@ def apply(cluster: Client, overlay: str) -> Applied:
     """Runs the README's command for `overlay` through bash, with our kubectl first on PATH;
     keeps its output under the cluster's folder; then waits for every Deployment to roll out."""
     start = time.monotonic()
+    provide_tls_secrets(cluster, overlay)
     command = README_APPLY.format(overlay=overlay)
     cluster.progress(f"$ {command}")
     # pipefail: a failed render is a failure, not an empty apply.
@@ -72,6 +80,24 @@ def apply(cluster: Client, overlay: str) -> Applied:
     return Applied(overlay, result.returncode, result.stdout, result.stderr, failures, seconds)
 
 
+def provide_tls_secrets(cluster: Client, overlay: str) -> None:
+    """The TLS Secrets the overlay's Gateways name (`credentialName`), which the platform
+    provides (cert-manager or its CA), made here with a throwaway certificate for the host."""
+    rendered = cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay).stdout
+    for gateway in (d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Gateway"):
+        for server in gateway["spec"]["servers"]:
+            secret = server.get("tls", {}).get("credentialName")
+            if secret and cluster.kubectl("get", "secret", secret, "-n", istio.NAMESPACE, check=False).returncode:
+                cert, key = certs.self_signed(server["hosts"][0])
+                folder = cluster.folder / "tls"
+                folder.mkdir(exist_ok=True)
+                (folder / "tls.crt").write_bytes(cert)
+                (folder / "tls.key").write_bytes(key)
+                cluster.kubectl("create", "secret", "tls", secret, "-n", istio.NAMESPACE,
+                                "--cert", folder / "tls.crt", "--key", folder / "tls.key")
+                cluster.progress(f"made the TLS Secret {istio.NAMESPACE}/{secret} the platform provides")
+
+
 def rollout(cluster: Client) -> list[str]:
     """`kubectl rollout status` of every Deployment; the ones that did not, with why."""
     failures = []
@@ -84,6 +110,18 @@ def rollout(cluster: Client) -> list[str]:
         if status.returncode != 0:
             failures.append(f"{line}: {status.stdout.strip()} {status.stderr.strip()}")
     return failures
+
+
+def _also_logged(progress: Callable[[str], None], log: Path) -> Callable[[str], None]:
+    """`progress`, each line also kept in `log` with the seconds since the start (the budgets'
+    measurements, kept beside the cluster's other outputs)."""
+    start = time.monotonic()
+
+    def both(line: str) -> None:
+        with log.open("a") as file:
+            file.write(f"{time.monotonic() - start:7.1f} s  {line}\n")
+        progress(line)
+    return both
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:

@@ -126,7 +126,7 @@ class ControlPlane(Client):
             "--tls-cert-file", keys.cert("apiserver"), "--tls-private-key-file", keys.key("apiserver"),
             "--client-ca-file", keys.ca,
             "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-            "--service-account-key-file", keys.service_account_key,
+            "--service-account-key-file", keys.service_account_public,
             "--service-account-signing-key-file", keys.service_account_key,
             "--service-cluster-ip-range", netns.SERVICE_RANGE,
             "--authorization-mode", "Node,RBAC",

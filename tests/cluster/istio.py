@@ -25,8 +25,6 @@ from outside_tools import REPO_ROOT
 
 INSTALL = REPO_ROOT / "istio/install/istio-operator.yaml"
 NAMESPACE = "istio-system"
-VALIDATOR = "istio-validator-istio-system"
-INJECTOR = "istio-sidecar-injector"
 MONITORING = "http://127.0.0.1:15014"
 
 
@@ -35,10 +33,15 @@ def manifest(cluster: ControlPlane) -> str:
     return cluster_tool(cluster, "istioctl", "manifest", "generate", "-f", INSTALL)
 
 
-def cluster_tool(cluster: ControlPlane, name: str, *args) -> str:
+def run_tool(cluster: ControlPlane, name: str, *args) -> subprocess.CompletedProcess[str]:
     """One of the built tools, as a client of the cluster, from the repository root."""
-    result = subprocess.run([str(cluster.bin_dir / name), *map(str, args)], capture_output=True,
-                            text=True, env=cluster.env(), cwd=REPO_ROOT, timeout=300)
+    return subprocess.run([str(cluster.bin_dir / name), *map(str, args)], capture_output=True,
+                          text=True, env=cluster.env(), cwd=REPO_ROOT, timeout=300)
+
+
+def cluster_tool(cluster: ControlPlane, name: str, *args) -> str:
+    """run_tool's output; its failure raises."""
+    result = run_tool(cluster, name, *args)
     if result.returncode != 0:
         raise RuntimeError(f"{name} {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result.stdout
@@ -57,6 +60,12 @@ def install(cluster: ControlPlane) -> None:
     cluster.apply(yaml.safe_dump_all(crds))
     cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     cluster.apply(yaml.safe_dump_all([doc for doc in docs if doc["kind"] != "CustomResourceDefinition"]))
+    # What `istioctl install` does beyond the render when no Istio was there before: it sets
+    # the `default` revision tag, whose webhooks validate (istiod-default-validator) and inject
+    # for objects without an `istio.io/rev` label, such as the bookshop's, and it deactivates
+    # the install's own namespace injectors that the tag's replace.
+    cluster_tool(cluster, "istioctl", "tag", "set", "default", "--revision", "default",
+                 "--overwrite", "--skip-confirmation")
     deployment = next(doc for doc in docs if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "istiod")
     start_istiod(cluster, deployment)
     cluster.wait_for("istiod's validating webhook to fail closed", lambda: _validator_ready(cluster))
@@ -90,17 +99,18 @@ def start_istiod(cluster: ControlPlane, deployment: dict) -> None:
 
 
 def _validator_ready(cluster: ControlPlane) -> bool:
-    found = cluster.kubectl("get", "validatingwebhookconfiguration", VALIDATOR, "-o", "json", check=False)
-    if found.returncode != 0:
-        return False
-    webhooks = json.loads(found.stdout)["webhooks"]
-    return all(w.get("failurePolicy") == "Fail" and w["clientConfig"].get("caBundle") for w in webhooks)
+    """Both of the revision's validating webhook configurations (the install's and the tag's)
+    have istiod's CA bundle and fail closed."""
+    found = cluster.get("validatingwebhookconfigurations", "-l", "istio.io/rev=default")["items"]
+    webhooks = [w for config in found for w in config["webhooks"]]
+    return len(found) == 2 and all(w.get("failurePolicy") == "Fail" and w["clientConfig"].get("caBundle")
+                                   for w in webhooks)
 
 
 def _injector_ready(cluster: ControlPlane) -> bool:
-    found = cluster.kubectl("get", "mutatingwebhookconfiguration", INJECTOR, "-o", "json", check=False)
-    return found.returncode == 0 and all(
-        w["clientConfig"].get("caBundle") for w in json.loads(found.stdout)["webhooks"])
+    """Both of the revision's injectors (the install's and the tag's) have istiod's CA bundle."""
+    found = cluster.get("mutatingwebhookconfigurations", "-l", "istio.io/rev=default")["items"]
+    return len(found) == 2 and all(w["clientConfig"].get("caBundle") for config in found for w in config["webhooks"])
 
 
 def debug(path: str) -> object:

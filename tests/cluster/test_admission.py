@@ -56,7 +56,8 @@ def test_a_privileged_pod_is_rejected_in_the_bookshop_namespace(overlay: Overlay
     pod = {"apiVersion": "v1", "kind": "Pod",
            "metadata": {"name": "recommendations", "namespace": NAMESPACE},
            "spec": deployment["spec"]["template"]["spec"]}
-    pod["spec"]["containers"][0]["securityContext"]["privileged"] = True
+    # (privileged with allowPrivilegeEscalation false would be invalid for any namespace)
+    pod["spec"]["containers"][0]["securityContext"].update(privileged=True, allowPrivilegeEscalation=True)
     error = rejected(overlay, pod)
     assert 'violates PodSecurity "restricted:latest"' in error and "privileged" in error
 
@@ -78,14 +79,14 @@ def test_an_unknown_field_in_an_istio_object_is_rejected(overlay: Overlay):
 
 
 def test_an_authorization_policy_istiods_webhook_rejects_is_rejected(overlay: Overlay):
-    """Well-formed for the CRD's schema; istiod's validation forbids service accounts beside
-    principals in one source."""
+    """Well-formed for the CRD's schema and its CEL rules; istiod's validation forbids a source
+    that names no one (the rule would match any caller, which was surely not meant)."""
     policies = [d for d in rendered(overlay) if d["kind"] == "AuthorizationPolicy"
                 and any("principals" in s.get("source", {}) for r in d["spec"].get("rules", [])
                         for s in r.get("from", []))]
     assert policies, "no AuthorizationPolicy names principals"
     policy = copy.deepcopy(policies[0])
-    policy["spec"]["rules"][0]["from"][0]["source"]["serviceAccounts"] = ["bookshop/marketplace"]
+    policy["spec"]["rules"][0]["from"][0]["source"] = {}
     error = rejected(overlay, policy)
     assert "validation.istio.io" in error and "denied the request" in error
-    assert "cannot set serviceAccounts with namespaces or principals" in error
+    assert "`from.source` must not be empty" in error

@@ -17,8 +17,11 @@ def services(overlay: Overlay) -> set[str]:
 
 
 def test_istioctl_analyze_on_the_live_cluster_reports_nothing(overlay: Overlay):
-    report = istio.cluster_tool(overlay.cluster, "istioctl", "analyze", "--all-namespaces")
-    assert "No validation issues found" in report, report
+    # `default` is the cluster's own namespace, which none of our objects uses.
+    report = istio.run_tool(overlay.cluster, "istioctl", "analyze", "--all-namespaces",
+                            "--suppress", "IST0102=Namespace default")
+    assert report.returncode == 0 and not report.stdout.strip(), report.stdout
+    assert "No validation issues found" in report.stderr, report.stderr
 
 
 def test_istiods_registry_lists_every_service(overlay: Overlay):
