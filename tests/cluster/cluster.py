@@ -36,18 +36,20 @@ def running(folder: Path, bin_dir: Path, kwok_module: Path, namespace: str,
     folder.mkdir(parents=True)
     progress = _also_logged(progress, folder / "progress.log")
     start = time.monotonic()
-    with netns.namespace(namespace):
-        progress(f"network namespace {namespace}: API server {netns.API_IP}, pods {netns.POD_RANGE}")
-        stages = folder / "kwok-stages.yaml"
-        # kwok's own "fast" stages: nodes Ready with heartbeats, pods Running and Ready at once.
-        stages.write_text(_run([str(bin_dir / "kubectl"), "kustomize",
-                                str(kwok_module / "kustomize/stage/fast")]).stdout)
-        with ControlPlane(folder, bin_dir, stages, progress) as cluster:
-            progress(f"control plane up in {time.monotonic() - start:.1f} s; KUBECONFIG={cluster.kubeconfig}")
-            istio.install(cluster)
-            progress(f"Istio installed in {time.monotonic() - start:.1f} s since the start")
-            yield cluster
-        progress("control plane stopped")
+    try:
+        with netns.namespace(namespace):
+            progress(f"network namespace {namespace}: API server {netns.API_IP}, pods {netns.POD_RANGE}")
+            stages = folder / "kwok-stages.yaml"
+            # kwok's own "fast" stages: nodes Ready with heartbeats, pods Running and Ready at once.
+            stages.write_text(_run([str(bin_dir / "kubectl"), "kustomize",
+                                    str(kwok_module / "kustomize/stage/fast")]).stdout)
+            with ControlPlane(folder, bin_dir, stages, progress) as cluster:
+                progress(f"control plane up in {time.monotonic() - start:.1f} s; KUBECONFIG={cluster.kubeconfig}")
+                istio.install(cluster)
+                progress(f"Istio installed in {time.monotonic() - start:.1f} s since the start")
+                yield cluster
+    finally:
+        progress(f"network namespace {namespace} removed")
 
 
 @dataclass
@@ -80,6 +82,20 @@ def apply(cluster: Client, overlay: str) -> Applied:
     return Applied(overlay, result.returncode, result.stdout, result.stderr, failures, seconds)
 
 
+def _scaled_to_minimum(cluster: Client, timeout: float = 90) -> list[tuple[str, str]]:
+    """The HPAs whose target has fewer replicas than their minimum after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        short = []
+        for hpa in cluster.get("hpa", "-A")["items"]:
+            spec, status = hpa["spec"], hpa.get("status", {})
+            if status.get("currentReplicas", 0) < spec.get("minReplicas", 1):
+                short.append((f"{hpa['metadata']['namespace']}/{hpa['metadata']['name']}", str(status)))
+        if not short or time.monotonic() > deadline:
+            return short
+        time.sleep(1)
+
+
 def provide_tls_secrets(cluster: Client, overlay: str) -> None:
     """The TLS Secrets the overlay's Gateways name (`credentialName`), which the platform
     provides (cert-manager or its CA), made here with a throwaway certificate for the host."""
@@ -99,8 +115,10 @@ def provide_tls_secrets(cluster: Client, overlay: str) -> None:
 
 
 def rollout(cluster: Client) -> list[str]:
-    """`kubectl rollout status` of every Deployment; the ones that did not, with why."""
-    failures = []
+    """`kubectl rollout status` of every Deployment, once each HPA has brought its target up to
+    `minReplicas` (prod's Deployments leave their replica count to the HPA, so they start at one
+    pod and the HPA scales them on its next sync); the ones that did not, with why."""
+    failures = [f"HPA {name}: {status}" for name, status in _scaled_to_minimum(cluster)]
     listed = cluster.kubectl("get", "deployments", "-A", "-o",
                              "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{'\\n'}{end}")
     for line in listed.stdout.split():

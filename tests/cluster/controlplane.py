@@ -110,7 +110,10 @@ class ControlPlane(Client):
         self.spawn("kube-scheduler", *common)
         self.spawn("kwok", "--config", self.kwok_stages, "--kubeconfig", self.kubeconfig,
                    f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake",
-                   "--cidr", netns.POD_RANGE, "--node-ip", netns.NODE_IP)
+                   "--cidr", netns.POD_RANGE, "--node-ip", netns.NODE_IP,
+                   # Heartbeats as a kubelet sends them (a Lease renewed every 10 s), or the node
+                   # lifecycle controller marks every node NotReady, and its pods, after 50 s.
+                   "--node-lease-duration-seconds", "40")
         self.apply(yaml.safe_dump_all(node_manifests()))
         self.wait_for("the nodes to be Ready", lambda: self.kubectl(
             "wait", "--for=condition=Ready", "node", "--all", "--timeout=5s", check=False).returncode == 0)
@@ -164,6 +167,8 @@ class ControlPlane(Client):
         return process
 
     def stop(self) -> None:
+        start = time.monotonic()
+        stopped = bool(self._processes)
         while self._processes:
             name, process = self._processes.pop()
             if process.poll() is None:
@@ -171,8 +176,11 @@ class ControlPlane(Client):
                 try:
                     process.wait(timeout=15)
                 except subprocess.TimeoutExpired:
+                    self.progress(f"{name} ignored SIGTERM for 15 s: killed")
                     process.kill()
                     process.wait()
+        if stopped:
+            self.progress(f"every process stopped in {time.monotonic() - start:.1f} s")
 
     def wait_for(self, what: str, ready: Callable[[], bool], timeout: float = START_TIMEOUT) -> None:
         """Polls `ready`; fails with the processes that died and where their logs are."""

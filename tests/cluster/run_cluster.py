@@ -35,8 +35,10 @@ def main() -> int:
 
 
 def up_until_stopped(args) -> int:
-    # SIGTERM tears down like Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C (even when started with SIGINT ignored, as a shell's background job is), SIGTERM
+    # and a closed terminal (SIGHUP) all tear down.
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, signal.default_int_handler)
     progress = lambda line: print(f"cluster: {line}", flush=True)  # noqa: E731
     try:
         with cluster.running(args.folder, args.bin_dir, args.kwok_module, NAMESPACE, progress) as running:
