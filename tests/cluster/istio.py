@@ -57,9 +57,11 @@ def install(cluster: ControlPlane) -> None:
     docs = [doc for doc in yaml.safe_load_all(rendered) if doc]
     # The CRDs first, established, so the rest (which may use them) finds them.
     crds = [doc for doc in docs if doc["kind"] == "CustomResourceDefinition"]
-    cluster.apply(yaml.safe_dump_all(crds))
+    applied = [cluster.apply(yaml.safe_dump_all(crds))]
     cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-    cluster.apply(yaml.safe_dump_all([doc for doc in docs if doc["kind"] != "CustomResourceDefinition"]))
+    applied.append(cluster.apply(yaml.safe_dump_all([doc for doc in docs if doc["kind"] != "CustomResourceDefinition"])))
+    # What the server said of the install (its warnings, if any), beside the render.
+    (cluster.folder / "istio-install.stderr").write_text("".join(a.stderr for a in applied))
     # What `istioctl install` does beyond the render when no Istio was there before: it sets
     # the `default` revision tag, whose webhooks validate (istiod-default-validator) and inject
     # for objects without an `istio.io/rev` label, such as the bookshop's, and it deactivates
