@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 import cluster
 import failure_logs
 from controlplane import ControlPlane
-from outside_tools import required_dir
+from outside_tools import REPO_ROOT, required_dir
 
 @dataclass
 class Overlay:
@@ -25,6 +26,12 @@ class Overlay:
     @property
     def name(self) -> str:
         return self.applied.overlay
+
+
+def rendered(overlay: Overlay) -> list[dict]:
+    """The overlay as the README's command renders it, with our kubectl."""
+    text = overlay.cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay.name).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 @pytest.fixture(scope="session")

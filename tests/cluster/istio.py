@@ -19,6 +19,7 @@ import subprocess
 import urllib.request
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from controlplane import ControlPlane
 from outside_tools import REPO_ROOT
@@ -119,6 +120,15 @@ def debug(path: str) -> object:
     """One of istiod's debug endpoints (on its monitoring port), as JSON."""
     with urllib.request.urlopen(f"{MONITORING}/debug/{path}", timeout=30) as response:
         return json.load(response)
+
+
+def metrics(name: str) -> list:
+    """The samples of one of istiod's metrics (on its monitoring port); a counter's by its name
+    without the `_total` the text format adds."""
+    with urllib.request.urlopen(f"{MONITORING}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    return [sample for family in text_string_to_metric_families(text) if family.name == name
+            for sample in family.samples if sample.name in (name, f"{name}_total")]
 
 
 def mesh_config(cluster: ControlPlane) -> dict:

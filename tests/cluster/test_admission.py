@@ -9,16 +9,9 @@ import copy
 
 import yaml
 
-from conftest import Overlay
-from outside_tools import REPO_ROOT
+from conftest import Overlay, rendered
 
 NAMESPACE = "bookshop"
-
-
-def rendered(overlay: Overlay) -> list[dict]:
-    """The overlay as the README's command renders it, with our kubectl."""
-    text = overlay.cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay.name).stdout
-    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
