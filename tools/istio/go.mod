@@ -1,5 +1,7 @@
 // istioctl (and Istio's CRDs, analyzers and metric names, read from this module's source) for
-// the mesh checks, pinned to one istio.io/istio commit; `cargo xtask test` builds it.
+// the mesh checks, pinned to one istio.io/istio commit; and, sharing its k8s.io/* libraries, the
+// local control plane of tests/cluster: Kubernetes 1.36.1, etcd (./etcd), kwok and istiod
+// (docs/cluster.md). `cargo xtask test` builds them.
 module bookshop/tools/istio
 
 go 1.26.0
