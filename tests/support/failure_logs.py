@@ -18,5 +18,10 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
     if report.when == "call" and report.failed:
         tmp = item.funcargs.get("tmp_path")
         if tmp is not None:
-            for log in sorted(Path(tmp).glob("logs/*.log")):
-                report.sections.append((f"log {log.name}", log.read_text(errors="replace")[-TAIL_CHARS:]))
+            attach(report, Path(tmp) / "logs")
+
+
+def attach(report: Any, logs: Path) -> None:
+    """Appends the tail of each log in `logs` to a test's report."""
+    for log in sorted(logs.glob("*.log")):
+        report.sections.append((f"log {log.name}", log.read_text(errors="replace")[-TAIL_CHARS:]))

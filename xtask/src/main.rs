@@ -3,10 +3,12 @@
 //! `cargo xtask mutants` checks that the tests catch changes to the code `.cargo/mutants.toml` names,
 //! `cargo xtask bench` measures both services against bare tonic and axum,
 //! `cargo xtask soak` holds a fixed request rate and watches memory and file descriptors,
-//! `cargo xtask mesh` runs the Istio policies in real Envoys on loopback.
+//! `cargo xtask mesh` runs the Istio policies in real Envoys on loopback,
+//! `cargo xtask cluster` runs a Kubernetes control plane with istiod and applies the overlays.
 
 mod bench;
 mod benchmarks;
+mod cluster;
 mod dev;
 mod fuzz;
 mod mesh;
@@ -42,6 +44,8 @@ enum Command {
     Soak(soak::SoakArgs),
     /// Translate `istio/` with Istio's own code and prove it in real Envoys on loopback.
     Mesh(mesh::MeshArgs),
+    /// A Kubernetes control plane with istiod in a network namespace, until Ctrl-C; `apply OVERLAY` deploys to it.
+    Cluster(cluster::ClusterArgs),
     /// Print the workspace root xtask works on (the one around the current directory).
     #[command(hide = true)]
     Where,
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Soak(args) => soak::run(args),
         Command::Mesh(args) => mesh::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Where => {
             println!("{}", root.display());
             Ok(())

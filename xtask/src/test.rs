@@ -44,6 +44,8 @@ enum Step {
     Observability,
     /// the page in a headless Chromium at phone and desktop widths (tests/ui)
     Ui,
+    /// each overlay applied to a real control plane with istiod (tests/cluster)
+    Cluster,
     /// a short `cargo xtask bench`, so the command cannot rot
     Bench,
     /// a short `cargo xtask soak`
@@ -70,6 +72,7 @@ impl Step {
             Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
             Step::Fuzz => crate::fuzz::TOOLS.to_vec(),
             Step::Mesh => crate::mesh::TOOLS.to_vec(),
+            Step::Cluster => crate::cluster::TOOLS.to_vec(),
             // istioctl and mesh-xds: the recommendations cluster is Istio's own translation.
             Step::Reliability => vec![Tool::Python, Tool::Istioctl],
             Step::Bench => crate::bench::TOOLS.to_vec(),
@@ -142,6 +145,7 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::Fuzz => crate::fuzz::test(tools, target_dir),
         Step::Bench => crate::bench::test(tools, target_dir),
         Step::Soak => crate::soak::test(tools, target_dir),
+        Step::Cluster => crate::cluster::test(tools, target_dir),
         Step::Deploy | Step::Mesh | Step::Reliability | Step::Observability | Step::Ui => {
             let suite = step.suite().expect("a pytest step");
             workspace::run(workspace::cargo().args(["build", "--locked", "--bins"]))?;

@@ -15,12 +15,13 @@ use std::{
 /// buf, for `buf lint` and `buf breaking` on the proto contract.
 const BUF: &str = "@bufbuild/buf@1.75.0";
 /// The Python requirement files, one per test suite; one venv serves all.
-const PYTHON_REQUIREMENTS: [&str; 6] = [
+const PYTHON_REQUIREMENTS: [&str; 7] = [
     "tests/deploy/requirements.txt",
     "tests/observability/requirements.txt",
     "tests/ui/requirements.txt",
     "tests/mesh/requirements.txt",
     "tests/reliability/requirements.txt",
+    "tests/cluster/requirements.txt",
     "bench/requirements.txt",
 ];
 /// The Go modules (under `tools/`) that pin the upstream tools the tests build.
@@ -38,6 +39,9 @@ pub enum Tool {
     Istioctl,
     /// Jaeger v2 (all-in-one), built from the pinned Go module.
     Jaeger,
+    /// A Kubernetes control plane (etcd, kube-apiserver, -controller-manager, -scheduler,
+    /// kubectl, kwok) and istiod, from the module that pins istioctl.
+    Cluster,
     /// A Debian package, by the command that shows it is there.
     Debian {
         command: &'static str,
@@ -80,6 +84,24 @@ fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static s
             "jaeger",
             &[("jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger")],
         ),
+        Tool::Cluster => (
+            "istio",
+            &[
+                ("etcd", "./etcd"),
+                ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+                (
+                    "kube-controller-manager",
+                    "k8s.io/kubernetes/cmd/kube-controller-manager",
+                ),
+                ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+                ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+                ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
+                (
+                    "pilot-discovery",
+                    "istio.io/istio/pilot/cmd/pilot-discovery",
+                ),
+            ],
+        ),
         _ => unreachable!("only Go tools are built"),
     }
 }
@@ -104,7 +126,7 @@ impl Tools {
             match *tool {
                 Tool::Python => self.install_python()?,
                 Tool::Buf => self.install_buf()?,
-                Tool::Istioctl | Tool::Jaeger => self.build_go_tool(*tool)?,
+                Tool::Istioctl | Tool::Jaeger | Tool::Cluster => self.build_go_tool(*tool)?,
                 Tool::Debian { command, package } => install_debian(command, package)?,
                 Tool::Cargo { name, version } => self.install_cargo(name, version)?,
             }
@@ -238,22 +260,49 @@ impl Tools {
     }
 
     /// Builds a Go tool's programs unless they were built from the current
-    /// sources of their module.
+    /// sources of their module: in one `go build`, so they share compiled
+    /// packages, without debug information (nothing here debugs them).
     fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
         let (module, programs) = go_programs(tool);
         let sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
-        for (name, package) in programs {
-            let binary = self.dir.join("bin").join(name);
-            let stamp = self.dir.join("bin").join(format!("{name}.built-from"));
-            stamped(&stamp, &sources, || {
-                eprintln!(
-                    "xtask: building {name} from {GO_TOOLS}/{module} (the first build takes several minutes)"
-                );
-                let build = ["build", "-trimpath", "-o"];
-                workspace::run(self.go(module)?.args(build).arg(&binary).arg(package))
-            })?;
-        }
-        Ok(())
+        let (first, _) = programs[0];
+        let stamp = self.dir.join("bin").join(format!("{first}.built-from"));
+        stamped(&stamp, &sources, || {
+            let names: Vec<&str> = programs.iter().map(|(name, _)| *name).collect();
+            eprintln!(
+                "xtask: building {} from {GO_TOOLS}/{module} (the first build takes many minutes)",
+                names.join(", ")
+            );
+            // With several packages, -o names a folder, and each binary is named after its package.
+            let out = format!("{}/", self.dir.join("bin").display());
+            let ldflags = format!("-s -w{}", self.kubernetes_version_flags(module));
+            let mut go = self.go(module)?;
+            go.args(["build", "-trimpath", "-ldflags", &ldflags, "-o", &out]);
+            workspace::run(go.args(programs.iter().map(|(_, package)| *package)))
+        })
+    }
+
+    /// `-X` flags that stamp the Kubernetes release the module pins into the binaries (a plain
+    /// build says v0.0.0, and kubectl and istiod check the server's version); none for a module
+    /// without k8s.io/kubernetes.
+    fn kubernetes_version_flags(&self, module: &str) -> String {
+        let list = ["list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"];
+        let Some(version) = self
+            .go(module)
+            .ok()
+            .and_then(|mut go| workspace::stdout(go.args(list)).ok())
+        else {
+            return String::new();
+        };
+        let minor = version.split('.').nth(1).unwrap_or_default();
+        ["k8s.io/component-base/version", "k8s.io/client-go/pkg/version"]
+            .iter()
+            .map(|package| {
+                format!(
+                    " -X {package}.gitVersion={version} -X {package}.gitMajor=1 -X {package}.gitMinor={minor} -X {package}.gitTreeState=clean"
+                )
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,167 @@
+"""The whole local cluster, as `cargo xtask cluster` and the tests use it: a network namespace
+of its own, the control plane in it, Istio installed with istiod serving its webhooks; then an
+overlay applied with the README's command, literally, and its Deployments rolled out."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+import certs
+import istio
+import netns
+from controlplane import Client, ControlPlane
+from outside_tools import REPO_ROOT
+
+OVERLAYS = ("dev", "prod", "dev-faults")
+# The README's deploy command (its "Look, then apply" step), with the overlay's name in it.
+README_APPLY = "kubectl kustomize kustomize/overlays/{overlay} | kubectl apply -f -"
+ROLLOUT_TIMEOUT = "120s"
+
+
+@contextmanager
+def running(folder: Path, bin_dir: Path, kwok_module: Path, namespace: str,
+            progress: Callable[[str], None] = print, install: list | None = None) -> Iterator[ControlPlane]:
+    """The cluster in `folder` with Istio installed from `install` (default: the developer
+    install), up until the block ends (Ctrl-C included), then torn down: every process
+    stopped, the network namespace gone."""
+    # A fresh cluster: nothing of a previous one's (etcd's data above all).
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    progress = _also_logged(progress, folder / "progress.log")
+    start = time.monotonic()
+    try:
+        with netns.namespace(namespace):
+            progress(f"network namespace {namespace}: API server {netns.API_IP}, pods {netns.POD_RANGE}")
+            stages = folder / "kwok-stages.yaml"
+            # kwok's own "fast" stages: nodes Ready with heartbeats, pods Running and Ready at once.
+            stages.write_text(_run([str(bin_dir / "kubectl"), "kustomize",
+                                    str(kwok_module / "kustomize/stage/fast")]).stdout)
+            with ControlPlane(folder, bin_dir, stages, progress) as cluster:
+                progress(f"control plane up in {time.monotonic() - start:.1f} s; KUBECONFIG={cluster.kubeconfig}")
+                istio.install(cluster, install or istio.install_files(None))
+                progress(f"Istio installed in {time.monotonic() - start:.1f} s since the start")
+                yield cluster
+    finally:
+        progress(f"network namespace {namespace} removed")
+
+
+@dataclass
+class Applied:
+    """What applying an overlay gave: the command's output and the rollouts' failures."""
+    overlay: str
+    returncode: int
+    stdout: str
+    stderr: str
+    rollout_failures: list[str]
+    seconds: float
+
+
+def apply(cluster: Client, overlay: str) -> Applied:
+    """Runs the README's command for `overlay` through bash, with our kubectl first on PATH;
+    keeps its output under the cluster's folder; then waits for every Deployment to roll out."""
+    start = time.monotonic()
+    provide_tls_secrets(cluster, overlay)
+    provide_collector(cluster, overlay)
+    command = README_APPLY.format(overlay=overlay)
+    cluster.progress(f"$ {command}")
+    # pipefail: a failed render is a failure, not an empty apply.
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", command], cwd=REPO_ROOT,
+                            env=cluster.env(), capture_output=True, text=True, timeout=300)
+    for stream in ("stdout", "stderr"):
+        (cluster.folder / f"apply-{overlay}.{stream}").write_text(getattr(result, stream))
+    failures = rollout(cluster) if result.returncode == 0 else []
+    seconds = time.monotonic() - start
+    cluster.progress(f"{overlay} applied (exit {result.returncode}) and rolled out "
+                     f"({len(failures)} failures) in {seconds:.1f} s")
+    return Applied(overlay, result.returncode, result.stdout, result.stderr, failures, seconds)
+
+
+def _scaled_to_minimum(cluster: Client, timeout: float = 90) -> list[tuple[str, str]]:
+    """The HPAs whose target has fewer replicas than their minimum after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        short = []
+        for hpa in cluster.get("hpa", "-A")["items"]:
+            spec, status = hpa["spec"], hpa.get("status", {})
+            if status.get("currentReplicas", 0) < spec.get("minReplicas", 1):
+                short.append((f"{hpa['metadata']['namespace']}/{hpa['metadata']['name']}", str(status)))
+        if not short or time.monotonic() > deadline:
+            return short
+        time.sleep(1)
+
+
+def provide_tls_secrets(cluster: Client, overlay: str) -> None:
+    """The TLS Secrets the overlay's Gateways name (`credentialName`), which the platform
+    provides (cert-manager or its CA), made here with a throwaway certificate for the host."""
+    rendered = cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay).stdout
+    for gateway in (d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Gateway"):
+        for server in gateway["spec"]["servers"]:
+            secret = server.get("tls", {}).get("credentialName")
+            if secret and cluster.kubectl("get", "secret", secret, "-n", istio.NAMESPACE, check=False).returncode:
+                cert, key = certs.self_signed(server["hosts"][0])
+                folder = cluster.folder / "tls"
+                folder.mkdir(exist_ok=True)
+                (folder / "tls.crt").write_bytes(cert)
+                (folder / "tls.key").write_bytes(key)
+                cluster.kubectl("create", "secret", "tls", secret, "-n", istio.NAMESPACE,
+                                "--cert", folder / "tls.crt", "--key", folder / "tls.key")
+                cluster.progress(f"made the TLS Secret {istio.NAMESPACE}/{secret} the platform provides")
+
+
+def provide_collector(cluster: Client, overlay: str) -> None:
+    """The trace collector the mesh's `otel` provider and the apps send to, when the overlay does
+    not deploy it (prod: docs/mesh.md, "What the cluster must provide"): a Service at that name,
+    as a platform's collector would have, with no pods behind it (nothing here reads spans)."""
+    providers = istio.mesh_config(cluster).get("extensionProviders", [])
+    host = next(p["opentelemetry"] for p in providers if p["name"] == "otel")
+    name, namespace = host["service"].split(".")[:2]
+    rendered = cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay).stdout
+    if any(d and d["kind"] == "Service" and d["metadata"]["name"] == name
+           and d["metadata"].get("namespace") == namespace for d in yaml.safe_load_all(rendered)):
+        return
+    if cluster.kubectl("get", "namespace", namespace, check=False).returncode:
+        cluster.kubectl("create", "namespace", namespace)
+    if cluster.kubectl("get", "service", name, "-n", namespace, check=False).returncode:
+        cluster.kubectl("create", "service", "clusterip", name, "-n", namespace,
+                        f"--tcp={host['port']}:{host['port']}")
+        cluster.progress(f"made the Service {namespace}/{name} of the collector the platform provides")
+
+
+def rollout(cluster: Client) -> list[str]:
+    """`kubectl rollout status` of every Deployment, once each HPA has brought its target up to
+    `minReplicas` (prod's Deployments leave their replica count to the HPA, so they start at one
+    pod and the HPA scales them on its next sync); the ones that did not, with why."""
+    failures = [f"HPA {name}: {status}" for name, status in _scaled_to_minimum(cluster)]
+    listed = cluster.kubectl("get", "deployments", "-A", "-o",
+                             "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{'\\n'}{end}")
+    for line in listed.stdout.split():
+        namespace, name = line.split("/")
+        status = cluster.kubectl("rollout", "status", f"deployment/{name}", "-n", namespace,
+                                 f"--timeout={ROLLOUT_TIMEOUT}", check=False)
+        if status.returncode != 0:
+            failures.append(f"{line}: {status.stdout.strip()} {status.stderr.strip()}")
+    return failures
+
+
+def _also_logged(progress: Callable[[str], None], log: Path) -> Callable[[str], None]:
+    """`progress`, each line also kept in `log` with the seconds since the start (the budgets'
+    measurements, kept beside the cluster's other outputs)."""
+    start = time.monotonic()
+
+    def both(line: str) -> None:
+        with log.open("a") as file:
+            file.write(f"{time.monotonic() - start:7.1f} s  {line}\n")
+        progress(line)
+    return both
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, check=True, capture_output=True, text=True)

@@ -1,0 +1,71 @@
+"""One fresh cluster per overlay (pytest groups the tests by overlay, so each comes up once),
+the overlay applied to it with the README's command; and the logs of its processes attached to
+a failing test's report."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+import cluster
+import istio
+import failure_logs
+from controlplane import ControlPlane
+from outside_tools import REPO_ROOT, required_dir
+
+@dataclass
+class Overlay:
+    """An overlay applied to its own cluster."""
+    cluster: ControlPlane
+    applied: cluster.Applied
+
+    @property
+    def name(self) -> str:
+        return self.applied.overlay
+
+
+def rendered(overlay: Overlay) -> list[dict]:
+    """The overlay as the README's command renders it, with our kubectl."""
+    text = overlay.cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay.name).stdout
+    return [doc for doc in yaml.safe_load_all(text) if doc]
+
+
+@pytest.fixture(scope="session")
+def tools_bin() -> Path:
+    return required_dir("BOOKSHOP_TOOLS_BIN", "the Go tools built from tools/istio (cargo xtask test cluster builds them)")
+
+
+@pytest.fixture(scope="session")
+def kwok_module() -> Path:
+    return required_dir("BOOKSHOP_KWOK_MODULE", "the source of the sigs.k8s.io/kwok module tools/istio/go.mod pins")
+
+
+@pytest.fixture(scope="session")
+def outputs() -> Path:
+    """Where each cluster keeps its files (kubeconfig, logs, the apply's output)."""
+    root = os.environ.get("BOOKSHOP_ARTIFACTS_DIR")
+    return Path(root) / "cluster" if root else Path.cwd() / "target" / "cluster"
+
+
+@pytest.fixture(scope="session", params=cluster.OVERLAYS)
+def overlay(request, tools_bin: Path, kwok_module: Path, outputs: Path) -> Iterator[Overlay]:
+    name = request.param
+    progress = lambda line: print(f"\ncluster[{name}]: {line}", flush=True)  # noqa: E731
+    with cluster.running(outputs / name, tools_bin, kwok_module, f"bookshop-test-{os.getpid()}",
+                         progress, istio.install_files(name)) as running:
+        yield Overlay(running, cluster.apply(running, name))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On failure, the tails of the cluster's process logs."""
+    outcome = yield
+    report = outcome.get_result()
+    applied = item.funcargs.get("overlay")
+    if report.when == "call" and report.failed and isinstance(applied, Overlay):
+        failure_logs.attach(report, applied.cluster.logs)

@@ -1,0 +1,79 @@
+//! `cargo xtask cluster`: a Kubernetes control plane with istiod on this machine, in a network
+//! namespace of its own, until Ctrl-C; `cargo xtask cluster apply OVERLAY` runs the README's
+//! deploy command against it. The work is tests/cluster (Python); this builds the binaries
+//! and hands over.
+
+use crate::{
+    tools::{Tool, Tools},
+    workspace,
+};
+use clap::{Args, Subcommand};
+use std::{os::unix::process::CommandExt, path::Path, process::Command};
+
+/// The venv, istioctl (it renders the Istio install) and the control plane's binaries.
+pub const TOOLS: &[Tool] = &[Tool::Python, Tool::Istioctl, Tool::Cluster];
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    command: Option<ClusterCommand>,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// `kubectl kustomize kustomize/overlays/OVERLAY | kubectl apply -f -` against the running
+    /// cluster, then wait for every Deployment to roll out.
+    Apply {
+        /// dev, prod or dev-faults
+        overlay: String,
+    },
+}
+
+pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
+    let target_dir = workspace::target_dir()?;
+    let tools = Tools::new(&target_dir);
+    tools.ensure(TOOLS)?;
+    let mut script = script(&tools, &target_dir)?;
+    match args.command {
+        Some(ClusterCommand::Apply { overlay }) => workspace::run(script.args(["apply", &overlay])),
+        None => {
+            script
+                .arg("up")
+                .arg("--kwok-module")
+                .arg(tools.go_module("istio", "sigs.k8s.io/kwok")?);
+            // Python in xtask's place: a terminal's Ctrl-C reaches it alone, and it tears the
+            // cluster down before the prompt comes back.
+            Err(script.exec().into())
+        }
+    }
+}
+
+/// The `cluster` step of `cargo xtask test`: tests/cluster, one fresh cluster per overlay.
+pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
+    workspace::run(
+        tools
+            .command("python")?
+            .args(["-m", "pytest", "tests/cluster", "-q"])
+            .env("BOOKSHOP_TOOLS_BIN", tools_bin(target_dir))
+            .env(
+                "BOOKSHOP_KWOK_MODULE",
+                tools.go_module("istio", "sigs.k8s.io/kwok")?,
+            )
+            .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts")),
+    )
+}
+
+fn script(tools: &Tools, target_dir: &Path) -> anyhow::Result<Command> {
+    let mut script = tools.command("python")?;
+    script
+        .arg("tests/cluster/run_cluster.py")
+        .arg("--bin-dir")
+        .arg(tools_bin(target_dir))
+        .arg("--folder")
+        .arg(target_dir.join("cluster"));
+    Ok(script)
+}
+
+fn tools_bin(target_dir: &Path) -> std::path::PathBuf {
+    target_dir.join("tools").join("bin")
+}
