@@ -127,12 +127,15 @@ def provide_collector(cluster: Client, overlay: str) -> None:
     if any(d and d["kind"] == "Service" and d["metadata"]["name"] == name
            and d["metadata"].get("namespace") == namespace for d in yaml.safe_load_all(rendered)):
         return
-    if cluster.kubectl("get", "namespace", namespace, check=False).returncode:
-        cluster.kubectl("create", "namespace", namespace)
-    if cluster.kubectl("get", "service", name, "-n", namespace, check=False).returncode:
-        cluster.kubectl("create", "service", "clusterip", name, "-n", namespace,
-                        f"--tcp={host['port']}:{host['port']}")
-        cluster.progress(f"made the Service {namespace}/{name} of the collector the platform provides")
+    # Outside the mesh, as the repository's own observability namespace; the port named for
+    # its protocol, as Istio asks (IST0118).
+    cluster.apply(yaml.safe_dump_all([
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": namespace, "labels": {"istio-injection": "disabled"}}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"ports": [{"name": "grpc-otlp", "port": host["port"]}]}},
+    ]))
+    cluster.progress(f"made the Service {namespace}/{name} of the collector the platform provides")
 
 
 def rollout(cluster: Client) -> list[str]:
