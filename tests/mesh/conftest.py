@@ -7,10 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+import failure_logs
 from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
 from loopback_mesh import LoopbackMesh
-
-LOG_TAIL = 3000
 
 
 @pytest.fixture(scope="session")
@@ -26,5 +25,4 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     running = item.funcargs.get("mesh")
     if report.when == "call" and report.failed and isinstance(running, LoopbackMesh):
-        for log in sorted(running.logs.glob("*.log")):
-            report.sections.append((f"log {log.name}", log.read_text(errors="replace")[-LOG_TAIL:]))
+        failure_logs.attach(report, running.logs)
