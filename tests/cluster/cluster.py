@@ -68,8 +68,11 @@ def apply(cluster: Client, overlay: str) -> Applied:
     """Runs the README's command for `overlay` through bash, with our kubectl first on PATH;
     keeps its output under the cluster's folder; then waits for every Deployment to roll out."""
     start = time.monotonic()
-    provide_tls_secrets(cluster, overlay)
-    provide_collector(cluster, overlay)
+    # What the platform provides, for the objects the overlay renders.
+    rendered = cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay).stdout
+    docs = [d for d in yaml.safe_load_all(rendered) if d]
+    provide_tls_secrets(cluster, docs)
+    provide_collector(cluster, docs)
     command = README_APPLY.format(overlay=overlay)
     cluster.progress(f"$ {command}")
     # pipefail: a failed render is a failure, not an empty apply.
@@ -98,11 +101,10 @@ def _scaled_to_minimum(cluster: Client, timeout: float = 90) -> list[tuple[str, 
         time.sleep(1)
 
 
-def provide_tls_secrets(cluster: Client, overlay: str) -> None:
+def provide_tls_secrets(cluster: Client, docs: list[dict]) -> None:
     """The TLS Secrets the overlay's Gateways name (`credentialName`), which the platform
     provides (cert-manager or its CA), made here with a throwaway certificate for the host."""
-    rendered = cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay).stdout
-    for gateway in (d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Gateway"):
+    for gateway in (d for d in docs if d["kind"] == "Gateway"):
         for server in gateway["spec"]["servers"]:
             secret = server.get("tls", {}).get("credentialName")
             if secret and cluster.kubectl("get", "secret", secret, "-n", istio.NAMESPACE, check=False).returncode:
@@ -116,16 +118,15 @@ def provide_tls_secrets(cluster: Client, overlay: str) -> None:
                 cluster.progress(f"made the TLS Secret {istio.NAMESPACE}/{secret} the platform provides")
 
 
-def provide_collector(cluster: Client, overlay: str) -> None:
+def provide_collector(cluster: Client, docs: list[dict]) -> None:
     """The trace collector the mesh's `otel` provider and the apps send to, when the overlay does
     not deploy it (prod: docs/mesh.md, "What the cluster must provide"): a Service at that name,
     as a platform's collector would have, with no pods behind it (nothing here reads spans)."""
     providers = istio.mesh_config(cluster).get("extensionProviders", [])
     host = next(p["opentelemetry"] for p in providers if p["name"] == "otel")
     name, namespace = host["service"].split(".")[:2]
-    rendered = cluster.kubectl("kustomize", REPO_ROOT / "kustomize/overlays" / overlay).stdout
-    if any(d and d["kind"] == "Service" and d["metadata"]["name"] == name
-           and d["metadata"].get("namespace") == namespace for d in yaml.safe_load_all(rendered)):
+    if any(d["kind"] == "Service" and d["metadata"]["name"] == name
+           and d["metadata"].get("namespace") == namespace for d in docs):
         return
     # Outside the mesh, as the repository's own observability namespace; the port named for
     # its protocol, as Istio asks (IST0118).
