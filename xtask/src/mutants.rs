@@ -3,7 +3,7 @@
 //! survivor. The result goes to docs/mutants.md.
 
 use crate::{
-    procfs,
+    measure,
     tools::{Tool, Tools},
     workspace,
 };
@@ -43,7 +43,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
         .into_iter()
         .chain(args.more);
     let command = command.collect::<Vec<_>>().join(" ");
-    match report(&results, &config, &procfs::utc_minute()?, &command) {
+    match report(&results, &config, &measure::utc_minute()?, &command) {
         Ok(report) => {
             fs::write(&document, report)?;
             eprintln!("xtask: result in {}", document.display());
@@ -66,7 +66,7 @@ fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Re
          Written by `{command}` ({date} UTC, cargo-mutants {}, {}) over the files \
          `.cargo/mutants.toml` names: {} mutants, {} caught, {} missed, {} timeouts, {} unviable.\n",
         outcome["cargo_mutants_version"].as_str().unwrap_or("?"),
-        procfs::machine(),
+        measure::machine(),
         count("total_mutants"),
         count("caught"),
         count("missed"),

@@ -1,12 +1,12 @@
 //! The soak's measurement: its verdict, its table, and its row in
 //! BENCHMARKS.md's "Soak" section (the last runs, newest first).
 
-use super::load::Counts;
-use crate::{benchmarks, procfs};
+use super::{FD_TOLERANCE, MAX_RSS_GROWTH, load::Counts};
+use crate::{benchmarks, measure};
 use std::{fmt, path::Path, time::Duration};
 
 /// A service's resident memory and open file descriptors at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub rss_kib: u64,
     pub fds: usize,
@@ -30,29 +30,25 @@ pub struct Measured {
     pub counts: Counts,
     /// The marketplace's own count of degraded pages.
     pub fallbacks: f64,
-    pub marketplace: (Usage, Usage),
-    pub recommendations: (Usage, Usage),
-    pub max_rss_growth: f64,
-    pub fd_tolerance: i64,
+    /// (service, after warm-up, at the end), the marketplace first.
+    pub usage: [(&'static str, Usage, Usage); 2],
+}
+
+/// Relative growth of resident memory from `start` to `end`.
+fn growth(start: Usage, end: Usage) -> f64 {
+    (end.rss_kib as f64 - start.rss_kib as f64) / start.rss_kib.max(1) as f64
 }
 
 impl Measured {
-    fn services(&self) -> [(&'static str, (Usage, Usage)); 2] {
-        [
-            ("marketplace", self.marketplace),
-            ("recommendations", self.recommendations),
-        ]
-    }
-
     /// Every way the run fell short, in words; none for a pass.
     pub fn failures(&self) -> Vec<String> {
         let counts = &self.counts;
         let mut failures = Vec::new();
         if counts.errors > 0 {
+            let first = counts.first_errors.join("; ");
             failures.push(format!(
-                "{} failed page loads, first: {}",
-                counts.errors,
-                counts.first_errors.join("; ")
+                "{} failed page loads, first: {first}",
+                counts.errors
             ));
         }
         if counts.degraded > 0 || self.fallbacks > 0.0 {
@@ -68,22 +64,21 @@ impl Measured {
                 super::load::MAX_IN_FLIGHT
             ));
         }
-        for (name, (start, end)) in self.services() {
-            let growth = growth(start.rss_kib, end.rss_kib);
-            if growth >= self.max_rss_growth {
+        for (name, start, end) in self.usage {
+            let growth = growth(start, end);
+            if growth >= MAX_RSS_GROWTH {
                 failures.push(format!(
                     "{name}: resident memory grew {:.1}% after warm-up ({} to {}), {:.0}% allowed",
                     growth * 100.0,
                     mib(start.rss_kib),
                     mib(end.rss_kib),
-                    self.max_rss_growth * 100.0
+                    MAX_RSS_GROWTH * 100.0
                 ));
             }
-            let fds = end.fds as i64 - start.fds as i64;
-            if fds.abs() > self.fd_tolerance {
+            if (end.fds as i64 - start.fds as i64).abs() > FD_TOLERANCE {
                 failures.push(format!(
-                    "{name}: open file descriptors went from {} to {} (±{} allowed)",
-                    start.fds, end.fds, self.fd_tolerance
+                    "{name}: open file descriptors went from {} to {} (±{FD_TOLERANCE} allowed)",
+                    start.fds, end.fds
                 ));
             }
         }
@@ -115,10 +110,9 @@ impl Measured {
             "soak: {seconds} s at {rate} pages/s: {sent} sent, {answered} answered, {errors} errors, {degraded} degraded ({fallbacks} counted by the marketplace), {skipped} ticks skipped; latency p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, max {max_ms:.1} ms\n\n"
         );
         table += "| service | RSS after warm-up | RSS at end | growth | fds after warm-up | fds at end |\n|---|--:|--:|--:|--:|--:|\n";
-        for (name, (start, end)) in self.services() {
-            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
-            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
-            let (fds, fds_end) = (start.fds, end.fds);
+        for (name, start, end) in self.usage {
+            let (from, to, growth) = (mib(start.rss_kib), mib(end.rss_kib), growth(start, end));
+            let (fds, fds_end, growth) = (start.fds, end.fds, growth * 100.0);
             table += &format!("| {name} | {from} | {to} | {growth:+.1}% | {fds} | {fds_end} |\n");
         }
         table += &match self.failures().as_slice() {
@@ -138,15 +132,14 @@ impl Measured {
             p99_ms,
             ..
         } = &self.counts;
-        let usage = |(start, end): (Usage, Usage)| {
-            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
-            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
+        let [marketplace, recommendations] = self.usage.map(|(_, start, end)| {
+            let (from, to, growth) = (mib(start.rss_kib), mib(end.rss_kib), growth(start, end));
+            let growth = growth * 100.0;
             format!(
                 "{from} → {to} ({growth:+.1}%), {} → {} fds",
                 start.fds, end.fds
             )
-        };
-        let (marketplace, recommendations) = (usage(self.marketplace), usage(self.recommendations));
+        });
         let result = if self.failures().is_empty() {
             "pass"
         } else {
@@ -159,14 +152,10 @@ impl Measured {
     }
 }
 
-/// Relative growth from `start` to `end`.
-fn growth(start: u64, end: u64) -> f64 {
-    (end as f64 - start as f64) / start.max(1) as f64
-}
-
 /// How many runs the table keeps.
 const ROWS_KEPT: usize = 10;
 
+/// The section's text when BENCHMARKS.md has none yet.
 const SECTION: &str = "## Soak
 
 `cargo xtask soak --duration 60s` (`--rate`, default 200 pages/s) builds the release binaries,
@@ -184,7 +173,7 @@ const HEADER: &str = "| date (UTC) | machine | duration | rate | requests | erro
 
 /// Adds this run's row to the soak table of `document` (created if missing).
 pub fn record(document: &Path, measured: &Measured) -> anyhow::Result<()> {
-    let row = measured.row(&procfs::utc_minute()?, &procfs::machine());
+    let row = measured.row(&measure::utc_minute()?, &measure::machine());
     benchmarks::update(document, "soak", SECTION, |old| table(old, &row))
 }
 
@@ -216,10 +205,10 @@ mod tests {
                 ..Counts::default()
             },
             fallbacks: 0.0,
-            marketplace: (start, marketplace_end),
-            recommendations: (start, start),
-            max_rss_growth: 0.10,
-            fd_tolerance: 8,
+            usage: [
+                ("marketplace", start, marketplace_end),
+                ("recommendations", start, start),
+            ],
         }
     }
 
