@@ -79,26 +79,13 @@ impl Step {
             Step::Soak => crate::soak::TOOLS.to_vec(),
         }
     }
-
-    /// The pytest suite of a step that runs one.
-    fn suite(self) -> Option<&'static str> {
-        match self {
-            Step::Deploy => Some("tests/deploy"),
-            Step::Observability => Some("tests/observability"),
-            Step::Ui => Some("tests/ui"),
-            Step::Mesh => Some("tests/mesh"),
-            Step::Reliability => Some("tests/reliability"),
-            _ => None,
-        }
-    }
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
-    let steps = if args.steps.is_empty() {
-        Step::value_variants().to_vec()
-    } else {
-        args.steps
-    };
+    let mut steps = args.steps;
+    if steps.is_empty() {
+        steps = Step::value_variants().to_vec();
+    }
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     let mut timings = Vec::new();
@@ -132,14 +119,10 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
         Step::Cargo => {
-            workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"]))?;
+            let test = ["test", "--workspace", "--locked"];
+            workspace::run(workspace::cargo().args(test))?;
             // Each criterion benchmark once, unoptimised: it still runs.
-            workspace::run(workspace::cargo().args([
-                "test",
-                "--workspace",
-                "--locked",
-                "--benches",
-            ]))
+            workspace::run(workspace::cargo().args(test).arg("--benches"))
         }
         Step::Release => workspace::build_release(),
         Step::Fuzz => crate::fuzz::test(tools, target_dir),
@@ -147,33 +130,28 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::Soak => crate::soak::test(tools, target_dir),
         Step::Cluster => crate::cluster::test(tools, target_dir),
         Step::Deploy | Step::Mesh | Step::Reliability | Step::Observability | Step::Ui => {
-            let suite = step.suite().expect("a pytest step");
+            // Each of these runs the pytest suite of its name.
+            let suite = format!("tests/{step:?}").to_lowercase();
             workspace::run(workspace::cargo().args(["build", "--locked", "--bins"]))?;
             let mut pytest = tools.command("python")?;
             pytest
-                .args(["-m", "pytest", suite, "-q"])
+                .args(["-m", "pytest", &suite, "-q"])
                 .env("BOOKSHOP_BIN_DIR", target_dir.join("debug"))
                 .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts"));
             if step.tools().contains(&Tool::Istioctl) {
                 // Istio's CRDs and metric names, at the version istioctl is built from.
                 let istio = tools.istio_module()?;
+                let crds = istio.join("manifests/charts/base/files/crd-all.gen.yaml");
                 pytest
-                    .env(
-                        "BOOKSHOP_ISTIO_CRDS",
-                        istio.join("manifests/charts/base/files/crd-all.gen.yaml"),
-                    )
+                    .env("BOOKSHOP_ISTIO_CRDS", crds)
                     .env("BOOKSHOP_ISTIO_MODULE", istio);
             }
             if step == Step::Deploy {
                 // The Prometheus Operator's CRDs, at the version tools/prometheus-operator pins.
-                let operator = tools.go_module(
-                    "prometheus-operator",
-                    "github.com/prometheus-operator/prometheus-operator",
-                )?;
-                pytest.env(
-                    "BOOKSHOP_PROMETHEUS_OPERATOR_CRDS",
-                    operator.join("example/prometheus-operator-crd"),
-                );
+                let module = "github.com/prometheus-operator/prometheus-operator";
+                let operator = tools.go_module("prometheus-operator", module)?;
+                let crds = operator.join("example/prometheus-operator-crd");
+                pytest.env("BOOKSHOP_PROMETHEUS_OPERATOR_CRDS", crds);
             }
             workspace::run(&mut pytest)
         }

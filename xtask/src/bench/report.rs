@@ -63,10 +63,8 @@ struct Report {
 /// same call at the same concurrency.
 fn rows(servers: &[Server], samples: &[Sample], concurrencies: &[usize]) -> Vec<Row> {
     let medians = |server: Server, concurrency: usize| {
-        let of = samples
-            .iter()
-            .filter(|s| (s.server, s.concurrency) == (server, concurrency));
-        let of: Vec<&Sample> = of.collect();
+        let same = |s: &&Sample| (s.server, s.concurrency) == (server, concurrency);
+        let of: Vec<&Sample> = samples.iter().filter(same).collect();
         let pick = |f: &dyn Fn(&Sample) -> f64| measure::median(of.iter().map(|s| f(s)).collect());
         let processes = of.first().map_or(0, |s| s.peak_rss_mib.len());
         Sample {
@@ -114,38 +112,27 @@ impl Report {
             let what = format!("{service}: peak RSS at c=64");
             (what, "≤ 50 MiB", format!("{mib:.1} MiB"), mib <= 50.0)
         };
-        let (grpc, page) = (
-            Server::Recommendations(PROD).label(),
-            Server::Marketplace(PROD),
-        );
-        if let Some(Row {
-            medians,
-            ratio,
-            p99_ratio,
-        }) = self.row(Server::Recommendations(PROD), 64)
-        {
-            let (what, limit) = (format!("{grpc}: throughput at c=64"), "≥ 0.90× bare tonic");
-            budgets.push((what, limit, format!("{ratio:.2}×"), *ratio >= 0.90));
-            let (what, limit) = (format!("{grpc}: p99 at c=64"), "≤ 1.5× bare tonic's");
-            let measured = format!("{p99_ratio:.2}× ({:.2} ms)", medians.run.p99_ms);
-            budgets.push((what, limit, measured, *p99_ratio <= 1.5));
-            budgets.push(peak("recommendations", medians.peak_rss_mib[0]));
+        let (grpc, page) = (Server::Recommendations(PROD), Server::Marketplace(PROD));
+        if let Some(row) = self.row(grpc, 64) {
+            let (label, ratio, p99_ratio) = (grpc.label(), row.ratio, row.p99_ratio);
+            let (what, limit) = (format!("{label}: throughput at c=64"), "≥ 0.90× bare tonic");
+            budgets.push((what, limit, format!("{ratio:.2}×"), ratio >= 0.90));
+            let (what, limit) = (format!("{label}: p99 at c=64"), "≤ 1.5× bare tonic's");
+            let measured = format!("{p99_ratio:.2}× ({:.2} ms)", row.medians.run.p99_ms);
+            budgets.push((what, limit, measured, p99_ratio <= 1.5));
+            budgets.push(peak("recommendations", row.medians.peak_rss_mib[0]));
         }
-        if let Some(Row { medians, ratio, .. }) = self.row(page, 64) {
+        if let Some(row) = self.row(page, 64) {
             let what = format!("{}: GET / throughput at c=64", page.label());
-            let limit = "≥ 0.85× bare axum → bare tonic";
-            budgets.push((what, limit, format!("{ratio:.2}×"), *ratio >= 0.85));
-            budgets.push(peak("marketplace", medians.peak_rss_mib[0]));
+            let (limit, ratio) = ("≥ 0.85× bare axum → bare tonic", row.ratio);
+            budgets.push((what, limit, format!("{ratio:.2}×"), ratio >= 0.85));
+            budgets.push(peak("marketplace", row.medians.peak_rss_mib[0]));
         }
-        for Startup {
-            service,
-            serving_ms,
-            idle_rss_mib,
-        } in &self.startups
-        {
-            let (what, rss) = (format!("{service}: idle RSS"), *idle_rss_mib);
+        for startup in &self.startups {
+            let (service, rss, ms) = (startup.service, startup.idle_rss_mib, startup.serving_ms);
+            let what = format!("{service}: idle RSS");
             budgets.push((what, "≤ 15 MiB", format!("{rss:.1} MiB"), rss <= 15.0));
-            let (what, ms) = (format!("{service}: exec to SERVING"), *serving_ms);
+            let what = format!("{service}: exec to SERVING");
             budgets.push((what, "≤ 100 ms", format!("{ms:.1} ms"), ms <= 100.0));
         }
         for (binary, bytes) in &self.sizes {
@@ -161,42 +148,38 @@ impl Report {
         md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for Row {
-            medians: row,
+            medians,
             ratio,
             p99_ratio,
         } in &self.rows
         {
-            let (
-                server,
-                Run {
-                    per_second,
-                    p50_ms,
-                    p99_ms,
-                },
-            ) = (row.server, row.run);
+            let (server, run) = (medians.server, medians.run);
             let label = match server.baseline() {
                 true => format!("**{}** (baseline)", server.label()),
                 false => server.label(),
             };
-            let rss: Vec<String> = row.peak_rss_mib.iter().map(|m| format!("{m:.1}")).collect();
+            let rss: Vec<String> = medians
+                .peak_rss_mib
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect();
             let _ = writeln!(
                 md,
-                "| {label} | {} | {} | {per_second:.0} | {ratio:.2} | {p50_ms:.3} | {p99_ms:.3} | {p99_ratio:.2} | {:.3} | {} |",
+                "| {label} | {} | {} | {:.0} | {ratio:.2} | {:.3} | {:.3} | {p99_ratio:.2} | {:.3} | {} |",
                 server.call().name(),
-                row.concurrency,
-                row.cpu_per_10k,
+                medians.concurrency,
+                run.per_second,
+                run.p50_ms,
+                run.p99_ms,
+                medians.cpu_per_10k,
                 rss.join(" + "),
             );
         }
         md += "\nPeak RSS of a chain is each process's, front first; CPU is the sum of its processes.\n\n";
         md += "| service | exec to SERVING ms | idle RSS MiB |\n|---|--:|--:|\n";
-        for Startup {
-            service,
-            serving_ms,
-            idle_rss_mib,
-        } in &self.startups
-        {
-            let _ = writeln!(md, "| {service} | {serving_ms:.1} | {idle_rss_mib:.1} |");
+        for startup in &self.startups {
+            let (service, ms, rss) = (startup.service, startup.serving_ms, startup.idle_rss_mib);
+            let _ = writeln!(md, "| {service} | {ms:.1} | {rss:.1} |");
         }
         md += "\n| binary | stripped size MB |\n|---|--:|\n";
         for (binary, bytes) in &self.sizes {
@@ -213,20 +196,17 @@ impl Report {
     /// What the plot script reads: each server's medians by concurrency.
     fn plot_json(&self, title: String) -> serde_json::Value {
         let same_server = |a: &Row, b: &Row| a.medians.server == b.medians.server;
-        let targets: Vec<_> = (self.rows.chunk_by(same_server))
-            .map(|rows| {
-                let server = rows[0].medians.server;
-                let points: Vec<_> = (rows.iter().map(|Row { medians, .. }| {
-                    let Run { per_second, p50_ms, p99_ms } = medians.run;
-                    let concurrency = medians.concurrency;
-                    json!({ "concurrency": concurrency, "p50_ms": p50_ms, "p99_ms": p99_ms, "per_second": per_second })
-                }))
-                .collect();
-                let (label, call) = (server.label(), server.call().name());
-                json!({ "label": label, "call": call, "baseline": server.baseline(), "points": points })
-            })
-            .collect();
-        json!({ "title": title, "targets": targets })
+        let targets = self.rows.chunk_by(same_server).map(|rows| {
+            let server = rows[0].medians.server;
+            let points = rows.iter().map(|row| {
+                let (run, concurrency) = (row.medians.run, row.medians.concurrency);
+                let (p50_ms, p99_ms, per_second) = (run.p50_ms, run.p99_ms, run.per_second);
+                json!({ "concurrency": concurrency, "p50_ms": p50_ms, "p99_ms": p99_ms, "per_second": per_second })
+            });
+            let (label, call, baseline) = (server.label(), server.call().name(), server.baseline());
+            json!({ "label": label, "call": call, "baseline": baseline, "points": points.collect::<Vec<_>>() })
+        });
+        json!({ "title": title, "targets": targets.collect::<Vec<_>>() })
     }
 }
 
@@ -241,15 +221,9 @@ pub fn write(
     let work = &target_dir.join("bench");
     let mut sizes = Vec::new();
     for binary in ["recommendations", "marketplace"] {
-        sizes.push((
-            binary,
-            stripped_size(&target_dir.join("release"), binary, work)?,
-        ));
+        sizes.push((binary, stripped_size(target_dir, binary)?));
     }
-    let (date, machine) = (
-        format!("{} UTC", measure::utc_minute()?),
-        measure::machine(),
-    );
+    let (date, machine) = (measure::utc_minute()? + " UTC", measure::machine());
     let (before, after) = (measured.load_before, measure::load_average());
     let header = format!(
         "Measured {date} on {machine} (load average {before} before, {after} after), `{}`: \
@@ -258,7 +232,7 @@ pub fn write(
         settings.command, settings.rounds
     );
     let rows = rows(&super::SERVERS, &measured.samples, &CONCURRENCIES);
-    let startups = measured.startups;
+    let (startups, root) = (measured.startups, workspace::root());
     let report = Report {
         header,
         rows,
@@ -273,22 +247,19 @@ pub fn write(
     fs::write(&json, serde_json::to_vec_pretty(&plot_json)?)?;
     fs::write(work.join("results.md"), &markdown)?;
     let (document, plot) = match settings.no_update {
-        false => (
-            workspace::root().join("BENCHMARKS.md"),
-            workspace::root().join("docs/bench.png"),
-        ),
+        false => (root.join("BENCHMARKS.md"), root.join("docs/bench.png")),
         true => (work.join("BENCHMARKS.md"), work.join("bench.png")),
     };
-    let script = workspace::root().join("bench/plot.py");
+    let script = root.join("bench/plot.py");
     workspace::run(tools.command("python")?.arg(script).arg(&json).arg(&plot))?;
     benchmarks::update(&document, "bench", "", |_| markdown)?;
     Ok((document, plot))
 }
 
-/// The size of `binary` once stripped of symbols (a copy is stripped).
-fn stripped_size(bin_dir: &Path, binary: &str, work: &Path) -> anyhow::Result<u64> {
-    let copy = work.join(binary);
-    fs::copy(bin_dir.join(binary), &copy)?;
+/// The size of a release `binary` once stripped of symbols (a copy is stripped).
+fn stripped_size(target_dir: &Path, binary: &str) -> anyhow::Result<u64> {
+    let copy = target_dir.join("bench").join(binary);
+    fs::copy(target_dir.join("release").join(binary), &copy)?;
     workspace::run(std::process::Command::new("strip").arg(&copy))?;
     Ok(fs::metadata(&copy)?.len())
 }
