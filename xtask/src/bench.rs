@@ -1,8 +1,6 @@
-//! `cargo xtask bench`: release builds of both services and of two baselines
-//! (crate `bench`: bare tonic, bare axum), load-tested on loopback with
-//! h2load in the same run, rounds interleaved, medians reported: one table,
-//! printed and written to BENCHMARKS.md and docs/bench.png, with the budgets
-//! marked met or missed. `cargo xtask test bench` runs a short one.
+//! `cargo xtask bench`: both services and two baselines (crate `bench`), release builds
+//! load-tested on loopback with h2load in one run, rounds interleaved; the medians and the
+//! budgets go to BENCHMARKS.md and docs/bench.png. `cargo xtask test bench` runs a short one.
 
 mod load;
 mod report;
@@ -24,8 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// What the `bench` test step needs installed: h2load, binutils' strip and
-/// matplotlib (in the Python venv) for the plot.
+/// h2load, binutils' strip, and matplotlib (in the venv) for the plot.
 pub const TOOLS: &[Tool] = &[
     Tool::debian("h2load", "nghttp2-client"),
     Tool::debian("strip", "binutils"),
@@ -66,8 +63,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     bench(&tools, &target_dir, &args)
 }
 
-/// The step `cargo xtask test` runs: every scenario, a few thousand requests
-/// each, one round; the answers are checked, the budgets only reported.
+/// `cargo xtask test bench`: every scenario once, at a tenth; the answers checked, the budgets only reported.
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     let settings = BenchArgs {
         rounds: 1,
@@ -93,8 +89,7 @@ fn requests(call: Call, concurrency: usize) -> usize {
     }
 }
 
-/// Requests each server gets before the rounds: connections made, caches
-/// and allocator pools warm.
+/// Requests each server gets first: connections made, caches and pools warm.
 const WARMUP_REQUESTS: usize = 2_000;
 
 const ALWAYS_SAMPLED: Telemetry = Telemetry {
@@ -102,8 +97,7 @@ const ALWAYS_SAMPLED: Telemetry = Telemetry {
     rust_log: "info",
     traces: Traces::Exported("parentbased_always_on", "1"),
 };
-/// Every other info line but no access lines (the gRPC and HTTP trace layers
-/// log only those at info).
+/// No access lines (the only info lines of the trace layers), the rest at info.
 const NO_ACCESS_LINES: Telemetry = Telemetry {
     label: "no access lines, OTLP 10%",
     rust_log: "info,platform::grpc::trace=warn,platform::http::trace=warn",
@@ -114,8 +108,7 @@ const WARN: Telemetry = Telemetry {
     rust_log: "warn",
     traces: Traces::NotExported,
 };
-/// Every layer and metric, no spans and no access lines: what tracing and
-/// logging cost is the difference to the rows above.
+/// Every layer and metric, no spans and no access lines: the rows above cost the difference.
 const UNTRACED: Telemetry = Telemetry {
     label: "RUST_LOG=warn, OTEL_SDK_DISABLED",
     traces: Traces::Off,
@@ -140,7 +133,6 @@ const SERVERS: [Server; 11] = {
     ]
 };
 
-/// Build, start, measure, report.
 fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let work = target_dir.join("bench");
@@ -171,10 +163,8 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
     Ok(())
 }
 
-/// Two builds: with `bench` in the same one, its dependencies' features would
-/// be unified into the services', and what is measured would not be the
-/// binaries the Dockerfiles build. Then the gRPC-framed Recommend request
-/// h2load sends, whose path this returns.
+/// Two builds: in one with `bench`, its dependencies' features would be unified into the
+/// services', which would then not be what the Dockerfiles build. Returns h2load's request.
 fn build(bin_dir: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     workspace::build_release()?;
     let bench = ["build", "--release", "--locked", "--package", "bench"];
@@ -186,9 +176,8 @@ fn build(bin_dir: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     Ok(body)
 }
 
-/// Warms every server up, then runs the rounds: each call at each
-/// concurrency against each of its servers, a different one first each
-/// round so none always runs right after the same neighbour.
+/// Warms every server up, then runs the rounds: each call at each concurrency against each
+/// of its servers, a different one first each round (none always after the same neighbour).
 async fn rounds(
     fleet: &mut Fleet,
     settings: &BenchArgs,
@@ -278,9 +267,8 @@ async fn sample(fleet: &mut Fleet, server: Server, load: &Load) -> anyhow::Resul
     })
 }
 
-/// No marketplace showed a degraded page, and the info-level services really
-/// logged a line per call and exported spans (the comparison with the bare
-/// servers is only fair if they did).
+/// No marketplace showed a degraded page, and the info-level services really logged a
+/// line per call and exported spans (else the comparison would be unfair).
 async fn check_fleet(fleet: &Fleet) -> anyhow::Result<()> {
     fleet.check_no_fallbacks().await?;
     let rec_lines = fleet.find(Server::Recommendations(PROD))?.process.lines();

@@ -1,6 +1,5 @@
 //! `cargo xtask mutants`: mutation testing of the files `.cargo/mutants.toml`
-//! names, so a test that cannot fail, or one that would hang, shows up as a
-//! survivor. The result goes to docs/mutants.md.
+//! names (a test that cannot fail shows up as a survivor), into docs/mutants.md.
 
 use crate::{
     measure,

@@ -1,19 +1,10 @@
-//! `cargo xtask soak`: release builds of both services on loopback, a fixed
-//! rate of `GET /` through the marketplace for a while, and the verdict: no
-//! error, no degraded page, resident memory after warm-up growing less than
-//! [`MAX_RSS_GROWTH`], open file descriptors flat. The command records its
-//! result in BENCHMARKS.md; `cargo xtask test soak` runs a short one and only prints.
+//! `cargo xtask soak`: a fixed rate of `GET /` through release builds of both services on
+//! loopback; it passes with no error, no degraded page, and memory and descriptors flat.
 
 mod load;
 mod report;
 
-use crate::{
-    measure,
-    process::Output,
-    services::Service,
-    tools::{Tool, Tools},
-    workspace,
-};
+use crate::{measure, process::Output, services::Service, tools::Tools, workspace};
 use anyhow::{Context, ensure};
 use clap::Args;
 use load::Counters;
@@ -22,9 +13,6 @@ use std::{
     path::Path,
     time::{Duration, Instant},
 };
-
-/// What the `soak` test step needs installed: nothing from outside.
-pub const TOOLS: &[Tool] = &[];
 
 /// The part of the run the services get to warm up (allocator and connection
 /// pools, lazily built state) before the baseline is taken: a fifth, and at
@@ -35,11 +23,10 @@ const MIN_WARM_UP: Duration = Duration::from_secs(5);
 const MAX_RSS_GROWTH: f64 = 0.10;
 /// Open descriptors that still count as flat: pooled connections come and go.
 const FD_TOLERANCE: i64 = 8;
-/// How often memory and descriptors are sampled; every few samples, progress.
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 const PROGRESS_EVERY: u32 = 5;
 
-/// The CI version: short, at the default rate, printing only.
+/// `cargo xtask test soak`'s.
 const TEST_DURATION: Duration = Duration::from_secs(15);
 const DEFAULT_RATE: u32 = 200;
 
@@ -67,7 +54,7 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     measured.verdict()
 }
 
-/// The step `cargo xtask test` runs: it prints, and never rewrites tracked files.
+/// `cargo xtask test soak`: it prints, and never rewrites tracked files.
 pub fn test(_tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     let measured = soak(target_dir, TEST_DURATION, DEFAULT_RATE)?;
     println!("{}", measured.table());
@@ -115,8 +102,7 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
     })
 }
 
-/// Holds `rate` for `duration` through the marketplace (first of
-/// `services`), sampling both; the measurement.
+/// Holds `rate` through the marketplace (first of `services`), sampling both.
 async fn hold(
     services: &mut [Service; 2],
     duration: Duration,
@@ -180,7 +166,6 @@ async fn hold(
     })
 }
 
-/// Resident memory and open descriptors now; an error once it has exited.
 fn usage(service: &mut Service) -> anyhow::Result<Usage> {
     service.process.alive()?;
     let (rss_kib, fds) = measure::usage(service.process.pid())?;

@@ -61,22 +61,22 @@ const CHROMIUM: [Tool; 2] = [
 ];
 
 impl Step {
-    /// What the step needs installed: nothing for the cargo-only steps.
     fn tools(self) -> Vec<Tool> {
         match self {
-            Step::Fmt | Step::Clippy | Step::Cargo | Step::Release => vec![],
+            // The fuzz step installs cargo-fuzz itself, once nightly is there to run it.
+            Step::Fmt | Step::Clippy | Step::Cargo | Step::Release | Step::Fuzz | Step::Soak => {
+                vec![]
+            }
             Step::Machete => vec![CARGO_MACHETE],
             Step::BufLint | Step::BufBreaking => vec![Tool::Buf],
             Step::Deploy => vec![Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
             Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
             Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
-            Step::Fuzz => crate::fuzz::TOOLS.to_vec(),
             Step::Mesh => crate::mesh::TOOLS.to_vec(),
             Step::Cluster => crate::cluster::TOOLS.to_vec(),
             // istioctl and mesh-xds: the recommendations cluster is Istio's own translation.
             Step::Reliability => vec![Tool::Python, Tool::Istioctl],
             Step::Bench => crate::bench::TOOLS.to_vec(),
-            Step::Soak => crate::soak::TOOLS.to_vec(),
         }
     }
 }
@@ -161,17 +161,11 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
 /// The contract: the proto files and buf's configuration (not the crate's Rust).
 const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
 
-/// Compares the contract with the previous one: the contract at `main`'s tip
-/// when ours differs from it (a branch, or uncommitted work), else the one
-/// before the newest commit on `main` that changed it (CI, where the
-/// checkout is `main` itself). Not HEAD~1, which misses a change made two
-/// commits ago. Passes without comparing only when the contract has a
-/// single version; a shallow clone fetches the history it misses, and fails
-/// with the fix when it cannot.
+/// Compares the contract with the previous one: `main`'s when ours differs (a branch,
+/// uncommitted work), else the one before `main`'s newest change to it (CI checks out `main`;
+/// HEAD~1 would miss a change two commits ago). Passes only for a single version.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
     if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
-        // The contract's previous version is missing: fetch the history
-        // rather than pass without it.
         eprintln!("xtask: this clone is shallow; fetching the history of `origin`");
         git(&["fetch", "--quiet", "--unshallow", "origin"]).context(
             "this clone is shallow, so the contract's previous version is missing, and fetching it failed: run `git fetch --unshallow origin main` (CI: check out with full history)",

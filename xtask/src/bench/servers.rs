@@ -1,5 +1,4 @@
-//! The processes under test, each started once for the whole run: the
-//! baselines, the services with the telemetry settings of their row, and the
+//! The processes under test, each started once for the whole run, and the
 //! OTLP sink that receives their spans.
 
 use super::{load::Call, report::Startup};
@@ -16,8 +15,7 @@ use std::{
 };
 use tokio::process::Command;
 
-/// The OpenTelemetry variables a caller's environment could hold: each
-/// process gets exactly the ones its settings name.
+/// A caller's settings these might be: each process gets only its own.
 const OTEL_VARIABLES: [&str; 5] = [
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_SERVICE_NAME",
@@ -53,7 +51,6 @@ pub const PROD: Telemetry = Telemetry {
 };
 
 impl Telemetry {
-    /// The variables that set it, spans exported to `sink`.
     fn env(&self, sink: SocketAddr) -> Vec<(&'static str, String)> {
         let mut env = vec![("RUST_LOG", self.rust_log.to_owned())];
         match self.traces {
@@ -82,7 +79,6 @@ pub enum Server {
 }
 
 impl Server {
-    /// What its load is made of.
     pub fn call(self) -> Call {
         match self {
             Server::BareTonic | Server::Recommendations(_) => Call::Recommend,
@@ -95,7 +91,6 @@ impl Server {
         matches!(self, Server::BareTonic | Server::BareChain)
     }
 
-    /// As the table names it.
     pub fn label(self) -> String {
         match self {
             Server::BareTonic => "bare tonic".into(),
@@ -182,13 +177,12 @@ impl Fleet {
         Service::start(&name, &mut command, main_port, Output::Counted).await
     }
 
-    /// The processes of `server`'s chain, front first.
+    /// The processes of its chain, front first.
     pub fn pids(&self, server: Server) -> anyhow::Result<Vec<u32>> {
         let chain = server.chain().into_iter();
         chain.map(|s| Ok(self.find(s)?.process.pid())).collect()
     }
 
-    /// CPU seconds the processes of `server`'s chain have used.
     pub fn cpu(&self, server: Server) -> anyhow::Result<f64> {
         self.pids(server)?
             .into_iter()
@@ -196,14 +190,13 @@ impl Fleet {
             .sum()
     }
 
-    /// Fails if a process of `server`'s chain has exited (a crash under load).
+    /// Fails if a process of its chain has exited (a crash under load).
     pub fn alive(&mut self, server: Server) -> anyhow::Result<()> {
         let chain = server.chain();
         let mut running = self.running.iter_mut().filter(|(s, _)| chain.contains(s));
         running.try_for_each(|(_, service)| service.process.alive())
     }
 
-    /// Fails if a marketplace ever showed a page without recommendations.
     pub async fn check_no_fallbacks(&self) -> anyhow::Result<()> {
         for (server, service) in &self.running {
             if let Server::Marketplace(_) = server {
@@ -238,8 +231,7 @@ impl Fleet {
         Ok(())
     }
 
-    /// exec to SERVING and idle RSS, each the median of `runs` fresh starts of
-    /// `service` with the prod overlay's telemetry settings.
+    /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings.
     pub async fn startup(&self, service: &'static str, runs: usize) -> anyhow::Result<Startup> {
         let mut startup = std::process::Command::new(self.bin("bench-tool"));
         startup
