@@ -101,7 +101,6 @@ impl Process {
         self.pid
     }
 
-    /// Lines written so far.
     pub fn lines(&self) -> u64 {
         self.seen.lines.load(Ordering::Relaxed)
     }
@@ -110,7 +109,6 @@ impl Process {
         self.seen.last_line.lock().expect("not poisoned").clone()
     }
 
-    /// Where to look when it fails.
     fn see(&self) -> String {
         let log = self.log.as_ref();
         log.map_or_else(String::new, |log| format!("; see {}", log.display()))
@@ -131,7 +129,6 @@ impl Process {
         }
     }
 
-    /// Waits until the admin listener at `admin` says ready.
     pub async fn ready(&mut self, admin: SocketAddr) -> anyhow::Result<()> {
         let url = format!("http://{admin}/readyz");
         let client = crate::services::http_client().build()?;
@@ -161,7 +158,6 @@ impl Process {
         }
     }
 
-    /// Waits for it to exit by itself.
     pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
         self.child.wait().await
     }
@@ -191,8 +187,7 @@ impl Process {
     }
 }
 
-/// Reads one stream to its end: counts lines, hands over the `listening`
-/// line, and prints each line after `prefix` if there is one.
+/// Reads one stream to its end: counts lines, hands over the `listening` line.
 async fn read(stream: impl AsyncRead + Unpin, seen: Arc<Seen>, prefix: Option<String>) {
     let mut lines = BufReader::with_capacity(1 << 16, stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {

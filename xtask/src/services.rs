@@ -10,7 +10,6 @@ use tokio::process::Command;
 /// What a degraded page says (docs/design.md: the "unavailable" notice).
 const DEGRADED: &str = "recommendations are unavailable";
 
-/// A started server and the addresses it answers on.
 pub struct Service {
     pub process: Process,
     /// The gRPC listener of recommendations, the page listener of the marketplace.
@@ -20,9 +19,8 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts a service binary, its main port set by the variable `main_port`,
-    /// with JSON logs and no shutdown delay (nothing drains on loopback); ready
-    /// once its admin listener says so (at `RUST_LOG=warn` it logs no `listening`).
+    /// Starts a service on the ports picked here (at `RUST_LOG=warn` it logs no
+    /// `listening`), with JSON logs and no shutdown delay (nothing drains on loopback).
     pub async fn start(
         name: &str,
         command: &mut Command,
@@ -44,8 +42,7 @@ impl Service {
         })
     }
 
-    /// Starts a process that binds its own port and logs it as `field` of its
-    /// `listening` line (`0.0.0.0:<port>` or `127.0.0.1:<port>`).
+    /// Starts a process that logs the port it bound as `field` of its `listening` line.
     pub async fn listening(name: &str, command: &mut Command, field: &str) -> anyhow::Result<Self> {
         let mut process = Process::spawn(name, command, Output::Counted)?;
         let line = process.listening().await?;
@@ -70,8 +67,7 @@ impl Service {
         ]
     }
 
-    /// `marketplace_recommendations_fallback_total`, all reasons: the degraded
-    /// pages a marketplace served, as it counts them itself.
+    /// The degraded pages a marketplace served, as it counts them itself.
     pub async fn fallbacks(&self) -> anyhow::Result<f64> {
         let admin = self.admin.context("no admin listener")?;
         let metrics = get(admin, "/metrics").await?;
@@ -79,7 +75,6 @@ impl Service {
     }
 }
 
-/// A loopback address whose port was free a moment ago.
 fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
@@ -91,7 +86,6 @@ pub fn http_client() -> reqwest::ClientBuilder {
         .timeout(Duration::from_secs(5))
 }
 
-/// The body of `GET http://{addr}{path}`, which must answer 2xx.
 pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let url = format!("http://{addr}{path}");
     let answer = http_client().build()?.get(&url).send().await;
@@ -99,8 +93,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(answer.with_context(|| format!("GET {url}"))?.text().await?)
 }
 
-/// A marketplace page: `Ok(true)` when it shows its three books, `Ok(false)`
-/// when it is degraded (the "unavailable" notice), an error otherwise.
+/// A page: `true` with its three books, `false` degraded, an error otherwise.
 pub fn full_page(html: &str) -> anyhow::Result<bool> {
     if html.contains(DEGRADED) {
         return Ok(false);
@@ -110,7 +103,7 @@ pub fn full_page(html: &str) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-/// The sum of a Prometheus counter over all its labels, from `/metrics` text.
+/// A Prometheus counter summed over its labels.
 fn counter(metrics: &str, name: &str) -> anyhow::Result<f64> {
     let mut total = 0.0;
     for line in metrics.lines() {

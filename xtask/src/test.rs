@@ -140,7 +140,7 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
                 .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts"));
             if step.tools().contains(&Tool::Istioctl) {
                 // Istio's CRDs and metric names, at the version istioctl is built from.
-                let istio = tools.istio_module()?;
+                let istio = tools.go_module("istio", "istio.io/istio")?;
                 let crds = istio.join("manifests/charts/base/files/crd-all.gen.yaml");
                 pytest
                     .env("BOOKSHOP_ISTIO_CRDS", crds)

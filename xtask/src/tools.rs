@@ -143,12 +143,6 @@ impl Tools {
         Ok(command)
     }
 
-    /// The pinned istio.io/istio module's source directory (Istio's CRDs and
-    /// standard metrics, at the version istioctl is built from).
-    pub fn istio_module(&self) -> anyhow::Result<PathBuf> {
-        self.go_module("istio", "istio.io/istio")
-    }
-
     /// The source directory of a module that `tools/<tools_module>/go.mod`
     /// pins, downloaded into the Go module cache if it is not there yet.
     pub fn go_module(&self, tools_module: &str, path: &str) -> anyhow::Result<PathBuf> {
@@ -162,42 +156,28 @@ impl Tools {
     }
 
     fn install_python(&self) -> anyhow::Result<()> {
-        let root = workspace::root();
-        let files: Vec<PathBuf> = PYTHON_REQUIREMENTS
-            .iter()
-            .map(|file| root.join(file))
-            .collect();
-        let files: Vec<PathBuf> = files.into_iter().filter(|path| path.is_file()).collect();
-        let mut requirements = Vec::new();
-        for path in &files {
-            requirements.extend(fs::read(path).with_context(|| format!("cannot read {path:?}"))?);
-        }
         let venv = self.dir.join("venv");
-        stamped(
-            &venv.join("installed-requirements.txt"),
-            &requirements,
-            || {
-                require_command(
-                    "python3",
-                    "Python 3 (with the venv module) from your OS packages",
-                )?;
-                eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
-                workspace::run(
-                    Command::new("python3")
-                        .args(["-m", "venv", "--clear"])
-                        .arg(&venv),
-                )?;
-                let mut pip = Command::new(venv.join("bin/pip"));
-                pip.args(["install", "--quiet", "--disable-pip-version-check"]);
-                workspace::run(
-                    pip.args(
-                        files
-                            .iter()
-                            .flat_map(|path| ["-r".as_ref(), path.as_os_str()]),
-                    ),
-                )
-            },
-        )
+        let mut pip = Command::new(venv.join("bin/pip"));
+        pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+        let mut requirements = Vec::new();
+        for file in PYTHON_REQUIREMENTS.map(|file| workspace::root().join(file)) {
+            if file.is_file() {
+                let read = fs::read(&file).with_context(|| format!("cannot read {file:?}"));
+                requirements.extend(read?);
+                pip.arg("-r").arg(file);
+            }
+        }
+        let stamp = venv.join("installed-requirements.txt");
+        stamped(&stamp, &requirements, || {
+            require_command(
+                "python3",
+                "Python 3 (with the venv module) from your OS packages",
+            )?;
+            eprintln!("xtask: installing the Python tools (the first run takes a few minutes)");
+            let mut python = Command::new("python3");
+            workspace::run(python.args(["-m", "venv", "--clear"]).arg(&venv))?;
+            workspace::run(&mut pip)
+        })
     }
 
     fn install_buf(&self) -> anyhow::Result<()> {
@@ -213,20 +193,15 @@ impl Tools {
     /// `name@version` from crates.io, unless that version is installed.
     fn install_cargo(&self, name: &str, version: &str) -> anyhow::Result<()> {
         let root = self.dir.join("cargo");
-        stamped(
-            &root.join(format!("{name}.installed")),
-            version.as_bytes(),
-            || {
-                eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
-                let install = ["install", "--locked", "--force", "--root"];
-                workspace::run(
-                    workspace::cargo()
-                        .args(install)
-                        .arg(&root)
-                        .arg(format!("{name}@{version}")),
-                )
-            },
-        )
+        let stamp = root.join(format!("{name}.installed"));
+        stamped(&stamp, version.as_bytes(), || {
+            eprintln!("xtask: installing {name}@{version} (a few minutes, once)");
+            let mut install = workspace::cargo();
+            install
+                .args(["install", "--locked", "--force", "--root"])
+                .arg(&root);
+            workspace::run(install.arg(format!("{name}@{version}")))
+        })
     }
 
     /// `go` with its module and build caches under the tools dir, in one
@@ -245,15 +220,11 @@ impl Tools {
     /// sources of their module: in one `go build`, so they share compiled
     /// packages, without debug information (nothing here debugs them).
     fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
-        let (_, module, programs) = *GO_PROGRAMS
-            .iter()
-            .find(|(t, ..)| *t == tool)
-            .expect("a Go tool");
+        let found = GO_PROGRAMS.iter().find(|(t, ..)| *t == tool);
+        let (_, module, programs) = *found.expect("a Go tool");
         let sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
-        let stamp = self
-            .dir
-            .join("bin")
-            .join(format!("{}.built-from", programs[0].0));
+        let (bin, first) = (self.dir.join("bin"), programs[0].0);
+        let stamp = bin.join(format!("{first}.built-from"));
         stamped(&stamp, &sources, || {
             let names: Vec<&str> = programs.iter().map(|(name, _)| *name).collect();
             let names = names.join(", ");
@@ -261,7 +232,7 @@ impl Tools {
                 "xtask: building {names} from {GO_TOOLS}/{module} (the first build takes many minutes)"
             );
             // With several packages, -o names a folder, and each binary is named after its package.
-            let out = format!("{}/", self.dir.join("bin").display());
+            let out = format!("{}/", bin.display());
             let ldflags = format!("-s -w{}", self.kubernetes_version_flags(module));
             let mut go = self.go(module)?;
             go.args(["build", "-trimpath", "-ldflags", &ldflags, "-o", &out]);
@@ -274,20 +245,17 @@ impl Tools {
     /// without k8s.io/kubernetes.
     fn kubernetes_version_flags(&self, module: &str) -> String {
         let list = ["list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"];
-        let version = self
-            .go(module)
-            .and_then(|mut go| workspace::stdout(go.args(list)));
-        let Ok(version) = version else {
+        let go = self.go(module);
+        let Ok(version) = go.and_then(|mut go| workspace::stdout(go.args(list))) else {
             return String::new();
         };
         let minor = version.split('.').nth(1).unwrap_or_default();
-        let packages = [
-            "k8s.io/component-base/version",
-            "k8s.io/client-go/pkg/version",
-        ];
-        packages.map(|package| format!(
-            " -X {package}.gitVersion={version} -X {package}.gitMajor=1 -X {package}.gitMinor={minor} -X {package}.gitTreeState=clean"
-        )).concat()
+        let flag = |package| {
+            format!(
+                " -X {package}.gitVersion={version} -X {package}.gitMajor=1 -X {package}.gitMinor={minor} -X {package}.gitTreeState=clean"
+            )
+        };
+        flag("k8s.io/component-base/version") + &flag("k8s.io/client-go/pkg/version")
     }
 }
 

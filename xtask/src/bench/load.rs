@@ -7,7 +7,6 @@ use anyhow::{Context, anyhow, ensure};
 use std::{fs, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 use tokio::process::Command;
 
-/// What is asked of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     /// Recommend over h2c, with the prepared gRPC body.
@@ -17,7 +16,6 @@ pub enum Call {
 }
 
 impl Call {
-    /// As the tables name it.
     pub fn name(self) -> &'static str {
         match self {
             Call::Recommend => "Recommend",
@@ -28,7 +26,6 @@ impl Call {
 
 const RECOMMEND_PATH: &str = "/recommendations.v1.Recommendations/Recommend";
 
-/// A run's figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Run {
     pub per_second: f64,
@@ -93,8 +90,7 @@ impl Load {
         })
     }
 
-    /// From h2load's log, sorted: one line per request, its start (µs since
-    /// the epoch), status, and µs to the end of the response.
+    /// From h2load's log (start, status, µs to the end of the response), sorted.
     fn latencies_us(&self) -> anyhow::Result<Vec<u64>> {
         let log = fs::read_to_string(&self.log);
         let log = log.with_context(|| format!("cannot read {}", self.log.display()))?;

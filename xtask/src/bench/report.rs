@@ -22,8 +22,7 @@ pub struct Sample {
     pub peak_rss_mib: Vec<f64>,
 }
 
-/// A row of the table: the medians, and the ratios of the rate and the p99
-/// to the baseline's.
+/// The medians, and the ratios of the rate and the p99 to the baseline's.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub medians: Sample,
@@ -39,19 +38,16 @@ pub struct Startup {
     pub idle_rss_mib: f64,
 }
 
-/// The measured part of a run.
 pub struct Measured {
     pub samples: Vec<Sample>,
     pub startups: Vec<Startup>,
     pub load_before: String,
 }
 
-/// A budget (README.md, "Performance"): what, its limit, what this run
-/// measured, and whether that met it.
+/// A budget (README.md, "Performance"): what, limit, measured, met.
 type Budget = (String, &'static str, String, bool);
 
 struct Report {
-    /// The line that says when, where and how.
     header: String,
     rows: Vec<Row>,
     startups: Vec<Startup>,
@@ -59,8 +55,7 @@ struct Report {
     sizes: Vec<(&'static str, u64)>,
 }
 
-/// Medians per (server, concurrency), with ratios to the baseline of the
-/// same call at the same concurrency.
+/// Medians per (server, concurrency), with ratios to the baseline of the same call.
 fn rows(servers: &[Server], samples: &[Sample], concurrencies: &[usize]) -> Vec<Row> {
     let medians = |server: Server, concurrency: usize| {
         let same = |s: &&Sample| (s.server, s.concurrency) == (server, concurrency);
@@ -105,7 +100,6 @@ impl Report {
         rows.find(|row| (row.medians.server, row.medians.concurrency) == (server, concurrency))
     }
 
-    /// The budgets, from the prod rows at concurrency 64 and the startup figures.
     fn budgets(&self) -> Vec<Budget> {
         let mut budgets = Vec::new();
         let peak = |service: &str, mib: f64| {
@@ -210,8 +204,7 @@ impl Report {
     }
 }
 
-/// The table, printed and written with the plot: into BENCHMARKS.md and
-/// docs/bench.png, or beside the other results under the target dir.
+/// The table and the plot, into BENCHMARKS.md and docs/ or under the target dir.
 pub fn write(
     tools: &Tools,
     settings: &BenchArgs,
@@ -256,7 +249,6 @@ pub fn write(
     Ok((document, plot))
 }
 
-/// The size of a release `binary` once stripped of symbols (a copy is stripped).
 fn stripped_size(target_dir: &Path, binary: &str) -> anyhow::Result<u64> {
     let copy = target_dir.join("bench").join(binary);
     fs::copy(target_dir.join("release").join(binary), &copy)?;

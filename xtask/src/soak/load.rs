@@ -23,7 +23,6 @@ const QUERIES: [&str; 3] = [
     "?category=science_fiction",
     "?category=self_help",
 ];
-/// How many error messages are kept to show.
 const ERRORS_SHOWN: usize = 5;
 
 /// What the load saw; read for progress lines while it runs.
@@ -43,8 +42,6 @@ pub struct Counts {
 
 pub type Counters = Arc<Mutex<Counts>>;
 
-/// Sends `rate` requests a second to the marketplace at `addr` for
-/// `duration`, then waits for the last answers.
 pub async fn drive(
     addr: SocketAddr,
     rate: u32,

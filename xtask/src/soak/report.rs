@@ -22,8 +22,6 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-/// What one soak saw: the load's counts, and each service's usage at the end
-/// of warm-up and at the end.
 pub struct Measured {
     pub duration: Duration,
     pub rate: u32,
@@ -34,7 +32,6 @@ pub struct Measured {
     pub usage: [(&'static str, Usage, Usage); 2],
 }
 
-/// Relative growth of resident memory from `start` to `end`.
 fn growth(start: Usage, end: Usage) -> f64 {
     (end.rss_kib as f64 - start.rss_kib as f64) / start.rss_kib.max(1) as f64
 }
@@ -92,7 +89,6 @@ impl Measured {
         }
     }
 
-    /// The result, as printed at the end of a run.
     pub fn table(&self) -> String {
         let Counts {
             sent,
@@ -122,7 +118,6 @@ impl Measured {
         table
     }
 
-    /// This run's row of BENCHMARKS.md.
     fn row(&self, date: &str, machine: &str) -> String {
         let Counts {
             sent,
@@ -152,22 +147,10 @@ impl Measured {
     }
 }
 
-/// How many runs the table keeps.
 const ROWS_KEPT: usize = 10;
 
-/// The section's text when BENCHMARKS.md has none yet.
-const SECTION: &str = "## Soak
-
-`cargo xtask soak --duration 60s` (`--rate`, default 200 pages/s) builds the release binaries,
-starts both services on loopback and sends `GET /` (the three categories in turn) at a fixed
-rate: each request leaves on its tick, whatever the latency. It passes with no failed page load,
-no degraded page (seen by the client or counted in `marketplace_recommendations_fallback_total`),
-resident memory (`VmRSS`) at the end less than 10% above its peak in warm-up (the first 20% of the
-run, at least 5 s), and open file descriptors within ±8 of their count after warm-up. `cargo xtask test
-soak` runs the same for 15 s and only prints. Each run of the command adds its row here (newest
-first, the last 10 kept).
-
-";
+/// The section's heading when BENCHMARKS.md has none yet (its prose is written there).
+const SECTION: &str = "## Soak\n\n";
 
 const HEADER: &str = "| date (UTC) | machine | duration | rate | requests | errors | degraded | p50 / p99 ms | marketplace RSS, fds | recommendations RSS, fds | result |\n|---|---|--:|--:|--:|--:|--:|--:|---|---|---|\n";
 
@@ -177,7 +160,7 @@ pub fn record(document: &Path, measured: &Measured) -> anyhow::Result<()> {
     benchmarks::update(document, "soak", SECTION, |old| table(old, &row))
 }
 
-/// The table with `row` first and the newest of the `old` table's rows after it.
+/// `row` first, then the newest of the `old` table's rows.
 fn table(old: &str, row: &str) -> String {
     let old_rows = old.lines().filter(|line| line.starts_with("| 2"));
     let rows: Vec<&str> = std::iter::once(row)
