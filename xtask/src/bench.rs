@@ -13,7 +13,7 @@ use crate::{
 };
 use anyhow::{Context, ensure};
 use clap::Args;
-use load::{Call, Load};
+use load::{Call, H2load};
 use report::{Measured, Sample};
 use servers::{Fleet, PROD, Server, Telemetry, Traces};
 use std::{
@@ -146,9 +146,13 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
             fleet.startup("recommendations", runs).await?,
             fleet.startup("marketplace", runs).await?,
         ];
-        let samples = rounds(&mut fleet, settings, body, work.join("h2load.log")).await?;
+        let (bound, log) = (
+            Duration::from_secs(settings.bound_seconds),
+            work.join("h2load.log"),
+        );
+        let samples = rounds(&mut fleet, settings, H2load { bound, body, log }).await?;
         check_fleet(&fleet).await?;
-        Ok(Measured {
+        anyhow::Ok(Measured {
             samples,
             startups,
             load_before,
@@ -181,29 +185,12 @@ fn build(bin_dir: &Path, work: &Path) -> anyhow::Result<PathBuf> {
 async fn rounds(
     fleet: &mut Fleet,
     settings: &BenchArgs,
-    body: PathBuf,
-    log: PathBuf,
+    h2load: H2load,
 ) -> anyhow::Result<Vec<Sample>> {
-    let bound = Duration::from_secs(settings.bound_seconds);
-    let load = |fleet: &Fleet, server: Server, concurrency, requests| {
-        let (call, addr, body, log) = (
-            server.call(),
-            fleet.find(server)?.main,
-            body.clone(),
-            log.clone(),
-        );
-        anyhow::Ok(Load {
-            call,
-            addr,
-            concurrency,
-            requests,
-            bound,
-            body,
-            log,
-        })
-    };
     for server in SERVERS {
-        let warmed = load(fleet, server, 16, WARMUP_REQUESTS)?.run().await;
+        let warmed = h2load
+            .run(server.call(), fleet.find(server)?.main, 16, WARMUP_REQUESTS)
+            .await;
         warmed.with_context(|| format!("warming up {}", server.label()))?;
     }
     let mut samples = Vec::new();
@@ -218,8 +205,10 @@ async fn rounds(
                 for k in 0..of_call.len() {
                     let server = of_call[(k + round) % of_call.len()];
                     let n = ((requests(call, concurrency) as f64) * settings.scale).ceil() as usize;
-                    let sample = sample(fleet, server, &load(fleet, server, concurrency, n)?).await;
-                    let label = server.label();
+                    let (label, sample) = (
+                        server.label(),
+                        sample(fleet, server, &h2load, concurrency, n).await,
+                    );
                     let sample =
                         sample.with_context(|| format!("{label} at concurrency {concurrency}"))?;
                     let (run, seconds) = (sample.run, n as f64 / sample.run.per_second);
@@ -243,26 +232,32 @@ async fn rounds(
 
 /// One scenario: the load, with the CPU and peak memory of the server's
 /// processes, which must still be running and answering right afterwards.
-async fn sample(fleet: &mut Fleet, server: Server, load: &Load) -> anyhow::Result<Sample> {
-    let pids = fleet.pids(server)?;
+async fn sample(
+    fleet: &mut Fleet,
+    server: Server,
+    h2load: &H2load,
+    concurrency: usize,
+    requests: usize,
+) -> anyhow::Result<Sample> {
+    let (pids, call, addr) = (fleet.pids(server)?, server.call(), fleet.find(server)?.main);
     for &pid in &pids {
         measure::reset_peak(pid)?;
     }
     let cpu_before = fleet.cpu(server)?;
-    let run = load.run().await?;
+    let run = h2load.run(call, addr, concurrency, requests).await?;
     let cpu = fleet.cpu(server)? - cpu_before;
     let peak_rss_mib = pids
         .iter()
         .map(|&pid| Ok(measure::peak_rss_kib(pid)? as f64 / 1024.0))
         .collect::<anyhow::Result<Vec<_>>>()?;
     fleet.alive(server)?;
-    let checked = fleet.check_answers(load.call, load.addr).await;
+    let checked = fleet.check_answers(call, addr).await;
     checked.with_context(|| format!("checking {}'s answers", server.label()))?;
     Ok(Sample {
         server,
-        concurrency: load.concurrency,
+        concurrency,
         run,
-        cpu_per_10k: cpu / load.requests as f64 * 10_000.0,
+        cpu_per_10k: cpu / requests as f64 * 10_000.0,
         peak_rss_mib,
     })
 }

@@ -40,7 +40,7 @@ pub enum Output {
 pub struct Process {
     pub name: String,
     child: Child,
-    pid: u32,
+    pub pid: u32,
     log: Option<PathBuf>,
     listening: Option<oneshot::Receiver<Value>>,
     readers: JoinSet<()>,
@@ -95,10 +95,6 @@ impl Process {
             readers,
             seen,
         })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 
     pub fn lines(&self) -> u64 {

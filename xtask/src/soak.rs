@@ -79,7 +79,7 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
             command.envs(upstream.iter().flat_map(|upstream| upstream.upstream()));
             let log = Output::File(log_dir.join(format!("{name}.log")));
             let service = Service::start(name, &mut command, main_port, log).await?;
-            let (pid, main) = (service.process.pid(), service.main);
+            let (pid, main) = (service.process.pid, service.main);
             let admin = service.admin.context("a service has an admin listener")?;
             eprintln!("xtask: {name} (pid {pid}) is ready on {main}, admin {admin}");
             anyhow::Ok(service)
@@ -168,6 +168,6 @@ async fn hold(
 
 fn usage(service: &mut Service) -> anyhow::Result<Usage> {
     service.process.alive()?;
-    let (rss_kib, fds) = measure::usage(service.process.pid())?;
+    let (rss_kib, fds) = measure::usage(service.process.pid)?;
     Ok(Usage { rss_kib, fds })
 }

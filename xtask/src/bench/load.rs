@@ -33,40 +33,43 @@ pub struct Run {
     pub p99_ms: f64,
 }
 
-pub struct Load {
-    pub call: Call,
-    pub addr: SocketAddr,
-    pub concurrency: usize,
-    pub requests: usize,
+/// What every run shares.
+pub struct H2load {
     pub bound: Duration,
-    /// The gRPC-framed request (Recommend only).
+    /// The gRPC-framed Recommend request.
     pub body: PathBuf,
     /// Where h2load writes its per-request log.
     pub log: PathBuf,
 }
 
-impl Load {
-    pub async fn run(&self) -> anyhow::Result<Run> {
+impl H2load {
+    pub async fn run(
+        &self,
+        call: Call,
+        addr: SocketAddr,
+        concurrency: usize,
+        requests: usize,
+    ) -> anyhow::Result<Run> {
         // h2load appends to its log.
         let _ = fs::remove_file(&self.log);
         let mut h2load = Command::new("h2load");
         h2load
-            .args(["--requests", &self.requests.to_string()])
-            .args(["--clients", &self.concurrency.to_string()])
+            .args(["--requests", &requests.to_string()])
+            .args(["--clients", &concurrency.to_string()])
             // One stream per connection: concurrency is the number of callers.
             .args(["--max-concurrent-streams", "1", "--threads", "1"])
             .arg("--log-file")
             .arg(&self.log)
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        match self.call {
+        match call {
             Call::Recommend => h2load
                 .arg("--data")
                 .arg(&self.body)
                 .args(["--header", "content-type: application/grpc"])
                 .args(["--header", "te: trailers"])
-                .arg(format!("http://{}{RECOMMEND_PATH}", self.addr)),
-            Call::Page => h2load.arg("--h1").arg(format!("http://{}/", self.addr)),
+                .arg(format!("http://{addr}{RECOMMEND_PATH}")),
+            Call::Page => h2load.arg("--h1").arg(format!("http://{addr}/")),
         };
         let bound = self.bound;
         let output = tokio::time::timeout(bound, h2load.output())
@@ -79,9 +82,9 @@ impl Load {
             "h2load failed ({}):\n{text}",
             output.status
         );
-        let per_second = per_second(&text, self.requests);
+        let per_second = per_second(&text, requests);
         let per_second = per_second.with_context(|| format!("h2load said:\n{text}"))?;
-        let micros = self.latencies_us()?;
+        let micros = self.latencies_us(requests)?;
         let (p50_ms, p99_ms) = (quantile_ms(&micros, 0.50), quantile_ms(&micros, 0.99));
         Ok(Run {
             per_second,
@@ -91,7 +94,7 @@ impl Load {
     }
 
     /// From h2load's log (start, status, µs to the end of the response), sorted.
-    fn latencies_us(&self) -> anyhow::Result<Vec<u64>> {
+    fn latencies_us(&self, requests: usize) -> anyhow::Result<Vec<u64>> {
         let log = fs::read_to_string(&self.log);
         let log = log.with_context(|| format!("cannot read {}", self.log.display()))?;
         let mut micros: Vec<u64> = log
@@ -104,7 +107,7 @@ impl Load {
                 us.with_context(|| format!("a bad h2load log line: {line:?}"))
             })
             .collect::<anyhow::Result<_>>()?;
-        let (logged, requests) = (micros.len(), self.requests);
+        let logged = micros.len();
         ensure!(
             logged == requests,
             "h2load logged {logged} of {requests} requests"

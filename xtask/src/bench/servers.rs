@@ -180,7 +180,7 @@ impl Fleet {
     /// The processes of its chain, front first.
     pub fn pids(&self, server: Server) -> anyhow::Result<Vec<u32>> {
         let chain = server.chain().into_iter();
-        chain.map(|s| Ok(self.find(s)?.process.pid())).collect()
+        chain.map(|s| Ok(self.find(s)?.process.pid)).collect()
     }
 
     pub fn cpu(&self, server: Server) -> anyhow::Result<f64> {
