@@ -55,28 +55,24 @@ enum Step {
 const PROMETHEUS: Tool = Tool::debian("promtool", "prometheus");
 /// A throwaway certificate stands in for prod's TLS Secret in the mesh analysis.
 const OPENSSL: Tool = Tool::debian("openssl", "openssl");
-const CHROMIUM: [Tool; 2] = [
-    Tool::debian("chromium", "chromium"),
-    Tool::debian("chromedriver", "chromium-driver"),
-];
+const CHROMIUM: Tool = Tool::debian("chromium", "chromium");
+const CHROMEDRIVER: Tool = Tool::debian("chromedriver", "chromium-driver");
 
 impl Step {
-    fn tools(self) -> Vec<Tool> {
+    fn tools(self) -> &'static [Tool] {
         match self {
             // The fuzz step installs cargo-fuzz itself, once nightly is there to run it.
-            Step::Fmt | Step::Clippy | Step::Cargo | Step::Release | Step::Fuzz | Step::Soak => {
-                vec![]
-            }
-            Step::Machete => vec![CARGO_MACHETE],
-            Step::BufLint | Step::BufBreaking => vec![Tool::Buf],
-            Step::Deploy => vec![Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
-            Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
-            Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
-            Step::Mesh => crate::mesh::TOOLS.to_vec(),
-            Step::Cluster => crate::cluster::TOOLS.to_vec(),
+            Step::Fmt | Step::Clippy | Step::Cargo | Step::Release | Step::Fuzz | Step::Soak => &[],
+            Step::Machete => &[CARGO_MACHETE],
+            Step::BufLint | Step::BufBreaking => &[Tool::Buf],
+            Step::Deploy => &[Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
+            Step::Observability => &[Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
+            Step::Ui => &[Tool::Python, CHROMIUM, CHROMEDRIVER],
+            Step::Mesh => crate::mesh::TOOLS,
+            Step::Cluster => crate::cluster::TOOLS,
             // istioctl and mesh-xds: the recommendations cluster is Istio's own translation.
-            Step::Reliability => vec![Tool::Python, Tool::Istioctl],
-            Step::Bench => crate::bench::TOOLS.to_vec(),
+            Step::Reliability => &[Tool::Python, Tool::Istioctl],
+            Step::Bench => crate::bench::TOOLS,
         }
     }
 }
@@ -92,9 +88,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
     for step in steps {
         eprintln!("xtask: ── {step:?} ──");
         let start = Instant::now();
-        tools
-            .ensure(&step.tools())
-            .with_context(|| format!("cannot install what step {step:?} needs"))?;
+        let installed = tools.ensure(step.tools());
+        installed.with_context(|| format!("cannot install what step {step:?} needs"))?;
         run_step(step, &tools, &target_dir).with_context(|| format!("step {step:?} failed"))?;
         timings.push((step, start.elapsed()));
     }

@@ -14,16 +14,6 @@ use std::{
 
 /// buf, for `buf lint` and `buf breaking` on the proto contract.
 const BUF: &str = "@bufbuild/buf@1.75.0";
-/// The Python requirement files, one per test suite; one venv serves all.
-const PYTHON_REQUIREMENTS: [&str; 7] = [
-    "tests/deploy/requirements.txt",
-    "tests/observability/requirements.txt",
-    "tests/ui/requirements.txt",
-    "tests/mesh/requirements.txt",
-    "tests/reliability/requirements.txt",
-    "tests/cluster/requirements.txt",
-    "bench/requirements.txt",
-];
 /// The Go modules (under `tools/`) that pin the upstream tools the tests build.
 const GO_TOOLS: &str = "tools";
 
@@ -159,8 +149,14 @@ impl Tools {
         let venv = self.dir.join("venv");
         let mut pip = Command::new(venv.join("bin/pip"));
         pip.args(["install", "--quiet", "--disable-pip-version-check"]);
+        // Each test suite's and the bench plot's; one venv serves all.
+        let mut files = vec![workspace::root().join("bench/requirements.txt")];
+        for suite in fs::read_dir(workspace::root().join("tests"))? {
+            files.push(suite?.path().join("requirements.txt"));
+        }
+        files.sort();
         let mut requirements = Vec::new();
-        for file in PYTHON_REQUIREMENTS.map(|file| workspace::root().join(file)) {
+        for file in files {
             if file.is_file() {
                 let read = fs::read(&file).with_context(|| format!("cannot read {file:?}"));
                 requirements.extend(read?);
