@@ -5,7 +5,7 @@ mod load;
 mod report;
 
 use crate::{measure, process::Output, services::Service, tools::Tools, workspace};
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use clap::Args;
 use load::Counters;
 use report::{Measured, Usage};
@@ -62,11 +62,9 @@ pub fn test(_tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Measured> {
-    let warm_up = MIN_WARM_UP;
-    ensure!(
-        duration > warm_up,
-        "a soak of {warm_up:?} or less has no time left after its warm-up"
-    );
+    if duration <= MIN_WARM_UP {
+        bail!("a soak of {MIN_WARM_UP:?} or less has no time left after its warm-up");
+    }
     workspace::build_release()?;
     let (bin_dir, log_dir) = (target_dir.join("release"), target_dir.join("soak"));
     std::fs::create_dir_all(&log_dir)
@@ -129,10 +127,8 @@ async fn hold(
         let now = [usage(&mut services[0])?, usage(&mut services[1])?];
         if !warmed {
             for (base, now) in baseline.iter_mut().zip(now) {
-                *base = Usage {
-                    rss_kib: base.rss_kib.max(now.rss_kib),
-                    fds: now.fds,
-                };
+                base.rss_kib = base.rss_kib.max(now.rss_kib);
+                base.fds = now.fds;
             }
             warmed = started.elapsed() >= warm_up;
         }

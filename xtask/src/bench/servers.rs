@@ -15,15 +15,6 @@ use std::{
 };
 use tokio::process::Command;
 
-/// A caller's settings these might be: each process gets only its own.
-const OTEL_VARIABLES: [&str; 5] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_SDK_DISABLED",
-];
-
 /// How a service's telemetry is set; the label is the table's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Telemetry {
@@ -264,11 +255,13 @@ impl Fleet {
     }
 }
 
-/// `binary`, with none of the caller's OpenTelemetry settings.
+/// `binary`, with none of the caller's OpenTelemetry settings: each gets only its own.
 fn command(binary: PathBuf) -> Command {
     let mut command = Command::new(binary);
-    for variable in OTEL_VARIABLES {
-        command.env_remove(variable);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(key);
+        }
     }
     command
 }
