@@ -2,15 +2,17 @@
 //! `listening` line, waited on until `/readyz` answers, and stopped as
 //! Kubernetes stops a pod: SIGTERM, then a bounded wait for exit code 0.
 
+use crate::services::http_client;
 use anyhow::{Context, bail};
 use serde_json::Value;
 use std::{
+    fmt::Display,
     fs::File,
     net::SocketAddr,
     path::PathBuf,
     process::{ExitStatus, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -18,7 +20,6 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
-    sync::oneshot,
     task::JoinSet,
 };
 
@@ -42,7 +43,6 @@ pub struct Process {
     child: Child,
     pub pid: u32,
     log: Option<PathBuf>,
-    listening: Option<oneshot::Receiver<Value>>,
     readers: JoinSet<()>,
     seen: Arc<Seen>,
 }
@@ -52,7 +52,7 @@ pub struct Process {
 struct Seen {
     lines: AtomicU64,
     last_line: Mutex<String>,
-    listening: Mutex<Option<oneshot::Sender<Value>>>,
+    listening: OnceLock<Value>,
 }
 
 impl Process {
@@ -76,9 +76,7 @@ impl Process {
             .spawn()
             .with_context(|| format!("cannot start {name} ({command:?})"))?;
         let pid = child.id().context("a child just started has a pid")?;
-        let (found, listening) = oneshot::channel();
         let seen = Arc::new(Seen::default());
-        *seen.listening.lock().expect("not poisoned") = Some(found);
         let mut readers = JoinSet::new();
         if let Some(stdout) = child.stdout.take() {
             readers.spawn(read(stdout, seen.clone(), prefix.clone()));
@@ -91,7 +89,6 @@ impl Process {
             child,
             pid,
             log,
-            listening: Some(listening),
             readers,
             seen,
         })
@@ -112,35 +109,34 @@ impl Process {
 
     /// Its JSON `listening` line, with the addresses it bound.
     pub async fn listening(&mut self) -> anyhow::Result<Value> {
-        let found = self.listening.take().context("the line is read once")?;
-        let see = self.see();
-        tokio::select! {
-            Ok(line) = found => Ok(line),
-            status = self.child.wait() => {
-                bail!("{} exited ({}) before listening{see}", self.name, status?)
-            }
-            () = tokio::time::sleep(BOUND) => {
-                bail!("{} logged no \"listening\" line within {BOUND:?}{see}", self.name)
-            }
-        }
+        let seen = self.seen.clone();
+        let found = async || seen.listening.get().cloned().ok_or("no \"listening\" line");
+        self.until(found).await
     }
 
     pub async fn ready(&mut self, admin: SocketAddr) -> anyhow::Result<()> {
-        let url = format!("http://{admin}/readyz");
-        let client = crate::services::http_client().build()?;
+        let (url, client) = (format!("http://{admin}/readyz"), http_client().build()?);
+        let ready = async || match client.get(&url).send().await {
+            Ok(answer) if answer.status().is_success() => Ok(()),
+            answer => Err(format!("not ready (last {url}: {answer:?})")),
+        };
+        self.until(ready).await
+    }
+
+    /// Polls `check` until it succeeds, while the process runs, for at most [`BOUND`].
+    async fn until<T, E: Display>(
+        &mut self,
+        mut check: impl AsyncFnMut() -> Result<T, E>,
+    ) -> anyhow::Result<T> {
         let started = Instant::now();
         loop {
-            let answer = client.get(&url).send().await;
-            if answer.as_ref().is_ok_and(|a| a.status().is_success()) {
-                return Ok(());
-            }
+            let last = match check().await {
+                Ok(found) => return Ok(found),
+                Err(last) => last,
+            };
             self.alive()?;
             if started.elapsed() > BOUND {
-                let see = self.see();
-                bail!(
-                    "{} was not ready within {BOUND:?} (last {url}: {answer:?}){see}",
-                    self.name
-                );
+                bail!("{}: {last} within {BOUND:?}{}", self.name, self.see());
             }
             tokio::time::sleep(POLL).await;
         }
@@ -192,9 +188,8 @@ async fn read(stream: impl AsyncRead + Unpin, seen: Arc<Seen>, prefix: Option<St
         if line.contains("\"listening\"")
             && let Ok(value) = serde_json::from_str::<Value>(&line)
             && value["message"] == "listening"
-            && let Some(found) = seen.listening.lock().expect("not poisoned").take()
         {
-            let _ = found.send(value);
+            let _ = seen.listening.set(value);
         }
         if let Some(name) = &prefix {
             println!("{name:>15} | {line}");
