@@ -194,10 +194,8 @@ async fn rounds(
         warmed.with_context(|| format!("warming up {}", server.label()))?;
     }
     let mut samples = Vec::new();
-    let (rounds, total) = (
-        settings.rounds,
-        settings.rounds * CONCURRENCIES.len() * SERVERS.len(),
-    );
+    let rounds = settings.rounds;
+    let total = rounds * CONCURRENCIES.len() * SERVERS.len();
     for round in 0..rounds {
         for call in [Call::Recommend, Call::Page] {
             let of_call: Vec<Server> = SERVERS.into_iter().filter(|s| s.call() == call).collect();
@@ -205,10 +203,8 @@ async fn rounds(
                 for k in 0..of_call.len() {
                     let server = of_call[(k + round) % of_call.len()];
                     let n = ((requests(call, concurrency) as f64) * settings.scale).ceil() as usize;
-                    let (label, sample) = (
-                        server.label(),
-                        sample(fleet, server, &h2load, concurrency, n).await,
-                    );
+                    let label = server.label();
+                    let sample = sample(fleet, server, &h2load, concurrency, n).await;
                     let sample =
                         sample.with_context(|| format!("{label} at concurrency {concurrency}"))?;
                     let (run, seconds) = (sample.run, n as f64 / sample.run.per_second);
