@@ -58,8 +58,7 @@ pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     tools.ensure(TOOLS)?;
-    let command = std::iter::once("cargo xtask bench".to_owned()).chain(std::env::args().skip(2));
-    args.command = command.collect::<Vec<_>>().join(" ");
+    args.command = workspace::command_line();
     bench(&tools, &target_dir, &args)
 }
 

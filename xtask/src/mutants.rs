@@ -38,10 +38,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     let results = out.join("mutants.out");
     let config = fs::read_to_string(workspace::root().join(".cargo/mutants.toml"))?;
     let document = workspace::root().join("docs/mutants.md");
-    let command = ["cargo xtask mutants".to_owned()]
-        .into_iter()
-        .chain(args.more);
-    let command = command.collect::<Vec<_>>().join(" ");
+    let command = workspace::command_line();
     match report(&results, &config, &measure::utc_minute()?, &command) {
         Ok(report) => {
             fs::write(&document, report)?;

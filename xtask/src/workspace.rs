@@ -91,6 +91,12 @@ pub fn build_release() -> anyhow::Result<()> {
         .args(services))
 }
 
+/// The command xtask was run as, as reports name it (`cargo xtask bench --rounds 5`).
+pub fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
+}
+
 /// Runs `future` to its end on a runtime of its own (the commands are sync at the top).
 pub fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_multi_thread()
