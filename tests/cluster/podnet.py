@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -182,7 +183,7 @@ class PodNetwork:
             args = args[1:]
         result = self.run([self.pilot_agent, "istio-iptables", *args])
         (self.folder / "istio-iptables.log").write_text(
-            f"$ pilot-agent istio-iptables {' '.join(args)}\n{result.stdout}{result.stderr}")
+            f"$ pilot-agent istio-iptables {shlex.join(args)}\n{result.stdout}{result.stderr}")
         if result.returncode != 0:
             raise RuntimeError(f"istio-iptables failed in {self.name}:\n{result.stdout}{result.stderr}")
         return result

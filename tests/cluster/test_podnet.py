@@ -5,6 +5,7 @@ report SO_ORIGINAL_DST; real connections are made as the app's and the proxy's u
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import select
@@ -202,6 +203,39 @@ def test_names_resolve_only_inside_the_pod(pods):
                              capture_output=True, text=True)
     assert outside.returncode != 0, outside.stdout
     assert marketplace.run(["getent", "hosts", "no-such-service"]).returncode != 0
+
+
+def short_flags(args: list[str]) -> dict[str, str]:
+    """`-x value` pairs of an istio-iptables command line."""
+    return {flag: value for flag, value in zip(args, args[1:])
+            if flag.startswith("-") and not flag.startswith("--")}
+
+
+def disagreements(pod: dict) -> list[str]:
+    """Where the capture podnet derives as Istio CNI does differs from the injector's own
+    rendering of the same annotations, in the pod's istio-validation arguments (ports as sets:
+    the two list them in different orders). -z is left to its default by CNI."""
+    derived = short_flags(podnet.cni_capture_args(pod))
+    injected = short_flags(podnet.container_args(pod, "istio-validation"))
+    derived.setdefault("-z", str(podnet.INBOUND_CAPTURE_PORT))
+    found = []
+    for flag, value in injected.items():
+        ours = derived.get(flag, "")
+        if set(ours.split(",")) != set(value.split(",")):
+            found.append(f"{flag}: injected {value!r}, derived {ours!r}")
+    return found
+
+
+def test_the_derived_capture_agrees_with_the_injectors_istio_validation_arguments(overlay):
+    pods = overlay.cluster.get("pods", "-n", NAMESPACE)["items"]
+    assert pods
+    for pod in pods:
+        assert not disagreements(pod), (pod["metadata"]["name"], disagreements(pod))
+    # The twin: an annotation the injector never saw (so its arguments do not carry it).
+    pod = copy.deepcopy(pods[0])
+    pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"] = "9464"
+    assert disagreements(pod) == [f"-d: injected {short_flags(podnet.container_args(pod, 'istio-validation'))['-d']!r}, "
+                                  "derived '9464,15020,15021,15090'"]
 
 
 @pytest.mark.parametrize("captured", [True, False], ids=["captured", "without-istio-iptables"])
