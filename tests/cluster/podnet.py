@@ -33,6 +33,7 @@ from controlplane import Client
 
 # Istio's defaults where the pod says nothing (cni/pkg/plugin/sidecar_redirect.go).
 PROXY_UID = 1337
+PROXY_GID = 1337
 OUTBOUND_CAPTURE_PORT = 15001
 INBOUND_CAPTURE_PORT = 15006
 # The CNI plugin always adds these to the inbound exclusions: pilot-agent's status port, the
@@ -60,14 +61,14 @@ def cni_capture_args(pod: dict) -> list[str] | None:
     args = proxy.get("args", [])
     inject = labels.get("sidecar.istio.io/inject", annotations.get("sidecar.istio.io/inject", ""))
     if (_true(env.get("DISABLE_ENVOY")) or (len(args) >= 2 and args[0] == "proxy" and args[1] != "sidecar")
-            or inject.lower() == "false" or "sidecar.istio.io/status" not in annotations):
+            or _false(inject) or "sidecar.istio.io/status" not in annotations):
         return None
 
     def annotation(key: str, default: str) -> str:
         return annotations.get(f"traffic.sidecar.istio.io/{key}", default)
     security = proxy.get("securityContext") or {}
     uid = security.get("runAsUser") or PROXY_UID
-    gid = security.get("runAsGroup") or PROXY_UID
+    gid = security.get("runAsGroup") or PROXY_GID
     excluded_inbound = [p for p in annotation("excludeInboundPorts", "15020").split(",") if p.strip()]
     excluded_inbound = list(dict.fromkeys([*excluded_inbound, *ALWAYS_EXCLUDED_INBOUND]))
     result = ["-p", str(OUTBOUND_CAPTURE_PORT), "-u", str(uid), "-g", str(gid),
@@ -91,7 +92,13 @@ def cni_capture_args(pod: dict) -> list[str] | None:
 
 
 def _true(value: str | None) -> bool:
-    return (value or "").lower() in ("1", "t", "true")
+    """Go's strconv.ParseBool true, as the plugin reads the proxy's environment."""
+    return value in ("1", "t", "T", "TRUE", "true", "True")
+
+
+def _false(value: str | None) -> bool:
+    """Go's strconv.ParseBool false, as the plugin reads the inject switch."""
+    return value in ("0", "f", "F", "FALSE", "false", "False")
 
 
 def container_args(pod: dict, name: str) -> list[str] | None:
