@@ -100,6 +100,8 @@ fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static s
                     "pilot-discovery",
                     "istio.io/istio/pilot/cmd/pilot-discovery",
                 ),
+                // `pilot-agent istio-iptables`: the capture istio-init or Istio CNI would set up.
+                ("pilot-agent", "istio.io/istio/pilot/cmd/pilot-agent"),
             ],
         ),
         _ => unreachable!("only Go tools are built"),
@@ -264,7 +266,11 @@ impl Tools {
     /// packages, without debug information (nothing here debugs them).
     fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
         let (module, programs) = go_programs(tool);
-        let sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
+        let mut sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
+        // A program added to the list is built even when the module's files did not change.
+        for (_, package) in programs {
+            sources.extend(package.as_bytes());
+        }
         let (first, _) = programs[0];
         let stamp = self.dir.join("bin").join(format!("{first}.built-from"));
         stamped(&stamp, &sources, || {
