@@ -47,12 +47,15 @@ def namespace(name: str) -> Iterator[None]:
 
 def create(name: str) -> None:
     """A new namespace `name` with `lo` up, carrying the host and pod ranges. (A dummy link would
-    do, but this kernel has no `dummy` module; `lo` holds a whole prefix as local addresses.)"""
+    do, but this kernel has no `dummy` module; `lo` holds a whole prefix as local addresses.)
+    The pod range is a `local` route rather than an address: no pod IP is an address of the
+    namespace's own (kwok hands out 10.244.0.1 first), so a pod given its own namespace
+    (podnet.py) takes its IP over with a more specific route."""
     _ip("netns", "add", name)
     try:
         _ip("-n", name, "link", "set", "lo", "up")
         _ip("-n", name, "addr", "add", f"{API_IP}/24", "dev", "lo")
-        _ip("-n", name, "addr", "add", f"10.244.0.1/{POD_RANGE.split('/')[1]}", "dev", "lo")
+        _ip("-n", name, "route", "add", "local", POD_RANGE, "dev", "lo", "table", "local")
     except subprocess.CalledProcessError:
         delete(name)
         raise
@@ -65,6 +68,16 @@ def enter(name: str) -> None:
         _setns_fd(fd)
     finally:
         os.close(fd)
+
+
+def current() -> str:
+    """The name (`ip netns add`'s) of the namespace this process is in."""
+    here = os.stat("/proc/self/ns/net")
+    for name in os.listdir("/run/netns"):
+        there = os.stat(f"/run/netns/{name}")
+        if (there.st_dev, there.st_ino) == (here.st_dev, here.st_ino):
+            return name
+    raise RuntimeError("this process is in no named network namespace")
 
 
 def _setns_fd(fd: int) -> None:

@@ -10,8 +10,14 @@ use crate::{
 use clap::{Args, Subcommand};
 use std::{os::unix::process::CommandExt, path::Path, process::Command};
 
-/// The venv, istioctl (it renders the Istio install) and the control plane's binaries.
-pub const TOOLS: &[Tool] = &[Tool::Python, Tool::Istioctl, Tool::Cluster];
+/// The venv, istioctl (it renders the Istio install), the control plane's binaries, and
+/// iptables, which `pilot-agent istio-iptables` runs in each pod's network namespace.
+pub const TOOLS: &[Tool] = &[
+    Tool::Python,
+    Tool::Istioctl,
+    Tool::Cluster,
+    Tool::debian("iptables", "iptables"),
+];
 
 #[derive(Args)]
 pub struct ClusterArgs {

@@ -77,6 +77,8 @@ const GO_PROGRAMS: [(Tool, &str, Programs); 3] = [
         ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
         ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
         ("pilot-discovery", "istio.io/istio/pilot/cmd/pilot-discovery"),
+        // `pilot-agent istio-iptables`: the capture istio-init or Istio CNI would set up.
+        ("pilot-agent", "istio.io/istio/pilot/cmd/pilot-agent"),
     ]),
 ];
 
@@ -218,7 +220,11 @@ impl Tools {
     fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
         let found = GO_PROGRAMS.iter().find(|(t, ..)| *t == tool);
         let (_, module, programs) = *found.expect("a Go tool");
-        let sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
+        let mut sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
+        // A program added to the list is built even when the module's files did not change.
+        for (_, package) in programs {
+            sources.extend(package.as_bytes());
+        }
         let (bin, first) = (self.dir.join("bin"), programs[0].0);
         let stamp = bin.join(format!("{first}.built-from"));
         stamped(&stamp, &sources, || {
