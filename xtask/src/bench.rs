@@ -150,7 +150,7 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
             work.join("h2load.log"),
         );
         let samples = rounds(&mut fleet, settings, H2load { bound, body, log }).await?;
-        check_fleet(&fleet).await?;
+        fleet.check(WARMUP_REQUESTS as u64).await?;
         anyhow::Ok(Measured {
             samples,
             startups,
@@ -203,7 +203,7 @@ async fn rounds(
                     let server = of_call[(k + round) % of_call.len()];
                     let n = ((requests(call, concurrency) as f64) * settings.scale).ceil() as usize;
                     let label = server.label();
-                    let sample = sample(fleet, server, &h2load, concurrency, n).await;
+                    let sample = fleet.sample(server, &h2load, concurrency, n).await;
                     let sample =
                         sample.with_context(|| format!("{label} at concurrency {concurrency}"))?;
                     let (run, seconds) = (sample.run, n as f64 / sample.run.per_second);
@@ -223,55 +223,4 @@ async fn rounds(
         }
     }
     Ok(samples)
-}
-
-/// One scenario: the load, with the CPU and peak memory of the server's
-/// processes, which must still be running and answering right afterwards.
-async fn sample(
-    fleet: &mut Fleet,
-    server: Server,
-    h2load: &H2load,
-    concurrency: usize,
-    requests: usize,
-) -> anyhow::Result<Sample> {
-    let (pids, call, addr) = (fleet.pids(server)?, server.call(), fleet.find(server)?.main);
-    for &pid in &pids {
-        measure::reset_peak(pid)?;
-    }
-    let cpu_before = fleet.cpu(server)?;
-    let run = h2load.run(call, addr, concurrency, requests).await?;
-    let cpu = fleet.cpu(server)? - cpu_before;
-    let peak_rss_mib = pids
-        .iter()
-        .map(|&pid| Ok(measure::peak_rss_kib(pid)? as f64 / 1024.0))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    fleet.alive(server)?;
-    let checked = fleet.check_answers(call, addr).await;
-    checked.with_context(|| format!("checking {}'s answers", server.label()))?;
-    Ok(Sample {
-        server,
-        concurrency,
-        run,
-        cpu_per_10k: cpu / requests as f64 * 10_000.0,
-        peak_rss_mib,
-    })
-}
-
-/// No marketplace showed a degraded page, and the info-level services really logged a
-/// line per call and exported spans (else the comparison would be unfair).
-async fn check_fleet(fleet: &Fleet) -> anyhow::Result<()> {
-    fleet.check_no_fallbacks().await?;
-    let rec_lines = fleet.find(Server::Recommendations(PROD))?.process.lines();
-    let spans: serde_json::Value =
-        serde_json::from_str(&fleet.sink.process.last_line()).unwrap_or_default();
-    let spans = spans["spans"].as_u64().unwrap_or(0);
-    eprintln!(
-        "bench: recommendations (info) wrote {rec_lines} log lines; the OTLP sink received {spans} spans"
-    );
-    ensure!(
-        rec_lines as usize >= WARMUP_REQUESTS,
-        "recommendations at info level wrote only {rec_lines} lines: are access lines off?"
-    );
-    ensure!(spans > 0, "no span reached the OTLP sink");
-    Ok(())
 }

@@ -1,7 +1,10 @@
 //! The processes under test, each started once for the whole run, and the
 //! OTLP sink that receives their spans.
 
-use super::{load::Call, report::Startup};
+use super::{
+    load::{Call, H2load},
+    report::{Sample, Startup},
+};
 use crate::{
     measure,
     process::Output,
@@ -168,43 +171,77 @@ impl Fleet {
         Service::start(&name, &mut command, main_port, Output::Counted).await
     }
 
-    /// The processes of its chain, front first.
-    pub fn pids(&self, server: Server) -> anyhow::Result<Vec<u32>> {
-        let chain = server.chain().into_iter();
-        chain.map(|s| Ok(self.find(s)?.process.pid)).collect()
-    }
-
-    pub fn cpu(&self, server: Server) -> anyhow::Result<f64> {
-        self.pids(server)?
-            .into_iter()
-            .map(measure::cpu_seconds)
-            .sum()
-    }
-
-    /// Fails if a process of its chain has exited (a crash under load).
-    pub fn alive(&mut self, server: Server) -> anyhow::Result<()> {
+    /// One scenario: the load, with the CPU and peak memory of the processes of `server`'s
+    /// chain, which must still be running and answering right afterwards.
+    pub async fn sample(
+        &mut self,
+        server: Server,
+        h2load: &H2load,
+        concurrency: usize,
+        requests: usize,
+    ) -> anyhow::Result<Sample> {
         let chain = server.chain();
-        let mut running = self.running.iter_mut().filter(|(s, _)| chain.contains(s));
-        running.try_for_each(|(_, service)| service.process.alive())
+        let pids = chain.iter().map(|&s| Ok(self.find(s)?.process.pid));
+        let pids = pids.collect::<anyhow::Result<Vec<u32>>>()?;
+        let cpu = || {
+            pids.iter()
+                .map(|&pid| measure::cpu_seconds(pid))
+                .sum::<anyhow::Result<f64>>()
+        };
+        for &pid in &pids {
+            measure::reset_peak(pid)?;
+        }
+        let (call, addr, cpu_before) = (server.call(), self.find(server)?.main, cpu()?);
+        let run = h2load.run(call, addr, concurrency, requests).await?;
+        let cpu_per_10k = (cpu()? - cpu_before) / requests as f64 * 10_000.0;
+        let peak_rss_kib = pids.iter().map(|&pid| measure::peak_rss_kib(pid));
+        let peak_rss_mib = peak_rss_kib
+            .map(|kib| Ok(kib? as f64 / 1024.0))
+            .collect::<anyhow::Result<_>>()?;
+        for (_, service) in self.running.iter_mut().filter(|(s, _)| chain.contains(s)) {
+            service.process.alive()?;
+        }
+        let checked = self.check_answers(call, addr).await;
+        checked.with_context(|| format!("checking {}'s answers", server.label()))?;
+        Ok(Sample {
+            server,
+            concurrency,
+            run,
+            cpu_per_10k,
+            peak_rss_mib,
+        })
     }
 
-    pub async fn check_no_fallbacks(&self) -> anyhow::Result<()> {
+    /// No marketplace showed a degraded page, and the info-level services really logged a
+    /// line per call and exported spans (else the comparison would be unfair).
+    pub async fn check(&self, lines_at_least: u64) -> anyhow::Result<()> {
         for (server, service) in &self.running {
             if let Server::Marketplace(_) = server {
-                let fallbacks = service.fallbacks().await?;
-                let name = &service.process.name;
+                let (fallbacks, name) = (service.fallbacks().await?, &service.process.name);
                 ensure!(
                     fallbacks == 0.0,
                     "{name} showed {fallbacks} pages without recommendations"
                 );
             }
         }
+        let rec_lines = self.find(Server::Recommendations(PROD))?.process.lines();
+        let spans: serde_json::Value =
+            serde_json::from_str(&self.sink.process.last_line()).unwrap_or_default();
+        let spans = spans["spans"].as_u64().unwrap_or(0);
+        eprintln!(
+            "bench: recommendations (info) wrote {rec_lines} log lines; the OTLP sink received {spans} spans"
+        );
+        ensure!(
+            rec_lines >= lines_at_least,
+            "recommendations at info level wrote only {rec_lines} lines: are access lines off?"
+        );
+        ensure!(spans > 0, "no span reached the OTLP sink");
         Ok(())
     }
 
-    /// A sample of answers, read by real clients: Recommend through tonic
+    /// Some answers, read by real clients: Recommend through tonic
     /// (h2load cannot read the grpc-status trailer), pages for their books.
-    pub async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
+    async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
         match call {
             Call::Recommend => {
                 let mut check = std::process::Command::new(self.bin("bench-tool"));
