@@ -280,16 +280,11 @@ fn stamped(
 /// Every file of a tools module (go.mod, go.sum, our own Go programs), in a
 /// stable order: a change to any of them rebuilds the module's tools.
 fn module_sources(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let (mut files, mut pending) = (Vec::new(), vec![dir.to_path_buf()]);
-    while let Some(folder) = pending.pop() {
-        let entries = fs::read_dir(&folder);
-        for entry in entries.with_context(|| format!("cannot read {}", folder.display()))? {
-            let path = entry?.path();
-            if path.is_dir() {
-                pending.push(path)
-            } else {
-                files.push(path)
-            }
+    let mut files = Vec::new();
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        if !entry.file_type().is_dir() {
+            files.push(entry.into_path());
         }
     }
     files.sort();
