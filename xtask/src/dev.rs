@@ -1,6 +1,6 @@
 //! `cargo xtask dev`: both services built and run with local defaults, each
 //! line of their output after the service's name, both stopped cleanly on
-//! Ctrl-C or as soon as one of them dies.
+//! Ctrl-C (or SIGTERM) or as soon as one of them dies.
 
 use crate::{
     process::{Output, Process},
@@ -8,7 +8,10 @@ use crate::{
 };
 use clap::Args;
 use std::path::Path;
-use tokio::process::Command;
+use tokio::{
+    process::Command,
+    signal::unix::{SignalKind, signal},
+};
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -50,8 +53,11 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
     let [mut first, mut second] = [start("recommendations")?, start("marketplace")?];
     let port = std::env::var("HTTP_PORT").unwrap_or_else(|_| "8080".into());
     println!("xtask: the shop is at http://localhost:{port}/ (Ctrl-C stops both services)");
+    // SIGTERM too (a process manager's stop): xtask's exit alone would leave them running.
+    let mut terminate = signal(SignalKind::terminate())?;
     let exited = tokio::select! {
         _ = tokio::signal::ctrl_c() => None,
+        _ = terminate.recv() => None,
         status = first.wait() => Some((first.name.clone(), status)),
         status = second.wait() => Some((second.name.clone(), status)),
     };
