@@ -4,41 +4,34 @@
 
 use http::Response;
 use prometheus::IntCounter;
-use std::{any::Any, fmt, sync::Arc};
+use std::{any::Any, fmt};
 use tower_http::catch_panic::{CatchPanicLayer, ResponseForPanic};
 
 /// Turns a caught panic into `answer()`.
-pub struct OnPanic<B> {
+#[derive(Clone)]
+pub struct OnPanic<A> {
     pub(crate) panics: IntCounter,
     /// The log line's message.
     pub(crate) message: &'static str,
-    pub(crate) answer: Arc<dyn Fn() -> Response<B> + Send + Sync>,
+    pub(crate) answer: A,
 }
 
-impl<B> OnPanic<B> {
+impl<A> OnPanic<A>
+where
+    Self: ResponseForPanic,
+{
     pub(crate) fn layer(self) -> CatchPanicLayer<Self> {
         CatchPanicLayer::custom(self)
     }
 }
 
-impl<B> Clone for OnPanic<B> {
-    fn clone(&self) -> Self {
-        let answer = Arc::clone(&self.answer);
-        Self {
-            panics: self.panics.clone(),
-            message: self.message,
-            answer,
-        }
-    }
-}
-
-impl<B> fmt::Debug for OnPanic<B> {
+impl<A> fmt::Debug for OnPanic<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OnPanic").finish_non_exhaustive()
     }
 }
 
-impl<B> ResponseForPanic for OnPanic<B> {
+impl<A: Fn() -> Response<B> + Clone, B> ResponseForPanic for OnPanic<A> {
     type ResponseBody = B;
 
     fn response_for_panic(&mut self, panic: Box<dyn Any + Send + 'static>) -> Response<B> {

@@ -10,17 +10,17 @@ pub struct Readiness {
 }
 
 impl Default for Readiness {
+    /// Ready: services bind (and load their data) before they exist.
     fn default() -> Self {
-        Self::new()
+        Self {
+            ready: Arc::new(watch::Sender::new(true)),
+        }
     }
 }
 
 impl Readiness {
-    /// Starts ready: services bind (and load their data) before they exist.
     pub fn new() -> Self {
-        Self {
-            ready: Arc::new(watch::Sender::new(true)),
-        }
+        Self::default()
     }
 
     pub fn is_ready(&self) -> bool {
@@ -32,11 +32,10 @@ impl Readiness {
         self.ready.send_replace(false);
     }
 
-    /// Resolves once the process is not ready (at once if it already is not).
+    /// Resolves once the process is not ready.
     pub async fn not_ready(&self) {
-        let mut rx = self.ready.subscribe();
         // The sender lives in `self`, so waiting cannot fail.
-        let _ = rx.wait_for(|ready| !ready).await;
+        let _ = self.ready.subscribe().wait_for(|ready| !ready).await;
     }
 }
 

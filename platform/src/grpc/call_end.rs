@@ -1,5 +1,5 @@
 //! How a gRPC call ended, found once per call: a response future and body
-//! wrapper that hand the final [`Status`] to an [`OnEnd`] exactly once. Where
+//! ([`Ending`]) that hand the final [`Status`] to an [`OnEnd`] exactly once. Where
 //! the status can arrive: docs/design.md, "Middleware order".
 
 use http::{HeaderMap, Response, StatusCode};
@@ -111,19 +111,18 @@ fn end_abandoned<T, C: OnEnd>(mut inner: Pin<&mut Option<T>>, on_end: &mut Optio
 }
 
 pin_project! {
-    /// Ends the call when the response carries its status in the headers, else
-    /// hands over to [`EndBody`]. Errors come out as the boxed [`Status`] tonic
-    /// would have made of them, so what was counted is what the caller gets.
-    pub struct EndFuture<F, C>
+    /// A call's response future, then its body: each ends the call once (if
+    /// not ended yet) when it finds the status, or as CANCELLED when dropped.
+    pub struct Ending<T, C>
     where
         C: OnEnd,
     {
         #[pin]
-        inner: Option<F>,
+        inner: Option<T>,
         on_end: Option<C>,
     }
 
-    impl<F, C> PinnedDrop for EndFuture<F, C>
+    impl<T, C> PinnedDrop for Ending<T, C>
     where
         C: OnEnd,
     {
@@ -134,36 +133,36 @@ pin_project! {
     }
 }
 
-impl<F, C: OnEnd> EndFuture<F, C> {
-    pub fn new(inner: F, on_end: C) -> Self {
+impl<T, C: OnEnd> Ending<T, C> {
+    pub fn new(inner: T, on_end: Option<C>) -> Self {
         Self {
             inner: Some(inner),
-            on_end: Some(on_end),
+            on_end,
         }
     }
 }
 
-impl<F, C, B, E> Future for EndFuture<F, C>
+/// The response: ends the call if its status is in the headers, else hands
+/// over to the body. Errors come out as the boxed [`Status`] tonic would make
+/// of them, so what was counted is what the caller gets.
+impl<F, C, B, E> Future for Ending<F, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
     C: OnEnd,
     B: Body,
 {
-    type Output = Result<Response<EndBody<B, C>>, BoxError>;
+    type Output = Result<Response<Ending<B, C>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = {
             let _entered = this.on_end.as_ref().and_then(OnEnd::span).map(Span::enter);
             let inner = this.inner.as_mut().as_pin_mut();
-            ready!(inner.expect("EndFuture polled after it completed").poll(cx))
+            ready!(inner.expect("polled after it completed").poll(cx))
         };
         this.inner.set(None);
-        let on_end = this
-            .on_end
-            .take()
-            .expect("EndFuture polled after it completed");
+        let on_end = this.on_end.take().expect("polled after it completed");
         Poll::Ready(match result {
             Err(err) => {
                 let status = Status::from_error(err.into());
@@ -173,44 +172,16 @@ where
             Ok(response) => match status_in_headers(&response) {
                 Some(status) => {
                     on_end.on_end(&status);
-                    Ok(response.map(|body| EndBody {
-                        inner: Some(body),
-                        on_end: None,
-                    }))
+                    Ok(response.map(|body| Ending::new(body, None)))
                 }
-                None => Ok(response.map(|body| EndBody {
-                    inner: Some(body),
-                    on_end: Some(on_end),
-                })),
+                None => Ok(response.map(|body| Ending::new(body, Some(on_end)))),
             },
         })
     }
 }
 
-pin_project! {
-    /// Ends the call at the trailers, at an error, or when dropped before
-    /// either (CANCELLED).
-    pub struct EndBody<B, C>
-    where
-        C: OnEnd,
-    {
-        #[pin]
-        inner: Option<B>,
-        on_end: Option<C>,
-    }
-
-    impl<B, C> PinnedDrop for EndBody<B, C>
-    where
-        C: OnEnd,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            end_abandoned(this.inner, this.on_end);
-        }
-    }
-}
-
-impl<B, C> Body for EndBody<B, C>
+/// The body: ends the call at the trailers or at an error.
+impl<B, C> Body for Ending<B, C>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -231,11 +202,7 @@ where
                 .and_then(OnEnd::body_span)
                 .map(Span::enter);
             let inner = this.inner.as_mut().as_pin_mut();
-            ready!(
-                inner
-                    .expect("EndBody is only emptied when dropped")
-                    .poll_frame(cx)
-            )
+            ready!(inner.expect("only emptied when dropped").poll_frame(cx))
         };
         // The status is made only for a call not ended yet.
         let mut end = |status: &dyn Fn() -> Status| {
@@ -350,11 +317,11 @@ mod tests {
     async fn call(
         response: Result<Response<Frames>, BoxError>,
         ends: &Ends,
-    ) -> Result<Response<EndBody<Frames, Ends>>, BoxError> {
-        EndFuture::new(std::future::ready(response), ends.clone()).await
+    ) -> Result<Response<Ending<Frames, Ends>>, BoxError> {
+        Ending::new(std::future::ready(response), Some(ends.clone())).await
     }
 
-    async fn read_to_end(body: &mut EndBody<Frames, Ends>) {
+    async fn read_to_end(body: &mut Ending<Frames, Ends>) {
         while std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
             .await
             .is_some()
@@ -406,9 +373,9 @@ mod tests {
     #[test]
     fn a_future_dropped_before_the_response_ends_the_call_as_cancelled() {
         let ends = Ends::default();
-        let future = EndFuture::new(
+        let future = Ending::new(
             std::future::pending::<Result<Response<Frames>, BoxError>>(),
-            ends.clone(),
+            Some(ends.clone()),
         );
         drop(future);
         assert_eq!(ends.codes(), [Code::Cancelled]);

@@ -13,7 +13,7 @@ pub use observe::{Observe, ObserveLayer};
 use crate::{panic::OnPanic, shed::ShedLayer, shutdown::InFlight};
 use axum::response::IntoResponse as _;
 use prometheus::{IntCounter, Registry, register_int_counter_with_registry};
-use std::{future::ready, sync::Arc, time::Duration};
+use std::{future::ready, time::Duration};
 use tonic::Status;
 use tower::{
     Layer, ServiceBuilder,
@@ -45,7 +45,7 @@ pub struct ServerLayers {
     panics: IntCounter,
 }
 
-type Panics = OnPanic<tonic::body::Body>;
+type Panics = OnPanic<fn() -> http::Response<tonic::body::Body>>;
 
 impl<S> Layer<S> for ServerLayers {
     type Service = InFlightRequests<Observe<CatchPanic<S, Panics>>>;
@@ -54,7 +54,7 @@ impl<S> Layer<S> for ServerLayers {
         let panics = OnPanic {
             panics: self.panics.clone(),
             message: "a gRPC handler panicked",
-            answer: Arc::new(|| Status::internal("internal error").into_http()),
+            answer: internal as fn() -> _,
         };
         ServiceBuilder::new()
             .layer(self.in_flight.layer())
@@ -62,6 +62,10 @@ impl<S> Layer<S> for ServerLayers {
             .layer(panics.layer())
             .service(inner)
     }
+}
+
+fn internal() -> http::Response<tonic::body::Body> {
+    Status::internal("internal error").into_http()
 }
 
 /// A tonic server builder with the platform's middleware on.

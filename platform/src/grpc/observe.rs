@@ -6,7 +6,7 @@
 
 use super::{
     LayersError, Rpc, Side,
-    call_end::{BoxError, EndBody, EndFuture, OnEnd, code_name, is_server_fault},
+    call_end::{BoxError, Ending, OnEnd, code_name, is_server_fault},
     metrics::{Series, Vecs},
 };
 use http::{Request, Response};
@@ -114,9 +114,9 @@ where
     S::Error: Into<BoxError>,
     ResBody: http_body::Body,
 {
-    type Response = Response<EndBody<ResBody, Ended>>;
+    type Response = Response<Ending<ResBody, Ended>>;
     type Error = BoxError;
-    type Future = EndFuture<S::Future, Ended>;
+    type Future = Ending<S::Future, Ended>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -144,7 +144,7 @@ where
             unknown_path,
             started,
         };
-        EndFuture::new(inner, ended)
+        Ending::new(inner, Some(ended))
     }
 }
 

@@ -58,11 +58,11 @@ where
     let panics = OnPanic {
         panics: layers.metrics.panics(),
         message: "an HTTP handler panicked",
-        answer: Arc::new(move || {
+        answer: move || {
             let mut response = page();
             *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             response
-        }),
+        },
     };
     let shed = ShedLayer::new(layers.max_concurrent_requests, |_| {
         let busy = "The shop is busy; please try again in a moment.\n";
