@@ -1,21 +1,12 @@
 //! Readiness: true while the process wants traffic, false once shutdown began.
 
-use std::sync::Arc;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-/// A cheap, cloneable readiness flag that others can wait on.
-#[derive(Clone, Debug)]
+/// A cheap, cloneable readiness flag that others can wait on. Ready when made:
+/// services bind (and load their data) first.
+#[derive(Clone, Debug, Default)]
 pub struct Readiness {
-    ready: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Readiness {
-    /// Ready: services bind (and load their data) before they exist.
-    fn default() -> Self {
-        Self {
-            ready: Arc::new(watch::Sender::new(true)),
-        }
-    }
+    shutting_down: CancellationToken,
 }
 
 impl Readiness {
@@ -24,18 +15,17 @@ impl Readiness {
     }
 
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        !self.shutting_down.is_cancelled()
     }
 
     /// Turns not-ready for good: the process is shutting down.
     pub fn set_not_ready(&self) {
-        self.ready.send_replace(false);
+        self.shutting_down.cancel();
     }
 
     /// Resolves once the process is not ready.
     pub async fn not_ready(&self) {
-        // The sender lives in `self`, so waiting cannot fail.
-        let _ = self.ready.subscribe().wait_for(|ready| !ready).await;
+        self.shutting_down.cancelled().await;
     }
 }
 
