@@ -37,7 +37,9 @@ impl<A: Fn() -> Response<B> + Clone, B> ResponseForPanic for OnPanic<A> {
     fn response_for_panic(&mut self, panic: Box<dyn Any + Send + 'static>) -> Response<B> {
         self.panics.inc();
         // `panic!` gives a `&str` or a `String`.
-        let text = (panic.downcast_ref::<&str>().copied())
+        let text = panic
+            .downcast_ref::<&str>()
+            .copied()
             .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
             .unwrap_or("(not a string)");
         tracing::error!(panic = text, "{}", self.message);

@@ -65,7 +65,8 @@ impl Vecs {
             started: self.started.with_label_values(&labels),
             handled: all_codes()
                 .map(|code| {
-                    (self.handled).with_label_values(&[kind, service, method, code_name(code)])
+                    self.handled
+                        .with_label_values(&[kind, service, method, code_name(code)])
                 })
                 .collect(),
             seconds: self.seconds.with_label_values(&labels),

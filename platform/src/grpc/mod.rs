@@ -1,5 +1,5 @@
 //! gRPC middleware as tower layers (the Rust form of interceptors): one
-//! observer per call ([`observe`]), ended once ([`call_end`]), with the
+//! observer per call (`observe`), ended once (`call_end`), with the
 //! in-flight count around it and panics answered INTERNAL inside it.
 
 mod call_end;

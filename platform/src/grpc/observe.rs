@@ -77,7 +77,9 @@ impl ObserveLayer {
     fn method(&self, path: &str) -> Arc<Method> {
         let table = &*self.methods;
         Arc::clone(table.known.get(path).unwrap_or_else(|| {
-            (table.unknown).get_or_init(|| Arc::new(method(&table.vecs, Rpc::unknown())))
+            table
+                .unknown
+                .get_or_init(|| Arc::new(method(&table.vecs, Rpc::unknown())))
         }))
     }
 }
@@ -206,7 +208,8 @@ impl OnEnd for Ended {
             self.span.record("rpc.grpc.status_code", code as i32);
             if failed {
                 self.span.record("otel.status_code", "ERROR");
-                (self.span).record("otel.status_description", status.message());
+                self.span
+                    .record("otel.status_description", status.message());
             }
         }
         // The span as the lines' parent, not entered: the same ids, for less.

@@ -1,5 +1,5 @@
 //! HTTP server middleware for axum routers ([`with_layers`]): one observer per
-//! request ([`observe`], [`metrics`]), load shedding with 503, panics answered
+//! request (`observe`, `metrics`), load shedding with 503, panics answered
 //! with the service's 500 page. They name a request by its route template
 //! (axum's [`MatchedPath`]), never its raw path, so they go on with
 //! `Router::layer`, after routing. And [`serve`], with bounds on request heads.
