@@ -444,8 +444,8 @@ def check_trace_destinations(docs: list[Doc], mesh: Doc, accepted: dict[str, dic
     return problems
 
 
-# What each kind of service answers when it sheds load (platform/src/http/load_shed.rs: 503 with
-# Retry-After; platform/src/grpc/limit.rs: RESOURCE_EXHAUSTED), as the retryOn conditions that
+# What each kind of service answers when it sheds load (platform/src/shed.rs; http/mod.rs: 503 with
+# Retry-After; grpc/mod.rs: RESOURCE_EXHAUSTED), as the retryOn conditions that
 # would retry it. A retry on these feeds the overload it answers.
 SHEDDING_RETRY_CONDITIONS = {
     "http": {"503", "5xx", "gateway-error", "retriable-status-codes"},
