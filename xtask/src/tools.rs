@@ -59,7 +59,8 @@ pub const CARGO_MACHETE: Tool = Tool::cargo("cargo-machete", "0.9.2");
 
 /// The Go programs of each Go tool: (tool, module under `tools/`, [(binary, package)]).
 /// mesh-analyze feeds Istio's analyzers the files as a cluster would hold them; mesh-xds is
-/// Istio's config generation, each pod's proxy config as an Envoy bootstrap.
+/// Istio's config generation (the in-memory discovery server's, or the real istiod's with
+/// istio-agent's code), each pod's proxy config as an Envoy bootstrap.
 type Programs = &'static [(&'static str, &'static str)];
 #[rustfmt::skip]
 const GO_PROGRAMS: [(Tool, &str, Programs); 3] = [
