@@ -174,6 +174,8 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
                     "BOOKSHOP_PROMETHEUS_OPERATOR_CRDS",
                     operator.join("example/prometheus-operator-crd"),
                 );
+                // The Gateway API CRDs (standard channel) of the version the pinned Istio requires.
+                pytest.env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?);
             }
             workspace::run(&mut pytest)
         }
