@@ -21,6 +21,8 @@ from controlplane import Client, ControlPlane
 from outside_tools import REPO_ROOT, required_dir
 
 OVERLAYS = ("dev", "prod", "dev-faults")
+# dev with the Gateway API ingress: a cluster of its own, for test_gateway_api.py only.
+GATEWAY_API_OVERLAY = "dev-gateway-api"
 # The README's deploy command (its "Look, then apply" step), with the overlay's name in it.
 README_APPLY = "kubectl kustomize kustomize/overlays/{overlay} | kubectl apply -f -"
 ROLLOUT_TIMEOUT = "120s"

@@ -61,6 +61,15 @@ def overlay(request, tools_bin: Path, kwok_module: Path, outputs: Path) -> Itera
         yield Overlay(running, cluster.apply(running, name))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list) -> None:
+    """test_gateway_api.py's cluster (its own `overlay` parameter) last. pytest groups a session
+    fixture's tests by parameter index, and that module's one parameter has index 0, as dev's:
+    without this its cluster would come up between two of dev's tests, and dev's twice."""
+    items.sort(key=lambda item: getattr(item, "callspec", None) is not None
+               and item.callspec.params.get("overlay") == cluster.GATEWAY_API_OVERLAY)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On failure, the tails of the cluster's process logs."""

@@ -21,9 +21,10 @@ import copy
 import pytest
 import yaml
 
+import cluster
 from conftest import Overlay, rendered
 
-pytestmark = pytest.mark.parametrize("overlay", ["dev-gateway-api"], indirect=True)
+pytestmark = pytest.mark.parametrize("overlay", [cluster.GATEWAY_API_OVERLAY], indirect=True, scope="session")
 
 NAMESPACE = "bookshop"
 GATEWAY = "ingress"
@@ -137,11 +138,16 @@ def test_the_gateway_is_accepted_then_programmed_once_its_load_balancer_has_an_a
     deployed(overlay)
     gateway: dict = {}
 
-    def accepted() -> bool:
+    def pending() -> bool:
+        """Accepted, and not Programmed only for want of the LoadBalancer's address (its pods
+        are the Service's endpoints by then: without them istiod says "no instances found")."""
         gateway.update(one(overlay, GATEWAYS, GATEWAY) or {})
-        return conditions(gateway).get("Accepted", {}).get("status") == "True"
-    overlay.cluster.wait_for("the Gateway to be Accepted", accepted, ISTIOD_TIMEOUT)
-    assert conditions(gateway)["Programmed"]["status"] == "False", gateway["status"]
+        found = conditions(gateway)
+        return (found.get("Accepted", {}).get("status") == "True"
+                and "address pending" in found.get("Programmed", {}).get("message", ""))
+    overlay.cluster.wait_for("the Gateway to be Accepted, its address pending", pending, ISTIOD_TIMEOUT)
+    condition = conditions(gateway)["Programmed"]
+    assert (condition["status"], condition["reason"]) == ("False", "AddressNotAssigned"), condition
     overlay.cluster.kubectl("patch", "service", DEPLOYED, "-n", NAMESPACE, "--subresource=status", "--type=merge",
                             "-p", yaml.safe_dump({"status": {"loadBalancer": {"ingress": [{"ip": LOAD_BALANCER_IP}]}}}))
 
