@@ -4,7 +4,8 @@ deployment controller makes the gateway's ServiceAccount, Deployment and Service
 pods pass the bookshop namespace's Pod Security `restricted` thanks to the Gateway's parametersRef
 (and without it are refused: the twin); the Gateway is Accepted, and Programmed once its
 LoadBalancer has an address; the HTTPRoute is Accepted with its backend resolved; the marketplace
-admits the identity istiod gave the gateway; a route retrying 503 is refused.
+admits the identity istiod gave the gateway; a route retrying 503 is refused; istioctl analyze
+of the live cluster finds nothing.
 
 Serving the page through the gateway needs the data plane (Envoys run from what istiod generates
 for these pods, issue 18 items 0-3), which this cluster does not have yet. The hook is
@@ -22,6 +23,7 @@ import pytest
 import yaml
 
 import cluster
+import istio
 from conftest import Overlay, rendered
 
 pytestmark = pytest.mark.parametrize("overlay", [cluster.GATEWAY_API_OVERLAY], indirect=True, scope="session")
@@ -193,3 +195,14 @@ def test_a_route_retrying_503_is_refused_by_the_standard_channel(overlay: Overla
     assert result.returncode != 0, result.stdout
     print(f"server's error: {result.stderr.strip()}")
     assert 'unknown field "spec.rules[0].retry"' in result.stderr
+
+
+def test_istioctl_analyze_on_the_live_cluster_reports_nothing(overlay: Overlay):
+    """Istio's analyzers (its Gateway API ones included) on the cluster as applied. Suppressed as
+    for the other overlays (test_istio.py): the cluster's own `default` namespace, and IST0133 for
+    the edge's EnvoyFilter, here in the bookshop namespace with the gateway."""
+    report = istio.run_tool(overlay.cluster, "istioctl", "analyze", "--all-namespaces",
+                            "--suppress", "IST0102=Namespace default",
+                            "--suppress", f"IST0133=EnvoyFilter {NAMESPACE}/edge-trace-context")
+    assert report.returncode == 0 and not report.stdout.strip(), report.stdout
+    assert "No validation issues found" in report.stderr, report.stderr
