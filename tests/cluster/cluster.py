@@ -107,7 +107,7 @@ def _scaled_to_minimum(cluster: Client, timeout: float = 90) -> list[tuple[str, 
 def provide_tls_secrets(cluster: Client, docs: list[dict]) -> None:
     """The TLS Secrets the overlay's Gateways name (`credentialName`), which the platform
     provides (cert-manager or its CA), made here with a throwaway certificate for the host."""
-    for gateway in (d for d in docs if d["kind"] == "Gateway"):
+    for gateway in (d for d in docs if d["kind"] == "Gateway" and d["apiVersion"].startswith("networking.istio.io/")):
         for server in gateway["spec"]["servers"]:
             secret = server.get("tls", {}).get("credentialName")
             if secret and cluster.kubectl("get", "secret", secret, "-n", istio.NAMESPACE, check=False).returncode:
