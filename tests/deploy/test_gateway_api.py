@@ -100,7 +100,7 @@ def test_only_the_gateways_own_policy_allows_without_principals(docs, tmp_path: 
     assert mesh_checks.check_allow_rules_name_principals(docs) == []
     assert mesh_checks.check_allow_nothing(docs) == []
     # The same rule attached to no Gateway of the render is no edge: caught.
-    docs = broken(tmp_path, "istio/gateway-api/route.yaml", "      name: ingress\n  action", "      name: other\n  action")
+    docs = broken(tmp_path, "istio/gateway-api/access.yaml", "      name: ingress\n  action", "      name: other\n  action")
     assert any("AuthorizationPolicy/ingress-gateway: rule 0" in p for p in mesh_checks.check_allow_rules_name_principals(docs))
 
 
