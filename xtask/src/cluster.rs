@@ -30,7 +30,7 @@ enum ClusterCommand {
     /// `kubectl kustomize kustomize/overlays/OVERLAY | kubectl apply -f -` against the running
     /// cluster, then wait for every Deployment to roll out.
     Apply {
-        /// dev, prod or dev-faults
+        /// dev, prod, dev-faults or dev-gateway-api
         overlay: String,
     },
 }
@@ -40,6 +40,8 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let tools = Tools::new(&target_dir);
     tools.ensure(TOOLS)?;
     let mut script = script(&tools, &target_dir)?;
+    // `apply dev-gateway-api` installs them first, as the platform would.
+    script.env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?);
     match args.command {
         Some(ClusterCommand::Apply { overlay }) => workspace::run(script.args(["apply", &overlay])),
         None => {
@@ -65,7 +67,8 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
                 "BOOKSHOP_KWOK_MODULE",
                 tools.go_module("istio", "sigs.k8s.io/kwok")?,
             )
-            .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts")),
+            .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts"))
+            .env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?),
     )
 }
 

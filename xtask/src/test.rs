@@ -147,6 +147,8 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
                 let operator = tools.go_module("prometheus-operator", module)?;
                 let crds = operator.join("example/prometheus-operator-crd");
                 pytest.env("BOOKSHOP_PROMETHEUS_OPERATOR_CRDS", crds);
+                // The Gateway API CRDs (standard channel) of the version the pinned Istio requires.
+                pytest.env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?);
             }
             workspace::run(&mut pytest)
         }

@@ -136,6 +136,15 @@ impl Tools {
         Ok(command)
     }
 
+    /// The standard channel's CRDs of the `sigs.k8s.io/gateway-api` module the pinned Istio
+    /// requires (tools/istio/go.mod lists it): what istio/gateway-api is validated against and
+    /// what the cluster step installs before applying it.
+    pub fn gateway_api_crds(&self) -> anyhow::Result<PathBuf> {
+        Ok(self
+            .go_module("istio", "sigs.k8s.io/gateway-api")?
+            .join("config/crd/standard"))
+    }
+
     /// The source directory of a module that `tools/<tools_module>/go.mod`
     /// pins, downloaded into the Go module cache if it is not there yet.
     pub fn go_module(&self, tools_module: &str, path: &str) -> anyhow::Result<PathBuf> {
