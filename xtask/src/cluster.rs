@@ -4,7 +4,7 @@
 //! and hands over.
 
 use crate::{
-    tools::{Tool, Tools},
+    tools::{Programs, Tool, Tools},
     workspace,
 };
 use clap::{Args, Subcommand};
@@ -85,4 +85,35 @@ fn script(tools: &Tools, target_dir: &Path) -> anyhow::Result<Command> {
 
 fn tools_bin(target_dir: &Path) -> std::path::PathBuf {
     target_dir.join("tools").join("bin")
+}
+
+/// The control plane's programs, built from the module that pins istioctl (`Tool::Cluster`).
+#[rustfmt::skip]
+pub const PROGRAMS: Programs = &[
+    ("etcd", "./etcd"),
+    ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+    ("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"),
+    ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+    ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
+    ("pilot-discovery", "istio.io/istio/pilot/cmd/pilot-discovery"),
+    // `pilot-agent istio-iptables`: the capture istio-init or Istio CNI would set up.
+    ("pilot-agent", "istio.io/istio/pilot/cmd/pilot-agent"),
+];
+
+/// `-X` flags that stamp the Kubernetes release a tools module pins into its binaries (a plain
+/// build says v0.0.0, and kubectl and istiod check the server's version); none for a module
+/// without k8s.io/kubernetes. `go` runs in that module.
+pub fn kubernetes_version_flags(go: anyhow::Result<Command>) -> String {
+    let list = ["list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"];
+    let Ok(version) = go.and_then(|mut go| workspace::stdout(go.args(list))) else {
+        return String::new();
+    };
+    let minor = version.split('.').nth(1).unwrap_or_default();
+    let flag = |package| {
+        format!(
+            " -X {package}.gitVersion={version} -X {package}.gitMajor=1 -X {package}.gitMinor={minor} -X {package}.gitTreeState=clean"
+        )
+    };
+    flag("k8s.io/component-base/version") + &flag("k8s.io/client-go/pkg/version")
 }

@@ -61,7 +61,7 @@ pub const CARGO_MACHETE: Tool = Tool::cargo("cargo-machete", "0.9.2");
 /// mesh-analyze feeds Istio's analyzers the files as a cluster would hold them; mesh-xds is
 /// Istio's config generation (the in-memory discovery server's, or the real istiod's with
 /// istio-agent's code), each pod's proxy config as an Envoy bootstrap.
-type Programs = &'static [(&'static str, &'static str)];
+pub type Programs = &'static [(&'static str, &'static str)];
 #[rustfmt::skip]
 const GO_PROGRAMS: [(Tool, &str, Programs); 3] = [
     (Tool::Istioctl, "istio", &[
@@ -70,17 +70,7 @@ const GO_PROGRAMS: [(Tool, &str, Programs); 3] = [
         ("mesh-xds", "./mesh-xds"),
     ]),
     (Tool::Jaeger, "jaeger", &[("jaeger", "github.com/jaegertracing/jaeger/cmd/jaeger")]),
-    (Tool::Cluster, "istio", &[
-        ("etcd", "./etcd"),
-        ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
-        ("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"),
-        ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
-        ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
-        ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
-        ("pilot-discovery", "istio.io/istio/pilot/cmd/pilot-discovery"),
-        // `pilot-agent istio-iptables`: the capture istio-init or Istio CNI would set up.
-        ("pilot-agent", "istio.io/istio/pilot/cmd/pilot-agent"),
-    ]),
+    (Tool::Cluster, "istio", crate::cluster::PROGRAMS),
 ];
 
 /// The tools dir: `venv/`, `node/` (buf), `go/` (Go's caches), `bin/` (built
@@ -214,7 +204,7 @@ impl Tools {
 
     /// `go` with its module and build caches under the tools dir, in one
     /// tools module, never switching toolchains behind our back.
-    fn go(&self, module: &str) -> anyhow::Result<Command> {
+    pub fn go(&self, module: &str) -> anyhow::Result<Command> {
         require_command("go", "Go 1.26 or later (https://go.dev/doc/install)")?;
         let mut go = Command::new("go");
         go.current_dir(workspace::root().join(GO_TOOLS).join(module))
@@ -245,29 +235,14 @@ impl Tools {
             );
             // With several packages, -o names a folder, and each binary is named after its package.
             let out = format!("{}/", bin.display());
-            let ldflags = format!("-s -w{}", self.kubernetes_version_flags(module));
+            let ldflags = format!(
+                "-s -w{}",
+                crate::cluster::kubernetes_version_flags(self.go(module))
+            );
             let mut go = self.go(module)?;
             go.args(["build", "-trimpath", "-ldflags", &ldflags, "-o", &out]);
             workspace::run(go.args(programs.iter().map(|(_, package)| *package)))
         })
-    }
-
-    /// `-X` flags that stamp the Kubernetes release the module pins into the binaries (a plain
-    /// build says v0.0.0, and kubectl and istiod check the server's version); none for a module
-    /// without k8s.io/kubernetes.
-    fn kubernetes_version_flags(&self, module: &str) -> String {
-        let list = ["list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"];
-        let go = self.go(module);
-        let Ok(version) = go.and_then(|mut go| workspace::stdout(go.args(list))) else {
-            return String::new();
-        };
-        let minor = version.split('.').nth(1).unwrap_or_default();
-        let flag = |package| {
-            format!(
-                " -X {package}.gitVersion={version} -X {package}.gitMajor=1 -X {package}.gitMinor={minor} -X {package}.gitTreeState=clean"
-            )
-        };
-        flag("k8s.io/component-base/version") + &flag("k8s.io/client-go/pkg/version")
     }
 }
 
