@@ -107,13 +107,15 @@ where
     let provider =
         (!traces.otel_sdk_disabled).then(|| tracer_provider(service_name, traces, exporter));
     // Spans only (log lines are not copied into span events), whatever RUST_LOG
-    // says. No locations, threads, busy/idle timings or context activation:
-    // each costs on every span, unsampled ones too (`benches/layers.rs`).
+    // says. No locations, threads, module path (`target`), busy/idle timings
+    // or context activation: each costs on every span, unsampled ones too
+    // (`benches/layers.rs`), and docs/design.md promises none of them.
     let traces = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service))
             .with_location(false)
             .with_threads(false)
+            .with_target(false)
             .with_tracked_inactivity(false)
             .with_context_activation(false)
             .with_filter(
