@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import agent
 import cluster
 import istio
 import failure_logs
@@ -59,6 +60,13 @@ def overlay(request, tools_bin: Path, kwok_module: Path, outputs: Path) -> Itera
     with cluster.running(outputs / name, tools_bin, kwok_module, f"bookshop-test-{os.getpid()}",
                          progress, istio.install_files(name)) as running:
         yield Overlay(running, cluster.apply(running, name))
+
+
+@pytest.fixture(scope="session")
+def provisioned(overlay: Overlay) -> agent.Provisioned:
+    """Every proxy's certificate from istiod's CA and configuration from istiod over ADS, as
+    each pod's istio-agent would get them (tests/cluster/agent.py), beside the cluster's files."""
+    return agent.provision(overlay.cluster, overlay.cluster.folder / "agents")
 
 
 @pytest.hookimpl(hookwrapper=True)

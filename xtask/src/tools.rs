@@ -71,7 +71,8 @@ pub const CARGO_MACHETE: Tool = Tool::cargo("cargo-machete", "0.9.2");
 fn go_programs(tool: Tool) -> (&'static str, &'static [(&'static str, &'static str)]) {
     match tool {
         // mesh-analyze: Istio's analyzers fed the files as a cluster would hold them.
-        // mesh-xds: Istio's config generation, each pod's proxy config as an Envoy bootstrap.
+        // mesh-xds: Istio's config generation, each pod's proxy config as an Envoy bootstrap
+        // (from the in-memory discovery server, or from the real istiod with istio-agent's code).
         Tool::Istioctl => (
             "istio",
             &[

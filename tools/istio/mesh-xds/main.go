@@ -14,6 +14,13 @@
 //
 // Usage: mesh-xds --in FILE.yaml [--in FILE.yaml]... --mesh-config ISTIO-OPERATOR.yaml --sds-dir DIR --out DIR
 //
+// Two more modes ask a real istiod instead, as each pod's istio-agent would:
+//
+//	mesh-xds identity --ca-addr ADDR --root-cert PEM --token-file FILE --namespace NS --service-account SA --out DIR
+//	  one workload's key and certificate from istiod's CA (identity.go), as SDS files in DIR
+//	mesh-xds istiod --objects PODS-AND-CONFIGMAPS.json --discovery-addr ADDR --token-dir DIR --sds-dir DIR --out DIR
+//	  every pod's proxy configuration from istiod over ADS (istiod.go), written as below
+//
 // For each Pod with a status.podIP (label istio=ingressgateway: a gateway, else a sidecar)
 // it writes into --out:
 //
@@ -31,6 +38,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -40,6 +48,9 @@ import (
 	"strings"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 	corev1 "k8s.io/api/core/v1"
 
@@ -53,6 +64,16 @@ func (f *files) String() string     { return strings.Join(*f, ",") }
 func (f *files) Set(v string) error { *f = append(*f, v); return nil }
 
 func main() {
+	// The modes against a real istiod (identity.go, istiod.go).
+	if len(os.Args) > 1 {
+		modes := map[string]func([]string) error{"identity": identityMain, "istiod": istiodMain}
+		if mode, ok := modes[os.Args[1]]; ok {
+			if err := mode(os.Args[2:]); err != nil {
+				fail(err)
+			}
+			return
+		}
+	}
 	var in files
 	flag.Var(&in, "in", "multi-document YAML of Kubernetes and Istio objects (repeatable)")
 	meshConfig := flag.String("mesh-config", "", "an IstioOperator whose spec.meshConfig (and spec.tag, the proxies' version) apply")
@@ -145,43 +166,57 @@ func run(in []string, meshConfigFile, sdsDir, out string, timeout time.Duration)
 	if !ok {
 		return fmt.Errorf("the discovery server did not listen in memory")
 	}
+	conn, err := grpc.NewClient("passthrough:///istiod",
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return listener.Dial() }))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
 	for _, pod := range proxies {
 		n, err := node(pod, input.deployments, m, version)
 		if err != nil {
 			return err
 		}
-		got, err := fetch(func() (net.Conn, error) { return listener.Dial() }, n, timeout)
+		got, err := fetch(conn, n, timeout)
 		if err != nil {
 			return fmt.Errorf("Pod %s/%s: %v", pod.Namespace, pod.Name, err)
 		}
-		if len(got.Listeners) == 0 {
-			return fmt.Errorf("Pod %s/%s: Istio generated no listener for it", pod.Namespace, pod.Name)
-		}
-		base := filepath.Join(out, pod.Namespace+"."+pod.Name)
-		nodeJSON, err := jsonOf(n)
-		if err != nil {
-			return err
-		}
-		if err := writeXDS(base+".xds.json", nodeJSON, got); err != nil {
-			return err
-		}
-		// Each proxy has its own identity: its own directory of secrets.
-		boot, differences, err := buildBootstrap(nodeJSON, got, filepath.Join(sdsDir, pod.Namespace+"."+pod.Name))
-		if err != nil {
-			return fmt.Errorf("Pod %s/%s: %v", pod.Namespace, pod.Name, err)
-		}
-		if err := writeJSON(base+".bootstrap.json", boot); err != nil {
-			return err
-		}
-		text := "# How " + filepath.Base(base) + ".bootstrap.json differs from what Istio generated (" + filepath.Base(base) + ".xds.json)\n"
-		for _, line := range append(injected[pod.Namespace+"/"+pod.Name], differences...) {
-			text += line + "\n"
-		}
-		if err := os.WriteFile(base+".differences.txt", []byte(text), 0o644); err != nil {
+		if err := writeProxy(pod, n, got, sdsDir, out, injected[pod.Namespace+"/"+pod.Name]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// writeProxy writes what one proxy received (.xds.json), the static bootstrap made of it, whose
+// secrets are read from the pod's own directory of sdsDir, and the differences between the two,
+// after `notes` (how the node differs from the pod's own proxy's).
+func writeProxy(pod *corev1.Pod, n *core.Node, got *resources, sdsDir, out string, notes []string) error {
+	if len(got.Listeners) == 0 {
+		return fmt.Errorf("Pod %s/%s: Istio generated no listener for it", pod.Namespace, pod.Name)
+	}
+	base := filepath.Join(out, pod.Namespace+"."+pod.Name)
+	nodeJSON, err := jsonOf(n)
+	if err != nil {
+		return err
+	}
+	if err := writeXDS(base+".xds.json", nodeJSON, got); err != nil {
+		return err
+	}
+	// Each proxy has its own identity: its own directory of secrets.
+	boot, differences, err := buildBootstrap(nodeJSON, got, filepath.Join(sdsDir, pod.Namespace+"."+pod.Name))
+	if err != nil {
+		return fmt.Errorf("Pod %s/%s: %v", pod.Namespace, pod.Name, err)
+	}
+	if err := writeJSON(base+".bootstrap.json", boot); err != nil {
+		return err
+	}
+	text := "# How " + filepath.Base(base) + ".bootstrap.json differs from what Istio generated (" + filepath.Base(base) + ".xds.json)\n"
+	for _, line := range append(notes, differences...) {
+		text += line + "\n"
+	}
+	return os.WriteFile(base+".differences.txt", []byte(text), 0o644)
 }
 
 func writeXDS(path string, nodeJSON map[string]any, got *resources) error {

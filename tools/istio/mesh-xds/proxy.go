@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"sort"
 	"strings"
 	"time"
@@ -12,7 +11,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 	corev1 "k8s.io/api/core/v1"
@@ -179,16 +177,9 @@ type resources struct {
 	Routes    []*anypb.Any
 }
 
-// fetch asks the discovery server for a proxy's configuration the way Envoy does: CDS, then
+// fetch asks the discovery server on `conn` for a proxy's configuration the way Envoy does: CDS, then
 // EDS for the EDS clusters, LDS, then RDS for the routes the listeners name.
-func fetch(dial func() (net.Conn, error), n *core.Node, timeout time.Duration) (*resources, error) {
-	conn, err := grpc.NewClient("passthrough:///istiod",
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(func(context.Context, string) (net.Conn, error) { return dial() }))
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
+func fetch(conn *grpc.ClientConn, n *core.Node, timeout time.Duration) (*resources, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
