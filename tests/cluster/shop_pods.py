@@ -114,6 +114,7 @@ class ShopPods:
         self.callers: PodCallers | None = None
         self.flip: Flip | None = None  # what the Envoys run
         self.applied = BASE  # what the API server holds
+        self.starts = 0  # numbers each start's Envoy files, so a later start keeps an earlier one's log
         self._stack = ExitStack()
 
     def pod_ip(self, key: str) -> str:
@@ -156,12 +157,28 @@ class ShopPods:
             cluster_flips.apply(self.cluster, self.rendered, flip)
             self.applied = flip
         configured = self.base if flip == BASE else self._configured(flip)
+        self.starts += 1
         for key, proxy in self.proxies.items():
-            self.envoys[key] = PodEnvoy(self.pods[key], configured.bootstrap(proxy),
-                                        configured.sds_dir / proxy.base, self.inside[key], slug(flip.name))
+            self.envoys[key] = PodEnvoy(self.pods[key], configured.bootstrap(proxy), configured.sds_dir / proxy.base,
+                                        self.inside[key], f"{self.starts:02d}-{slug(flip.name)}")
         start_all(list(self.envoys.values()))
         self.flip = flip
         return self
+
+    def with_identity(self, key: str, sds_dir: Path) -> PodEnvoy:
+        """`key`'s Envoy restarted on the overlay's configuration but with the secrets in
+        `sds_dir` (another identity's key and certificate); the next `use` puts every Envoy back
+        as configured."""
+        self.use(BASE)
+        self.flip = None
+        proxy, own = self.proxies[key], self.base.sds_dir / self.proxies[key].base
+        bootstrap = self.work_dir / f"{proxy.base}.as-{sds_dir.name}.bootstrap.json"
+        bootstrap.write_text(self.base.bootstrap(proxy).read_text().replace(f"{own}/", f"{sds_dir}/"))
+        self.envoys[key].stop()
+        self.starts += 1
+        self.envoys[key] = PodEnvoy(self.pods[key], bootstrap, sds_dir, self.inside[key],
+                                    f"{self.starts:02d}-as-{sds_dir.name}")
+        return self.envoys[key].start()
 
     def _configured(self, flip: Flip) -> agent.Provisioned:
         """istiod's answer for every proxy once it reflects `flip` (applied): for a flip, one

@@ -12,8 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
+import agent
+
 from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
-from cases import (CASES, Case, health_as_marketplace, page_through_ingress, page_with_a_clients_traceparent,
+from cases import (BOOKS, CASES, DENIED, Case, health_as_marketplace, page_through_ingress, page_with_a_clients_traceparent,
                    plaintext_to_marketplace, plaintext_to_recommendations, recommend_as_marketplace,
                    reflection_as_marketplace, trace_of_a_page)
 from conftest import Overlay, rendered
@@ -44,3 +46,30 @@ def test_case(shop: ShopPods, case: Case) -> None:
 def test_each_case_here_has_its_twin() -> None:
     names = [case.name for case in POD_CASES]
     assert len(POD_CASES) == 2 * len(ON_THE_PODS) and all(names.count(name) == 2 for name in names)
+
+
+@pytest.mark.parametrize("overlay", ["dev"], indirect=True)
+@pytest.mark.parametrize("account", ["marketplace", "recommendations"])
+def test_the_marketplaces_calls_follow_the_certificate_its_envoy_holds(overlay: Overlay, shop: ShopPods,
+                                                                       account: str) -> None:
+    """The marketplace's Envoy given a certificate istiod's CA issued for a TokenRequest token of
+    `account` (the process, its pod and its configuration unchanged). With the marketplace's
+    own, Recommend and the page pass. With recommendations': recommendations' policy, which
+    allows only sa/marketplace, denies the call; and the gateway, which verifies that the
+    marketplace's endpoint presents sa/marketplace, refuses the connection (503)."""
+    namespace = "bookshop"
+    # Beside the cluster's files, not under pytest's root-only temporary folder: Envoy's uid reads it.
+    out = overlay.cluster.folder / "identities" / f"{namespace}.{account}"
+    issued = agent.certify(overlay.cluster, out, namespace=namespace, service_account=account,
+                           bearer=agent.token(overlay.cluster, namespace, account))
+    assert issued.returncode == 0, issued.stderr
+    try:
+        shop.with_identity("marketplace", out)
+        recommended = recommend_as_marketplace(shop)
+        page = page_through_ingress(shop)
+    finally:
+        shop.use()
+    if account == "marketplace":
+        assert (recommended.outcome, page.outcome) == ("OK, 3 books", f"{BOOKS}, mTLS on both hops")
+    else:
+        assert (recommended.outcome, page.outcome) == (DENIED, "503"), page.detail
