@@ -177,7 +177,7 @@ mod tests {
 
     #[test]
     fn the_flags_are_consistent_and_named_by_their_environment_variables() {
-        platform::config::debug_assert_settings(Config::command());
+        bookshop_test_support::settings::debug_assert_settings(Config::command());
     }
 
     #[test]

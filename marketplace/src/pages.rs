@@ -147,7 +147,7 @@ pub fn pages() -> Router<AppState> {
 }
 
 /// Wraps `pages` in the marketplace's middleware (platform's, in the order of
-/// `platform::layers`, with the shop's security headers), each request traced,
+/// docs/design.md, with the shop's security headers), each request traced,
 /// logged and counted in `http_metrics` and `in_flight`, at most
 /// `max_concurrent_requests` at once.
 pub fn with_middleware(

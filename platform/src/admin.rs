@@ -6,18 +6,10 @@ use crate::{
     metrics,
     readiness::Readiness,
 };
-use axum::{
-    Router, extract::State, http::StatusCode, http::header, response::IntoResponse, routing::get,
-};
+use axum::{Router, http::StatusCode, http::header, response::IntoResponse, routing::get};
 use prometheus::Registry;
 use std::{future::Future, net::SocketAddr};
 use tokio::net::TcpListener;
-
-#[derive(Clone)]
-struct AdminState {
-    readiness: Readiness,
-    registry: Registry,
-}
 
 /// A bound admin listener, ready to [`serve`](Admin::serve).
 #[derive(Debug)]
@@ -35,10 +27,11 @@ impl Admin {
         registry: Registry,
     ) -> Result<Self, BindError> {
         let (listener, addr) = listener::bind("admin", port).await?;
+        let router = router(readiness, registry);
         Ok(Self {
             listener,
             addr,
-            router: router(readiness, registry),
+            router,
         })
     }
 
@@ -47,52 +40,39 @@ impl Admin {
         self.addr
     }
 
-    /// Serves the admin routes until `stop` resolves, then lets open requests finish.
+    /// Serves until `stop` resolves, then lets open requests finish.
     pub async fn serve(
         self,
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(stop)
-            .await
+        let serve = axum::serve(self.listener, self.router);
+        serve.with_graceful_shutdown(stop).await
     }
 }
 
-/// The admin routes, over the service's readiness and metrics registry.
 fn router(readiness: Readiness, registry: Registry) -> Router {
     Router::new()
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(AdminState {
-            readiness,
-            registry,
+        .route(
+            "/metrics",
+            get(move || async move { metrics_text(&registry) }),
+        )
+        // Up and its event loop answering: all liveness means.
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(move || async move { readyz(&readiness) }))
+}
+
+fn metrics_text(registry: &Registry) -> impl IntoResponse + use<> {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    metrics::render(registry)
+        .map(|text| ([(header::CONTENT_TYPE, content_type)], text))
+        .map_err(|err| {
+            tracing::error!(%err, "cannot encode metrics");
+            StatusCode::INTERNAL_SERVER_ERROR
         })
 }
 
-async fn metrics_text(State(state): State<AdminState>) -> impl IntoResponse {
-    match metrics::render(&state.registry) {
-        Ok(text) => Ok((
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        )),
-        Err(err) => {
-            tracing::error!(%err, "cannot encode metrics");
-            Err(StatusCode::INTERNAL_SERVER_ERROR)
-        }
-    }
-}
-
-/// The process is up and its event loop answers: that is all liveness means.
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    if state.readiness.is_ready() {
+fn readyz(readiness: &Readiness) -> (StatusCode, &'static str) {
+    if readiness.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")

@@ -1,5 +1,5 @@
-//! Settings shared by every service, and parsing that fails the way docs/design.md
-//! asks: one line naming the setting, exit code 64 (EX_USAGE).
+//! Settings shared by every service, and parsing that fails the way
+//! docs/design.md asks: one line naming the setting, exit code 64 (EX_USAGE).
 
 use clap::{
     ArgAction, Args, Command, Parser, ValueEnum,
@@ -24,23 +24,13 @@ pub struct CommonArgs {
 
     /// Seconds to keep serving after turning not-ready, so that endpoints
     /// and sidecars stop routing to this pod first.
-    #[arg(
-        long = "shutdown-delay-seconds",
-        env = "SHUTDOWN_DELAY_SECONDS",
-        value_name = "SHUTDOWN_DELAY_SECONDS",
-        default_value = "5",
-        value_parser = seconds(..)
-    )]
+    #[arg(long = "shutdown-delay-seconds", env = "SHUTDOWN_DELAY_SECONDS",
+          value_name = "SHUTDOWN_DELAY_SECONDS", default_value = "5", value_parser = seconds(..))]
     pub shutdown_delay: Duration,
 
     /// The most seconds given to in-flight requests once listeners close.
-    #[arg(
-        long = "shutdown-timeout-seconds",
-        env = "SHUTDOWN_TIMEOUT_SECONDS",
-        value_name = "SHUTDOWN_TIMEOUT_SECONDS",
-        default_value = "20",
-        value_parser = seconds(..)
-    )]
+    #[arg(long = "shutdown-timeout-seconds", env = "SHUTDOWN_TIMEOUT_SECONDS",
+          value_name = "SHUTDOWN_TIMEOUT_SECONDS", default_value = "20", value_parser = seconds(..))]
     pub shutdown_timeout: Duration,
 
     #[command(flatten)]
@@ -73,8 +63,13 @@ pub struct TraceArgs {
     pub otel_sdk_disabled: bool,
 }
 
+impl Default for CommonArgs {
+    fn default() -> Self {
+        defaults()
+    }
+}
+
 impl Default for TraceArgs {
-    /// The flags' defaults.
     fn default() -> Self {
         defaults()
     }
@@ -82,23 +77,27 @@ impl Default for TraceArgs {
 
 /// The sampler names of the OpenTelemetry specification.
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
 pub enum Sampler {
-    #[value(name = "always_on")]
     AlwaysOn,
-    #[value(name = "always_off")]
     AlwaysOff,
     #[value(name = "traceidratio")]
     TraceIdRatio,
-    #[value(name = "parentbased_always_on")]
     ParentbasedAlwaysOn,
-    #[value(name = "parentbased_always_off")]
     ParentbasedAlwaysOff,
     #[value(name = "parentbased_traceidratio")]
     ParentbasedTraceIdRatio,
 }
 
-/// Accepts an `http://` or `https://` URL with a host: a clap value parser for
-/// settings that name a server.
+/// How log lines are written.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Accepts an `http://` or `https://` URL with a host: a clap value parser
+/// for settings that name a server.
 pub fn http_url(value: &str) -> Result<String, String> {
     let uri: axum::http::Uri = value.parse().map_err(|e| format!("{e}"))?;
     match (uri.scheme_str(), uri.host()) {
@@ -114,85 +113,41 @@ fn parse_ratio(value: &str) -> Result<f64, String> {
     }
 }
 
-impl Default for CommonArgs {
-    /// The flags' defaults.
-    fn default() -> Self {
-        defaults()
-    }
+fn parse_log_filter(value: &str) -> Result<String, String> {
+    let filter = tracing_subscriber::EnvFilter::builder().parse(value);
+    filter.map(|_| value.to_owned()).map_err(|e| e.to_string())
 }
 
-/// How log lines are written.
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// A whole number of milliseconds in `range`, as a [`Duration`]: a clap value
-/// parser for settings named `…_MS`. Its errors are clap's for a bounded
-/// integer ("0 is not in 1..=600000"), so they speak in the setting's unit.
+/// Whole milliseconds in `range`, as a [`Duration`]: a clap value parser for
+/// settings named `…_MS`, whose errors speak in that unit ("0 is not in 1..=600000").
 pub fn millis(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
     RangedU64ValueParser::<u64>::from(range).map(Duration::from_millis)
 }
 
-/// A whole number of seconds in `range`, as a [`Duration`]: [`millis`] for
-/// settings named `…_SECONDS`.
+/// Whole seconds in `range`: [`millis`] for settings named `…_SECONDS`.
 pub fn seconds(range: impl RangeBounds<u64>) -> impl TypedValueParser<Value = Duration> {
     RangedU64ValueParser::<u64>::from(range).map(Duration::from_secs)
 }
 
-/// A whole number in `range`, as a `usize`: a clap value parser for counts and
-/// sizes in bytes, which are used as `usize`.
+/// A whole number in `range`, as a `usize`: for counts and sizes in bytes.
 pub fn count(range: impl RangeBounds<u64>) -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::from(range)
 }
 
 /// The settings `T` holds when none is given: its flags' defaults, the one
-/// place they are written. The environment is not read, so tests that start
-/// from these defaults see the same values whatever variables are set.
+/// place they are written. The environment is not read, so tests starting
+/// from them see the same values whatever variables are set.
 pub fn defaults<T: Args>() -> T {
     let command = T::augment_args(Command::new("defaults")).mut_args(|arg| arg.env(None));
     let parsed = command
         .try_get_matches_from(["defaults"])
         .and_then(|matches| T::from_arg_matches(&matches));
-    // Only a flag whose default its own parser rejects fails; every crate's
-    // tests take its defaults.
     parsed.unwrap_or_else(|err| panic!("the flags' defaults do not parse: {err}"))
 }
 
-/// Panics unless `command`'s settings are consistent: clap's own checks
-/// ([`Command::debug_assert`]), and each flag and value name made from the
-/// setting's environment variable (`GRPC_PORT`: `--grpc-port <GRPC_PORT>`),
-/// since errors name a setting by those. What each service's tests call.
-pub fn debug_assert_settings(command: Command) {
-    let misnamed = |arg: &clap::Arg| {
-        let env = arg.get_env()?.to_str()?;
-        let long = env.to_lowercase().replace('_', "-");
-        let value_names = arg.get_value_names().unwrap_or_default();
-        let named = arg.get_long() == Some(long.as_str())
-            && value_names.iter().map(|name| name.as_str()).eq([env]);
-        (!named).then(|| env.to_owned())
-    };
-    let misnamed: Vec<String> = command.get_arguments().filter_map(misnamed).collect();
-    assert!(
-        misnamed.is_empty(),
-        "not named by their environment variables: {misnamed:?}"
-    );
-    command.debug_assert();
-}
-
-fn parse_log_filter(value: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::builder()
-        .parse(value)
-        .map(|_| value.to_owned())
-        .map_err(|e| e.to_string())
-}
-
-/// Parses the command line and environment into `T`.
-///
-/// `--help` and `--version` print and exit 0; any other problem prints one
-/// line naming the setting (clap's value name is the environment variable's
-/// name) and exits with [`EX_USAGE`].
+/// Parses the command line and environment into `T`. `--help` and
+/// `--version` print and exit 0; any other problem prints one line naming
+/// the setting and exits with [`EX_USAGE`].
 pub fn parse<T: Parser>() -> T {
     T::try_parse().unwrap_or_else(|err| match err.kind() {
         ErrorKind::DisplayHelp
@@ -200,15 +155,14 @@ pub fn parse<T: Parser>() -> T {
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => err.exit(),
         _ => {
             let rendered = err.render().to_string();
-            let line = rendered.lines().next().unwrap_or("invalid settings");
-            eprintln!("{line}");
+            eprintln!("{}", rendered.lines().next().unwrap_or("invalid settings"));
             std::process::exit(EX_USAGE.into())
         }
     })
 }
 
-/// Reports a startup problem caused by a bad setting (for example a bad
-/// catalog file) as one line, and returns the EX_USAGE exit code.
+/// Reports a startup problem caused by a bad setting (a bad catalog file, say)
+/// as one line, and returns the EX_USAGE exit code.
 pub fn usage_error(problem: impl Display) -> ExitCode {
     eprintln!("error: {problem}");
     ExitCode::from(EX_USAGE)
@@ -351,14 +305,7 @@ mod tests {
     #[test]
     fn the_common_settings_are_named_by_their_environment_variables() {
         use clap::CommandFactory;
-        debug_assert_settings(TestConfig::command());
-    }
-
-    #[test]
-    #[should_panic(expected = "not named by their environment variables: [\"WRONG_NAME\"]")]
-    fn a_flag_not_named_by_its_environment_variable_is_found() {
-        let arg = clap::Arg::new("x").long("x").env("WRONG_NAME");
-        debug_assert_settings(Command::new("test").arg(arg));
+        bookshop_test_support::settings::debug_assert_settings(TestConfig::command());
     }
 
     #[test]

@@ -1,42 +1,31 @@
 //! Readiness: true while the process wants traffic, false once shutdown began.
 
-use std::sync::Arc;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-/// A cheap, cloneable readiness flag that others can wait on.
-#[derive(Clone, Debug)]
+/// A cheap, cloneable readiness flag that others can wait on. Ready when made:
+/// services bind (and load their data) first.
+#[derive(Clone, Debug, Default)]
 pub struct Readiness {
-    ready: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Readiness {
-    fn default() -> Self {
-        Self::new()
-    }
+    shutting_down: CancellationToken,
 }
 
 impl Readiness {
-    /// Starts ready: services bind (and load their data) before they exist.
     pub fn new() -> Self {
-        Self {
-            ready: Arc::new(watch::Sender::new(true)),
-        }
+        Self::default()
     }
 
     pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        !self.shutting_down.is_cancelled()
     }
 
     /// Turns not-ready for good: the process is shutting down.
     pub fn set_not_ready(&self) {
-        self.ready.send_replace(false);
+        self.shutting_down.cancel();
     }
 
-    /// Resolves once the process is not ready (at once if it already is not).
+    /// Resolves once the process is not ready.
     pub async fn not_ready(&self) {
-        let mut rx = self.ready.subscribe();
-        // The sender lives in `self`, so waiting cannot fail.
-        let _ = rx.wait_for(|ready| !ready).await;
+        self.shutting_down.cancelled().await;
     }
 }
 

@@ -1,7 +1,6 @@
 //! The graceful-shutdown sequence of docs/design.md: on SIGTERM or Ctrl-C turn
-//! not-ready at once, keep serving for the delay (so endpoints and sidecars
-//! stop routing here), then stop accepting and give in-flight requests a
-//! bounded time to finish. A second signal exits at once.
+//! not-ready, keep serving for the delay, then stop accepting and give
+//! in-flight requests a bounded time. A second signal exits at once.
 
 mod in_flight;
 
@@ -11,16 +10,11 @@ use crate::readiness::Readiness;
 use std::{future::Future, time::Duration};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Resolves on SIGTERM (what Kubernetes sends) or Ctrl-C. The handlers are
-/// installed when this is called, not when the future is first polled: a
-/// signal arriving in between would otherwise kill the process with the
-/// default action instead of starting a graceful shutdown.
+/// Resolves on SIGTERM or Ctrl-C. The handlers are installed now, not when
+/// first polled: a signal in between would kill the process outright.
 ///
-/// A second signal, whenever it comes, exits the process at once with 128 +
-/// the signal's number (143 for SIGTERM, 130 for Ctrl-C), logging how many
-/// requests it abandons: someone asked twice and will not wait for the drain.
-/// Without this it would be ignored, since tokio never restores the default
-/// action of a signal it handled.
+/// A second signal exits at once with 128 + its number (143, 130), logging
+/// the requests it abandons (tokio never restores a signal's default action).
 #[cfg(unix)]
 pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
@@ -41,12 +35,13 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
                 () = recv(interrupt.as_mut()) => ("Ctrl-C", 130),
                 () = recv(terminate.as_mut()) => ("SIGTERM", 143),
             };
+            let abandoned_requests = in_flight::process_in_flight();
             tracing::warn!(
                 signal = name,
-                abandoned_requests = in_flight::process_in_flight(),
+                abandoned_requests,
                 "second signal: exiting at once"
             );
-            // exit() runs no destructors: write the queued log lines first.
+            // exit() runs no destructors.
             crate::telemetry::flush_logs();
             std::process::exit(code);
         });
@@ -89,10 +84,11 @@ pub struct Shutdown {
 
 impl Shutdown {
     pub fn new(delay: Duration, timeout: Duration) -> Self {
+        let (readiness, in_flight, stop) = Default::default();
         Self {
-            readiness: Readiness::new(),
-            in_flight: InFlight::default(),
-            stop: CancellationToken::new(),
+            readiness,
+            in_flight,
+            stop,
             delay,
             timeout,
         }
@@ -103,14 +99,12 @@ impl Shutdown {
         &self.readiness
     }
 
-    /// The requests in progress: wrap each main listener's service in
-    /// `in_flight().layer()`, so that a drain cut short says how many it abandons.
+    /// The requests in progress, for the main listeners' middleware.
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight
     }
 
-    /// Resolves when listeners must stop accepting new connections: hand it
-    /// to each server's graceful-shutdown hook.
+    /// Resolves when listeners must stop accepting new connections.
     pub fn stopped(&self) -> WaitForCancellationFutureOwned {
         self.stop.clone().cancelled_owned()
     }
@@ -130,8 +124,9 @@ impl Shutdown {
         }
 
         self.readiness.set_not_ready();
+        let delay_seconds = self.delay.as_secs_f64();
         tracing::info!(
-            delay_seconds = self.delay.as_secs_f64(),
+            delay_seconds,
             "shutdown began: not ready, still serving during the delay"
         );
         tokio::select! {
@@ -140,22 +135,21 @@ impl Shutdown {
         }
 
         self.stop.cancel();
+        let timeout_seconds = self.timeout.as_secs_f64();
         tracing::info!(
-            timeout_seconds = self.timeout.as_secs_f64(),
+            timeout_seconds,
             in_flight_requests = self.in_flight.count(),
             "listeners closed; waiting for in-flight requests"
         );
-        match tokio::time::timeout(self.timeout, serve).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(
-                    timeout_seconds = self.timeout.as_secs_f64(),
-                    abandoned_requests = self.in_flight.count(),
-                    "in-flight requests did not finish in time; abandoning them"
-                );
-                Ok(())
-            }
-        }
+        let drained = tokio::time::timeout(self.timeout, serve).await;
+        drained.unwrap_or_else(|_| {
+            tracing::warn!(
+                timeout_seconds,
+                abandoned_requests = self.in_flight.count(),
+                "in-flight requests did not finish in time; abandoning them"
+            );
+            Ok(())
+        })
     }
 }
 

@@ -9,7 +9,8 @@ pub use propagation::{TraceParent, continue_trace, inject_trace};
 
 use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
 use anyhow::Context as _;
-use opentelemetry::{KeyValue, global, trace::TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{KeyValue, global, propagation::TextMapCompositePropagator};
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::{
     Resource,
@@ -31,25 +32,22 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
-/// Spans waiting for export; past this they are dropped (and counted by the
-/// SDK, which warns once) rather than slowing requests or growing memory.
+/// Spans waiting for export; past this they are dropped rather than slowing
+/// requests or growing memory.
 const MAX_QUEUED_SPANS: usize = 2048;
-/// One export attempt to a slow collector gives up after this.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most time the final flush may take at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Log lines waiting for the writer thread; past this, logging waits for it
-/// (a line is never dropped). About 0.7 s of lines at 12k calls/s.
+/// Log lines waiting for the writer thread; past this, logging waits (a line
+/// is never dropped). About 0.7 s of lines at 12k calls/s.
 const MAX_QUEUED_LINES: usize = 8192;
-/// One `write` to stdout carries up to this many bytes of lines.
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
 /// The log writer thread's guard: dropping it writes the queued lines.
 static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
 
-/// Holds what must be flushed when the process ends; call
-/// [`Telemetry::shutdown`] after serving stopped, as the last step. Dropped
-/// without it (a failed start), it still writes the queued log lines.
+/// What must be flushed when the process ends: call [`Telemetry::shutdown`]
+/// after serving stopped. Dropped without it, it still writes the queued lines.
 #[must_use = "keep the guard and call shutdown() after serving ends"]
 #[derive(Debug)]
 pub struct Telemetry {
@@ -58,47 +56,39 @@ pub struct Telemetry {
 
 /// Installs the global logger and tracer for `service` (its `service.name`
 /// unless `OTEL_SERVICE_NAME` says otherwise). Call it inside the Tokio
-/// runtime: the OTLP exporter's gRPC channel runs on it.
-///
-/// Fails if the settings are invalid or a global logger is already installed.
+/// runtime, which the OTLP exporter runs on.
 pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetry> {
-    let exporter = match &args.traces.otel_exporter_otlp_endpoint {
-        Some(endpoint) => Some(
+    let endpoint = args.traces.otel_exporter_otlp_endpoint.as_deref();
+    let exporter = endpoint
+        .map(|endpoint| {
             SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
                 .with_timeout(EXPORT_TIMEOUT)
                 .build()
-                .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?,
-        ),
-        None => None,
-    };
+                .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))
+        })
+        .transpose()?;
     let (subscriber, provider) = subscriber(service, args, batched_stdout(), exporter)?;
     if provider.is_some() {
-        global::set_text_map_propagator(
-            opentelemetry::propagation::TextMapCompositePropagator::new(vec![
-                Box::new(TraceContextPropagator::new()),
-                Box::new(BaggagePropagator::new()),
-            ]),
-        );
+        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ]));
     }
     subscriber.try_init()?;
+    let otlp_endpoint = endpoint.unwrap_or("none");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        otlp_endpoint = args
-            .traces
-            .otel_exporter_otlp_endpoint
-            .as_deref()
-            .unwrap_or("none"),
+        otlp_endpoint,
         "telemetry ready"
     );
     Ok(Telemetry { provider })
 }
 
 /// The subscriber [`init`] installs, log lines to `writer` and sampled spans
-/// to `exporter` (in batches, off the request's thread), with the tracer
-/// provider to shut down; `None` when tracing is off. For benchmarks and
-/// tests of the whole stack; services call [`init`].
+/// to `exporter` in batches, with the tracer provider to shut down (`None`
+/// when tracing is off). For benchmarks and tests of the whole stack.
 pub fn subscriber<W, E>(
     service: &'static str,
     args: &CommonArgs,
@@ -112,43 +102,33 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     E: opentelemetry_sdk::trace::SpanExporter + 'static,
 {
-    let service_name = args
-        .traces
-        .otel_service_name
-        .clone()
-        .unwrap_or_else(|| service.to_owned());
-    let provider = (!args.traces.otel_sdk_disabled)
-        .then(|| tracer_provider(&service_name, &args.traces, exporter));
-    // Spans go to OpenTelemetry whatever RUST_LOG says about log lines.
-    // Without source locations, thread names and busy/idle timings: each
-    // costs allocations or clock reads on every span (and every poll), for
-    // the 90% of spans that are not even sampled too (`cargo xtask bench`).
+    let traces = &args.traces;
+    let service_name = traces.otel_service_name.as_deref().unwrap_or(service);
+    let provider =
+        (!traces.otel_sdk_disabled).then(|| tracer_provider(service_name, traces, exporter));
+    // Spans only (log lines are not copied into span events), whatever RUST_LOG
+    // says. No locations, threads, busy/idle timings or context activation:
+    // each costs on every span, unsampled ones too (`benches/layers.rs`).
     let traces = provider.as_ref().map(|provider| {
         tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service))
             .with_location(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            // Nothing here reads OpenTelemetry's current context: the ids
-            // come from the tracing spans, so entering one need not attach
-            // the context as well.
             .with_context_activation(false)
-            // Spans only: log lines are log lines, not span events that
-            // every unsampled span would build too.
             .with_filter(
                 filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO)
                     .with_max_level_hint(LevelFilter::INFO),
             )
     });
     let subscriber = tracing_subscriber::registry()
-        .with(log_layer(&service_name, args, writer)?)
+        .with(log_layer(service_name, args, writer)?)
         .with(traces);
     Ok((subscriber, provider))
 }
 
 /// Stdout through a writer thread: a request's thread only queues its line,
-/// and lines queued together leave in one `write`, instead of a `write` (and,
-/// on a pipe, a wake-up of the reader) per line on the request's thread.
+/// and lines queued together leave in one `write`.
 fn batched_stdout() -> NonBlocking {
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(MAX_QUEUED_LINES)
@@ -164,15 +144,15 @@ fn batched_stdout() -> NonBlocking {
     writer
 }
 
-/// Writes the log lines still queued and stops the writer thread; call it
-/// before `std::process::exit`, which runs no destructors. Lines logged
-/// after it are lost.
+/// Writes the queued log lines and stops the writer thread: call it before
+/// `std::process::exit`, which runs no destructors. Later lines are lost.
 pub fn flush_logs() {
-    let guard = LOG_WRITER
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
-    drop(guard);
+    drop(
+        LOG_WRITER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(),
+    );
 }
 
 impl Drop for Telemetry {
@@ -182,14 +162,13 @@ impl Drop for Telemetry {
 }
 
 impl Telemetry {
-    /// Exports the spans still queued, within a bound, stops the exporter,
-    /// then writes the log lines still queued.
+    /// Exports the queued spans, within a bound, then writes the queued lines.
     pub async fn shutdown(mut self) {
         let Some(provider) = self.provider.take() else {
             return;
         };
-        // The SDK's shutdown blocks until the exporter answers: keep it off the
-        // async worker threads, which the gRPC exporter itself needs.
+        // It blocks until the exporter answers: off the async workers, which
+        // the gRPC exporter needs.
         let flushed =
             tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_TIMEOUT))
                 .await;
@@ -214,38 +193,36 @@ where
         .with_service_name(service_name.to_owned())
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
         .build();
-    let mut builder = SdkTracerProvider::builder()
+    let builder = SdkTracerProvider::builder()
         .with_resource(resource)
         .with_sampler(sampler(args));
-    if let Some(exporter) = exporter {
-        let batches = BatchConfigBuilder::default()
-            .with_max_queue_size(MAX_QUEUED_SPANS)
-            .build();
-        builder = builder.with_span_processor(
-            BatchSpanProcessor::builder(export::Watched::new(exporter))
-                .with_batch_config(batches)
-                .build(),
-        );
-    }
-    builder.build()
+    let Some(exporter) = exporter else {
+        return builder.build();
+    };
+    let batches = BatchConfigBuilder::default().with_max_queue_size(MAX_QUEUED_SPANS);
+    let processor = BatchSpanProcessor::builder(export::Watched::new(exporter))
+        .with_batch_config(batches.build())
+        .build();
+    builder.with_span_processor(processor).build()
 }
 
 fn sampler(args: &TraceArgs) -> opentelemetry_sdk::trace::Sampler {
-    use opentelemetry_sdk::trace::Sampler as Sdk;
+    use opentelemetry_sdk::trace::Sampler::*;
     let ratio = args.otel_traces_sampler_arg;
-    match args.otel_traces_sampler {
-        Sampler::AlwaysOn => Sdk::AlwaysOn,
-        Sampler::AlwaysOff => Sdk::AlwaysOff,
-        Sampler::TraceIdRatio => Sdk::TraceIdRatioBased(ratio),
-        Sampler::ParentbasedAlwaysOn => Sdk::ParentBased(Box::new(Sdk::AlwaysOn)),
-        Sampler::ParentbasedAlwaysOff => Sdk::ParentBased(Box::new(Sdk::AlwaysOff)),
-        Sampler::ParentbasedTraceIdRatio => {
-            Sdk::ParentBased(Box::new(Sdk::TraceIdRatioBased(ratio)))
-        }
+    let (parent_based, sampler) = match args.otel_traces_sampler {
+        Sampler::AlwaysOn => (false, AlwaysOn),
+        Sampler::AlwaysOff => (false, AlwaysOff),
+        Sampler::TraceIdRatio => (false, TraceIdRatioBased(ratio)),
+        Sampler::ParentbasedAlwaysOn => (true, AlwaysOn),
+        Sampler::ParentbasedAlwaysOff => (true, AlwaysOff),
+        Sampler::ParentbasedTraceIdRatio => (true, TraceIdRatioBased(ratio)),
+    };
+    if parent_based {
+        ParentBased(Box::new(sampler))
+    } else {
+        sampler
     }
 }
-
-type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
 
 /// Remembers the dispatcher this layer is part of.
 struct CaptureDispatch(Arc<OnceLock<WeakDispatch>>);
@@ -256,50 +233,43 @@ impl<S: Subscriber> Layer<S> for CaptureDispatch {
     }
 }
 
-/// Log lines: JSON with `service`, `trace_id` and `span_id`, or plain text.
-fn log_layer<W>(service_name: &str, args: &CommonArgs, writer: W) -> anyhow::Result<BoxedLayer>
+/// Log lines: JSON with `service`, `trace_id` and `span_id`, or plain text
+/// (coloured only at a terminal).
+fn log_layer<W>(
+    service_name: &str,
+    args: &CommonArgs,
+    writer: W,
+) -> anyhow::Result<Box<dyn Layer<Registry> + Send + Sync>>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = EnvFilter::builder().parse(&args.rust_log)?;
-    let format = args
-        .log_format
-        .unwrap_or(if std::io::stdout().is_terminal() {
-            LogFormat::Text
-        } else {
-            LogFormat::Json
-        });
-    let layer = match format {
-        LogFormat::Text => tracing_subscriber::fmt::layer()
-            // Colours only for a person at a terminal, never into a file or pipe.
-            .with_ansi(std::io::stdout().is_terminal())
-            .with_writer(writer)
-            .with_filter(filter)
-            .boxed(),
-        LogFormat::Json => {
-            // The span ids live in the OpenTelemetry layer, reached through
-            // the dispatcher; `get_default` is unusable while an event is
-            // being dispatched, so the dispatcher is captured when it is built.
-            let dispatcher = Arc::new(OnceLock::<WeakDispatch>::new());
-            let json = tracing_subscriber::fmt::layer()
-                .event_format(json::JsonLines::new(service_name, Arc::clone(&dispatcher)))
-                .with_writer(writer);
-            // Lines carry no span fields, only the span's ids (read above from
-            // the dispatcher): this layer needs no spans, and skipping them
-            // saves formatting every span's fields on every call (`cargo
-            // xtask bench`). So RUST_LOG's span directives (`[span]=level`)
-            // have nothing to match in JSON lines. The hint keeps RUST_LOG's
-            // level the global maximum: without it, `and` has none, and every
-            // trace!/debug! of h2, hyper and tonic costs a filter check.
-            let events =
-                filter_fn(|metadata| metadata.is_event()).with_max_level_hint(LevelFilter::TRACE);
-            CaptureDispatch(dispatcher)
-                .and_then(json)
-                .with_filter(filter.and(events))
-                .boxed()
-        }
-    };
-    Ok(layer)
+    let terminal = std::io::stdout().is_terminal();
+    let format = args.log_format.unwrap_or(if terminal {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    });
+    if format == LogFormat::Text {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(terminal)
+            .with_writer(writer);
+        return Ok(layer.with_filter(filter).boxed());
+    }
+    // The span ids live in the OpenTelemetry layer, reached through the
+    // dispatcher, captured when built (`get_default` is unusable while an
+    // event is dispatched).
+    let dispatcher = Arc::new(OnceLock::<WeakDispatch>::new());
+    let json = tracing_subscriber::fmt::layer()
+        .event_format(json::JsonLines::new(service_name, Arc::clone(&dispatcher)))
+        .with_writer(writer);
+    // Events only: lines print no span fields, so formatting them is saved (and
+    // RUST_LOG's `[span]=level` directives match nothing). The hint keeps
+    // RUST_LOG's level the global maximum, or every trace! of h2, hyper and
+    // tonic would cost a filter check.
+    let events = filter_fn(|metadata| metadata.is_event()).with_max_level_hint(LevelFilter::TRACE);
+    let layer = CaptureDispatch(dispatcher).and_then(json);
+    Ok(layer.with_filter(filter.and(events)).boxed())
 }
 
 #[cfg(test)]

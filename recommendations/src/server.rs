@@ -8,10 +8,7 @@ use crate::{
     recommend::BookSource,
 };
 use anyhow::Context;
-use platform::{
-    admin::Admin, grpc::LimitCallsLayer, listener::BindError, readiness::Readiness,
-    shutdown::Shutdown,
-};
+use platform::{admin::Admin, listener::BindError, readiness::Readiness, shutdown::Shutdown};
 use prometheus::{IntGaugeVec, Opts, Registry};
 use recommendations_proto::v1::{
     FILE_DESCRIPTOR_SET, recommendations_server::RecommendationsServer,
@@ -85,7 +82,7 @@ impl App {
         let recommendations = RecommendationsServer::new(RecommendationsService::new(source))
             .max_decoding_message_size(max_request)
             .max_encoding_message_size(max_response);
-        // The middleware of platform::layers, over every service served, so that
+        // The middleware of docs/design.md, over every service served, so that
         // each method gets its own labels. Each call is also bounded by a
         // caller's `grpc-timeout`, whichever is shorter.
         let grpc = platform::grpc::server(
@@ -98,11 +95,12 @@ impl App {
             shutdown.in_flight(),
             limits.request_timeout,
         )?
-        // Only Recommend is limited (see platform::grpc::LimitCallsLayer),
+        // Only Recommend is limited (see platform::grpc::limit_calls),
         // and no per-connection limit queues calls in front of it: past the
         // limit a call is shed at once, counted by the observer like any answer.
         .add_service(
-            LimitCallsLayer::new(limits.grpc_max_concurrent_calls).named_layer(recommendations),
+            platform::grpc::limit_calls(limits.grpc_max_concurrent_calls)
+                .named_layer(recommendations),
         )
         .add_service(
             health_service

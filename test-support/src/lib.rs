@@ -1,7 +1,8 @@
 //! What the bookshop's Rust tests share: a binary run as a child and its log
 //! followed ([`process`]), spans and log lines kept in memory ([`spans`],
 //! [`logs`]), metrics read from a registry ([`metrics`]), an address that
-//! refuses connections ([`net`]), the test-only `dummy.v1` gRPC service
+//! refuses connections ([`net`]), checks of a service's settings
+//! ([`settings`]), the test-only `dummy.v1` gRPC service
 //! ([`dummy`]), an OTLP/gRPC trace receiver ([`otlp`]) and, with the feature
 //! `oracles`, the checks the property tests and the fuzz targets share.
 
@@ -13,6 +14,7 @@ pub mod net;
 pub mod oracles;
 pub mod otlp;
 pub mod process;
+pub mod settings;
 pub mod spans;
 
 use std::time::Duration;

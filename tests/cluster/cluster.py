@@ -18,9 +18,11 @@ import certs
 import istio
 import netns
 from controlplane import Client, ControlPlane
-from outside_tools import REPO_ROOT
+from outside_tools import REPO_ROOT, required_dir
 
 OVERLAYS = ("dev", "prod", "dev-faults")
+# dev with the Gateway API ingress: a cluster of its own, for test_gateway_api.py only.
+GATEWAY_API_OVERLAY = "dev-gateway-api"
 # The README's deploy command (its "Look, then apply" step), with the overlay's name in it.
 README_APPLY = "kubectl kustomize kustomize/overlays/{overlay} | kubectl apply -f -"
 ROLLOUT_TIMEOUT = "120s"
@@ -73,6 +75,7 @@ def apply(cluster: Client, overlay: str) -> Applied:
     docs = [d for d in yaml.safe_load_all(rendered) if d]
     provide_tls_secrets(cluster, docs)
     provide_collector(cluster, docs)
+    provide_gateway_api_crds(cluster, docs)
     command = README_APPLY.format(overlay=overlay)
     cluster.progress(f"$ {command}")
     # pipefail: a failed render is a failure, not an empty apply.
@@ -104,7 +107,7 @@ def _scaled_to_minimum(cluster: Client, timeout: float = 90) -> list[tuple[str, 
 def provide_tls_secrets(cluster: Client, docs: list[dict]) -> None:
     """The TLS Secrets the overlay's Gateways name (`credentialName`), which the platform
     provides (cert-manager or its CA), made here with a throwaway certificate for the host."""
-    for gateway in (d for d in docs if d["kind"] == "Gateway"):
+    for gateway in (d for d in docs if d["kind"] == "Gateway" and d["apiVersion"].startswith("networking.istio.io/")):
         for server in gateway["spec"]["servers"]:
             secret = server.get("tls", {}).get("credentialName")
             if secret and cluster.kubectl("get", "secret", secret, "-n", istio.NAMESPACE, check=False).returncode:
@@ -137,6 +140,20 @@ def provide_collector(cluster: Client, docs: list[dict]) -> None:
          "spec": {"ports": [{"name": "grpc-otlp", "port": host["port"]}]}},
     ]))
     cluster.progress(f"made the Service {namespace}/{name} of the collector the platform provides")
+
+
+def provide_gateway_api_crds(cluster: Client, docs: list[dict]) -> None:
+    """The Gateway API CRDs, when the overlay has Gateway API objects (dev-gateway-api): the
+    cluster's to provide, as Istio does not install them. The standard channel of the
+    sigs.k8s.io/gateway-api version the pinned Istio requires (BOOKSHOP_GATEWAY_API_CRDS,
+    which xtask sets), server-side (the HTTPRoute CRD is too big for the client-side annotation)."""
+    if not any(d["apiVersion"].startswith("gateway.networking.k8s.io/") for d in docs):
+        return
+    crds = required_dir("BOOKSHOP_GATEWAY_API_CRDS", "the Gateway API CRDs (config/crd/standard of the "
+                        "sigs.k8s.io/gateway-api module tools/istio/go.mod pins)")
+    cluster.kubectl("apply", "--server-side", "-f", crds)
+    cluster.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    cluster.progress(f"installed the Gateway API CRDs the platform provides, from {crds}")
 
 
 def rollout(cluster: Client) -> list[str]:

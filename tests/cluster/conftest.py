@@ -69,6 +69,15 @@ def provisioned(overlay: Overlay) -> agent.Provisioned:
     return agent.provision(overlay.cluster, overlay.cluster.folder / "agents")
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list) -> None:
+    """test_gateway_api.py's cluster (its own `overlay` parameter) last. pytest groups a session
+    fixture's tests by parameter index, and that module's one parameter has index 0, as dev's:
+    without this its cluster would come up between two of dev's tests, and dev's twice."""
+    items.sort(key=lambda item: getattr(item, "callspec", None) is not None
+               and item.callspec.params.get("overlay") == cluster.GATEWAY_API_OVERLAY)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """On failure, the tails of the cluster's process logs."""

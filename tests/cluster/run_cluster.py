@@ -27,7 +27,7 @@ def main() -> int:
     up = sub.add_parser("up", help="start the cluster and keep it until Ctrl-C")
     up.add_argument("--kwok-module", type=Path, required=True, help="sigs.k8s.io/kwok's source (its stages)")
     apply = sub.add_parser("apply", help="apply an overlay to the running cluster")
-    apply.add_argument("overlay", choices=cluster.OVERLAYS)
+    apply.add_argument("overlay", choices=(*cluster.OVERLAYS, cluster.GATEWAY_API_OVERLAY))
     args = parser.parse_args()
     if args.command == "up":
         return up_until_stopped(args)

@@ -200,12 +200,23 @@ def check_allow_nothing(docs: list[Doc]) -> list[str]:
             for ns in sorted(n for n in namespaces - covered if n)]
 
 
+def _attached_to_a_gateway(docs: list[Doc], policy: Doc) -> bool:
+    """The policy is attached (targetRefs) to Gateway API Gateways of the render only: the
+    internet's way in, whose callers have no mesh identity to name."""
+    refs = policy["spec"].get("targetRefs", [])
+    gateways = {(_ns(g), g["metadata"]["name"]) for g in _kind(docs, "Gateway")
+                if g["apiVersion"].startswith("gateway.networking.k8s.io/")}
+    return bool(refs) and all(r.get("group") == "gateway.networking.k8s.io" and r.get("kind") == "Gateway"
+                              and (_ns(policy), r["name"]) in gateways for r in refs)
+
+
 def check_allow_rules_name_principals(docs: list[Doc]) -> list[str]:
     """Every rule of an ALLOW policy says who: each of its `from` entries names
-    `source.principals` (the mTLS identity), so no rule allows anyone who reaches the port."""
+    `source.principals` (the mTLS identity), so no rule allows anyone who reaches the port; but
+    for a policy attached to a Gateway API gateway of the render (the edge)."""
     problems: list[str] = []
     for policy in _kind(docs, "AuthorizationPolicy"):
-        if (policy.get("spec") or {}).get("action", "ALLOW") != "ALLOW":
+        if (policy.get("spec") or {}).get("action", "ALLOW") != "ALLOW" or _attached_to_a_gateway(docs, policy):
             continue
         for i, rule in enumerate(policy["spec"].get("rules", [])):
             sources = [f.get("source", {}) for f in rule.get("from", [])]
@@ -444,8 +455,8 @@ def check_trace_destinations(docs: list[Doc], mesh: Doc, accepted: dict[str, dic
     return problems
 
 
-# What each kind of service answers when it sheds load (platform/src/http/load_shed.rs: 503 with
-# Retry-After; platform/src/grpc/limit.rs: RESOURCE_EXHAUSTED), as the retryOn conditions that
+# What each kind of service answers when it sheds load (platform/src/shed.rs; http/mod.rs: 503 with
+# Retry-After; grpc/mod.rs: RESOURCE_EXHAUSTED), as the retryOn conditions that
 # would retry it. A retry on these feeds the overload it answers.
 SHEDDING_RETRY_CONDITIONS = {
     "http": {"503", "5xx", "gateway-error", "retriable-status-codes"},
@@ -533,14 +544,15 @@ def check_registry_only(docs: list[Doc]) -> list[str]:
 CLIENT_TRACE_HEADERS = ("traceparent", "tracestate", "x-client-trace-id")
 
 
-def check_edge_drops_client_trace_headers(docs: list[Doc], gateway_labels: dict[str, str]) -> list[str]:
+def check_edge_drops_client_trace_headers(docs: list[Doc], gateway_labels: dict[str, str],
+                                          gateway_namespace: str = "istio-system") -> list[str]:
     """An EnvoyFilter on the ingress gateway (its namespace, a selector matching its pods) removes
     each of CLIENT_TRACE_HEADERS in the connection manager's early header mutation, the only
     place that runs before Envoy joins the incoming trace."""
     removed: set[str] = set()
     for envoy_filter in _kind(docs, "EnvoyFilter"):
         selector = (envoy_filter["spec"].get("workloadSelector") or {}).get("labels", {})
-        if _ns(envoy_filter) != "istio-system" or not selector or not _matches(selector, gateway_labels):
+        if _ns(envoy_filter) != gateway_namespace or not selector or not _matches(selector, gateway_labels):
             continue
         for patch in envoy_filter["spec"].get("configPatches", []):
             if patch.get("applyTo") != "NETWORK_FILTER" or patch.get("patch", {}).get("operation") != "MERGE":

@@ -35,7 +35,6 @@ pub fn splice(
     }
 }
 
-/// [`splice`] on the file at `path`.
 pub fn update(
     path: &Path,
     command: &str,

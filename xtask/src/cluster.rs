@@ -4,7 +4,7 @@
 //! and hands over.
 
 use crate::{
-    tools::{Tool, Tools},
+    tools::{Programs, Tool, Tools},
     workspace,
 };
 use clap::{Args, Subcommand};
@@ -33,7 +33,7 @@ enum ClusterCommand {
     /// `kubectl kustomize kustomize/overlays/OVERLAY | kubectl apply -f -` against the running
     /// cluster, then wait for every Deployment to roll out.
     Apply {
-        /// dev, prod or dev-faults
+        /// dev, prod, dev-faults or dev-gateway-api
         overlay: String,
     },
 }
@@ -43,6 +43,8 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let tools = Tools::new(&target_dir);
     tools.ensure(TOOLS)?;
     let mut script = script(&tools, &target_dir)?;
+    // `apply dev-gateway-api` installs them first, as the platform would.
+    script.env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?);
     match args.command {
         Some(ClusterCommand::Apply { overlay }) => workspace::run(script.args(["apply", &overlay])),
         None => {
@@ -71,7 +73,8 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
                 "BOOKSHOP_KWOK_MODULE",
                 tools.go_module("istio", "sigs.k8s.io/kwok")?,
             )
-            .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts")),
+            .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts"))
+            .env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?),
     )
 }
 
@@ -88,4 +91,35 @@ fn script(tools: &Tools, target_dir: &Path) -> anyhow::Result<Command> {
 
 fn tools_bin(target_dir: &Path) -> std::path::PathBuf {
     target_dir.join("tools").join("bin")
+}
+
+/// The control plane's programs, built from the module that pins istioctl (`Tool::Cluster`).
+#[rustfmt::skip]
+pub const PROGRAMS: Programs = &[
+    ("etcd", "./etcd"),
+    ("kube-apiserver", "k8s.io/kubernetes/cmd/kube-apiserver"),
+    ("kube-controller-manager", "k8s.io/kubernetes/cmd/kube-controller-manager"),
+    ("kube-scheduler", "k8s.io/kubernetes/cmd/kube-scheduler"),
+    ("kubectl", "k8s.io/kubernetes/cmd/kubectl"),
+    ("kwok", "sigs.k8s.io/kwok/cmd/kwok"),
+    ("pilot-discovery", "istio.io/istio/pilot/cmd/pilot-discovery"),
+    // `pilot-agent istio-iptables`: the capture istio-init or Istio CNI would set up.
+    ("pilot-agent", "istio.io/istio/pilot/cmd/pilot-agent"),
+];
+
+/// `-X` flags that stamp the Kubernetes release a tools module pins into its binaries (a plain
+/// build says v0.0.0, and kubectl and istiod check the server's version); none for a module
+/// without k8s.io/kubernetes. `go` runs in that module.
+pub fn kubernetes_version_flags(go: anyhow::Result<Command>) -> String {
+    let list = ["list", "-m", "-f", "{{.Version}}", "k8s.io/kubernetes"];
+    let Ok(version) = go.and_then(|mut go| workspace::stdout(go.args(list))) else {
+        return String::new();
+    };
+    let minor = version.split('.').nth(1).unwrap_or_default();
+    let flag = |package| {
+        format!(
+            " -X {package}.gitVersion={version} -X {package}.gitMajor=1 -X {package}.gitMinor={minor} -X {package}.gitTreeState=clean"
+        )
+    };
+    flag("k8s.io/component-base/version") + &flag("k8s.io/client-go/pkg/version")
 }

@@ -1,6 +1,6 @@
-//! `cargo xtask dev`: build both services, run them with local defaults,
-//! prefix each line of their output with the service name, and stop both
-//! cleanly on Ctrl-C (or as soon as one of them dies).
+//! `cargo xtask dev`: both services built and run with local defaults, each
+//! line of their output after the service's name, both stopped cleanly on
+//! Ctrl-C (or SIGTERM) or as soon as one of them dies.
 
 use crate::{
     process::{Output, Process},
@@ -8,7 +8,10 @@ use crate::{
 };
 use clap::Args;
 use std::path::Path;
-use tokio::process::Command;
+use tokio::{
+    process::Command,
+    signal::unix::{SignalKind, signal},
+};
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -17,8 +20,8 @@ pub struct DevArgs {
     release: bool,
 }
 
-/// Local defaults, used unless the environment already sets them: readable
-/// logs, and no shutdown delay since no load balancer needs draining here.
+/// Unless the environment sets them: readable logs, and no shutdown delay
+/// (no load balancer drains here).
 const LOCAL_DEFAULTS: [(&str, &str); 2] = [("LOG_FORMAT", "text"), ("SHUTDOWN_DELAY_SECONDS", "0")];
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -29,18 +32,15 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
     }
     workspace::run(&mut build)?;
     let profile = if args.release { "release" } else { "debug" };
-    let bin_dir = workspace::target_dir()?.join(profile);
-    workspace::block_on(supervise(&bin_dir))
+    workspace::block_on(supervise(&workspace::target_dir()?.join(profile)))
 }
 
 async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
-    // The marketplace's channel connects lazily: this order only makes the logs read naturally.
     let start = |name: &str| {
         let mut command = Command::new(bin_dir.join(name));
-        // Their own process group: a terminal's Ctrl-C reaches xtask alone,
-        // which stops each service with one SIGTERM. In xtask's group they got
-        // the SIGINT too, so that SIGTERM was their second signal, and they
-        // exited at once with 143 instead of draining.
+        // Their own process group: a terminal's Ctrl-C reaches xtask alone, which
+        // stops each with one SIGTERM (with the SIGINT too, SIGTERM was their
+        // second signal, and they exited at once with 143 instead of draining).
         command.process_group(0);
         for (key, value) in LOCAL_DEFAULTS {
             if std::env::var_os(key).is_none() {
@@ -49,13 +49,15 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
         }
         Process::spawn(name, &mut command, Output::Prefixed)
     };
-    let mut services = [start("recommendations")?, start("marketplace")?];
+    // The marketplace connects lazily: this order only makes the logs read naturally.
+    let [mut first, mut second] = [start("recommendations")?, start("marketplace")?];
     let port = std::env::var("HTTP_PORT").unwrap_or_else(|_| "8080".into());
     println!("xtask: the shop is at http://localhost:{port}/ (Ctrl-C stops both services)");
-
-    let [first, second] = &mut services;
+    // SIGTERM too (a process manager's stop): xtask's exit alone would leave them running.
+    let mut terminate = signal(SignalKind::terminate())?;
     let exited = tokio::select! {
         _ = tokio::signal::ctrl_c() => None,
+        _ = terminate.recv() => None,
         status = first.wait() => Some((first.name.clone(), status)),
         status = second.wait() => Some((second.name.clone(), status)),
     };
@@ -65,8 +67,7 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
             println!("xtask: {name} exited ({status:?}); stopping the other service");
         }
     }
-    let names = services.each_ref().map(|service| service.name.clone());
-    let [first, second] = services;
+    let names = [first.name.clone(), second.name.clone()];
     let stopped = tokio::join!(first.stop(), second.stop());
     let mut failed = exited.is_some();
     for (name, stopped) in names.into_iter().zip([stopped.0, stopped.1]) {
@@ -78,8 +79,6 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
             }
         }
     }
-    if failed {
-        anyhow::bail!("a service failed; see its output above");
-    }
+    anyhow::ensure!(!failed, "a service failed; see its output above");
     Ok(())
 }

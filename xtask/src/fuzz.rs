@@ -1,37 +1,27 @@
-//! The fuzz step of `cargo xtask test`: each cargo-fuzz target of `fuzz/`
-//! (a Recommend request's message, a page's query string, a catalog file) runs
-//! for a bounded time, from the committed corpus. Without a nightly toolchain
-//! the proptest properties of the same three inputs run instead, with more
-//! cases; in CI (`CI=true`) a missing nightly fails the step instead.
+//! The fuzz step of `cargo xtask test`: each cargo-fuzz target of `fuzz/` (a
+//! Recommend request, a page's query string, a catalog file) runs for a bounded
+//! time from the committed corpus. Without a nightly toolchain the proptest
+//! properties of the same inputs run instead; in CI (`CI=true`) that fails.
 
 use crate::{
     tools::{Tool, Tools},
     workspace,
 };
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use std::{fs, path::Path, process::Command};
 
-/// What the fuzz step needs installed: nothing from outside (cargo-fuzz comes
-/// from crates.io, below).
-pub const TOOLS: &[Tool] = &[];
-
-/// cargo-fuzz, installed only once a nightly toolchain is there to run it.
+/// Installed once a nightly toolchain is there to run it.
 const CARGO_FUZZ: Tool = Tool::cargo("cargo-fuzz", "0.13.2");
 
-/// The fuzz targets (`fuzz/fuzz_targets/<name>.rs`, corpus in `fuzz/corpus/<name>`).
+/// `fuzz/fuzz_targets/<name>.rs`, corpus in `fuzz/corpus/<name>`.
 const TARGETS: [&str; 3] = ["validation", "query", "catalog"];
-
-/// How long each target runs, in seconds.
 const SECONDS_PER_TARGET: u32 = 30;
-/// No AddressSanitizer: our crates forbid `unsafe`, so what the fuzzers look for is panics and
-/// wrong answers, and an uninstrumented build compiles in about half the time and runs faster.
-const SANITIZER: &str = "--sanitizer=none";
-
 /// One input running longer than this is a hang, reported like a crash.
 const INPUT_TIMEOUT_SECONDS: u32 = 10;
-
-/// The proptest properties, and how many cases each gets, when cargo-fuzz cannot run.
-const PROPERTIES: &str = "properties::";
+/// No AddressSanitizer: our crates forbid `unsafe`, so the fuzzers look for panics and
+/// wrong answers, and an uninstrumented build compiles in half the time and runs faster.
+const SANITIZER: &str = "--sanitizer=none";
+/// Cases per proptest property when cargo-fuzz cannot run.
 const FALLBACK_CASES: &str = "5000";
 
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
@@ -48,37 +38,34 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
             workspace::cargo()
                 .args(["test", "--locked", "--package", "recommendations"])
                 .args(["--package", "marketplace", "--test", "api"])
-                .args(["--", PROPERTIES])
+                .args(["--", "properties::"])
                 .env("PROPTEST_CASES", FALLBACK_CASES),
         );
     }
     tools.ensure(&[CARGO_FUZZ])?;
     let cargo_fuzz = tools.path("cargo-fuzz")?;
-    let fuzz_dir = workspace::root().join("fuzz");
     let builds = target_dir.join("fuzz");
-    workspace::run(
-        nightly(&cargo_fuzz)
-            .args(["fuzz", "build", SANITIZER, "--target-dir"])
-            .arg(&builds),
-    )?;
+    let fuzz = |command: &str| {
+        let mut fuzz = nightly(&cargo_fuzz);
+        fuzz.args(["fuzz", command, SANITIZER, "--target-dir"])
+            .arg(&builds);
+        fuzz
+    };
+    workspace::run(&mut fuzz("build"))?;
     for target in TARGETS {
-        // New inputs go to a scratch copy under the target dir; the committed
-        // corpus is only read (libFuzzer writes to the first directory only).
+        // New inputs go to a scratch copy; the committed corpus is only read
+        // (libFuzzer writes to the first directory only).
         let scratch = builds.join("corpus").join(target);
         fs::create_dir_all(&scratch)
             .with_context(|| format!("cannot create {}", scratch.display()))?;
-        let seeds = fuzz_dir.join("corpus").join(target);
+        let seeds = workspace::root().join("fuzz/corpus").join(target);
         let committed = count_files(&seeds)?;
-        if committed == 0 {
-            bail!("{} holds no inputs", seeds.display());
-        }
+        ensure!(committed > 0, "{} holds no inputs", seeds.display());
         eprintln!(
             "xtask: fuzzing {target} for {SECONDS_PER_TARGET} s from {committed} committed inputs"
         );
         let run = workspace::run(
-            nightly(&cargo_fuzz)
-                .args(["fuzz", "run", SANITIZER, "--target-dir"])
-                .arg(&builds)
+            fuzz("run")
                 .arg(target)
                 .arg(&scratch)
                 .arg(&seeds)
@@ -92,20 +79,18 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
                 "fuzz target {target} failed: its input is in fuzz/artifacts/{target}/ (above); add it to fuzz/corpus/{target}/ and as a regression test"
             )
         })?;
-        eprintln!(
-            "xtask: {target}: no failure; {} inputs in {}",
-            count_files(&scratch)?,
-            scratch.display()
-        );
+        let (found, scratch) = (count_files(&scratch)?, scratch.display());
+        eprintln!("xtask: {target}: no failure; {found} inputs in {scratch}");
     }
     Ok(())
 }
 
 fn nightly_available() -> bool {
-    Command::new("rustup")
+    let mut rustc = Command::new("rustup");
+    let version = rustc
         .args(["run", "nightly", "rustc", "--version"])
-        .output()
-        .is_ok_and(|output| output.status.success())
+        .output();
+    version.is_ok_and(|output| output.status.success())
 }
 
 /// `program` under the nightly toolchain: `rustup run` puts nightly's cargo
@@ -120,9 +105,8 @@ fn nightly(program: &Path) -> Command {
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTUP_TOOLCHAIN")
-        // cargo-fuzz builds with the release profile, whose fat LTO and one
-        // codegen unit serve the services: here they only slow every build
-        // (the fuzz step took 10 min instead of 6), for 30 s of fuzzing.
+        // The release profile's fat LTO and one codegen unit serve the services;
+        // here they only slow every build (10 min instead of 6) for 30 s of fuzzing.
         .env("CARGO_PROFILE_RELEASE_LTO", "false")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     command

@@ -1,20 +1,15 @@
-//! Developer commands: `cargo xtask dev` runs both services locally,
-//! `cargo xtask test` installs the test tools and runs every check,
-//! `cargo xtask mutants` checks that the tests catch changes to the code `.cargo/mutants.toml` names,
-//! `cargo xtask bench` measures both services against bare tonic and axum,
-//! `cargo xtask soak` holds a fixed request rate and watches memory and file descriptors,
-//! `cargo xtask mesh` runs the Istio policies in real Envoys on loopback,
-//! `cargo xtask cluster` runs a Kubernetes control plane with istiod and applies the overlays.
+//! Developer commands (`cargo xtask --help`), each in its module.
 
 mod bench;
 mod benchmarks;
 mod cluster;
 mod dev;
 mod fuzz;
+mod measure;
 mod mesh;
 mod mutants;
 mod process;
-mod procfs;
+mod services;
 mod soak;
 mod test;
 mod tools;

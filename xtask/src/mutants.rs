@@ -1,9 +1,8 @@
 //! `cargo xtask mutants`: mutation testing of the files `.cargo/mutants.toml`
-//! names, so a test that cannot fail, or one that would hang, shows up as a
-//! survivor. The result goes to docs/mutants.md.
+//! names (a test that cannot fail shows up as a survivor), into docs/mutants.md.
 
 use crate::{
-    procfs,
+    measure,
     tools::{Tool, Tools},
     workspace,
 };
@@ -39,11 +38,8 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     let results = out.join("mutants.out");
     let config = fs::read_to_string(workspace::root().join(".cargo/mutants.toml"))?;
     let document = workspace::root().join("docs/mutants.md");
-    let command = ["cargo xtask mutants".to_owned()]
-        .into_iter()
-        .chain(args.more);
-    let command = command.collect::<Vec<_>>().join(" ");
-    match report(&results, &config, &procfs::utc_minute()?, &command) {
+    let command = workspace::command_line();
+    match report(&results, &config, &measure::utc_minute()?, &command) {
         Ok(report) => {
             fs::write(&document, report)?;
             eprintln!("xtask: result in {}", document.display());
@@ -66,7 +62,7 @@ fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Re
          Written by `{command}` ({date} UTC, cargo-mutants {}, {}) over the files \
          `.cargo/mutants.toml` names: {} mutants, {} caught, {} missed, {} timeouts, {} unviable.\n",
         outcome["cargo_mutants_version"].as_str().unwrap_or("?"),
-        procfs::machine(),
+        measure::machine(),
         count("total_mutants"),
         count("caught"),
         count("missed"),

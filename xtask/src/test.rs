@@ -55,59 +55,41 @@ enum Step {
 const PROMETHEUS: Tool = Tool::debian("promtool", "prometheus");
 /// A throwaway certificate stands in for prod's TLS Secret in the mesh analysis.
 const OPENSSL: Tool = Tool::debian("openssl", "openssl");
-const CHROMIUM: [Tool; 2] = [
-    Tool::debian("chromium", "chromium"),
-    Tool::debian("chromedriver", "chromium-driver"),
-];
+const CHROMIUM: Tool = Tool::debian("chromium", "chromium");
+const CHROMEDRIVER: Tool = Tool::debian("chromedriver", "chromium-driver");
 
 impl Step {
-    /// What the step needs installed: nothing for the cargo-only steps.
-    fn tools(self) -> Vec<Tool> {
+    fn tools(self) -> &'static [Tool] {
         match self {
-            Step::Fmt | Step::Clippy | Step::Cargo | Step::Release => vec![],
-            Step::Machete => vec![CARGO_MACHETE],
-            Step::BufLint | Step::BufBreaking => vec![Tool::Buf],
-            Step::Deploy => vec![Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
-            Step::Observability => vec![Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
-            Step::Ui => [vec![Tool::Python], CHROMIUM.to_vec()].concat(),
-            Step::Fuzz => crate::fuzz::TOOLS.to_vec(),
-            Step::Mesh => crate::mesh::TOOLS.to_vec(),
-            Step::Cluster => crate::cluster::TOOLS.to_vec(),
+            // The fuzz step installs cargo-fuzz itself, once nightly is there to run it.
+            Step::Fmt | Step::Clippy | Step::Cargo | Step::Release | Step::Fuzz | Step::Soak => &[],
+            Step::Machete => &[CARGO_MACHETE],
+            Step::BufLint | Step::BufBreaking => &[Tool::Buf],
+            Step::Deploy => &[Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
+            Step::Observability => &[Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
+            Step::Ui => &[Tool::Python, CHROMIUM, CHROMEDRIVER],
+            Step::Mesh => crate::mesh::TOOLS,
+            Step::Cluster => crate::cluster::TOOLS,
             // istioctl and mesh-xds: the recommendations cluster is Istio's own translation.
-            Step::Reliability => vec![Tool::Python, Tool::Istioctl],
-            Step::Bench => crate::bench::TOOLS.to_vec(),
-            Step::Soak => crate::soak::TOOLS.to_vec(),
-        }
-    }
-
-    /// The pytest suite of a step that runs one.
-    fn suite(self) -> Option<&'static str> {
-        match self {
-            Step::Deploy => Some("tests/deploy"),
-            Step::Observability => Some("tests/observability"),
-            Step::Ui => Some("tests/ui"),
-            Step::Mesh => Some("tests/mesh"),
-            Step::Reliability => Some("tests/reliability"),
-            _ => None,
+            Step::Reliability => &[Tool::Python, Tool::Istioctl],
+            Step::Bench => crate::bench::TOOLS,
         }
     }
 }
 
 pub fn run(args: TestArgs) -> anyhow::Result<()> {
-    let steps = if args.steps.is_empty() {
-        Step::value_variants().to_vec()
-    } else {
-        args.steps
-    };
+    let mut steps = args.steps;
+    if steps.is_empty() {
+        steps = Step::value_variants().to_vec();
+    }
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     let mut timings = Vec::new();
     for step in steps {
         eprintln!("xtask: ── {step:?} ──");
         let start = Instant::now();
-        tools
-            .ensure(&step.tools())
-            .with_context(|| format!("cannot install what step {step:?} needs"))?;
+        let installed = tools.ensure(step.tools());
+        installed.with_context(|| format!("cannot install what step {step:?} needs"))?;
         run_step(step, &tools, &target_dir).with_context(|| format!("step {step:?} failed"))?;
         timings.push((step, start.elapsed()));
     }
@@ -132,14 +114,10 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
         Step::Cargo => {
-            workspace::run(workspace::cargo().args(["test", "--workspace", "--locked"]))?;
+            let test = ["test", "--workspace", "--locked"];
+            workspace::run(workspace::cargo().args(test))?;
             // Each criterion benchmark once, unoptimised: it still runs.
-            workspace::run(workspace::cargo().args([
-                "test",
-                "--workspace",
-                "--locked",
-                "--benches",
-            ]))
+            workspace::run(workspace::cargo().args(test).arg("--benches"))
         }
         Step::Release => workspace::build_release(),
         Step::Fuzz => crate::fuzz::test(tools, target_dir),
@@ -147,33 +125,30 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::Soak => crate::soak::test(tools, target_dir),
         Step::Cluster => crate::cluster::test(tools, target_dir),
         Step::Deploy | Step::Mesh | Step::Reliability | Step::Observability | Step::Ui => {
-            let suite = step.suite().expect("a pytest step");
+            // Each of these runs the pytest suite of its name.
+            let suite = format!("tests/{step:?}").to_lowercase();
             workspace::run(workspace::cargo().args(["build", "--locked", "--bins"]))?;
             let mut pytest = tools.command("python")?;
             pytest
-                .args(["-m", "pytest", suite, "-q"])
+                .args(["-m", "pytest", &suite, "-q"])
                 .env("BOOKSHOP_BIN_DIR", target_dir.join("debug"))
                 .env("BOOKSHOP_ARTIFACTS_DIR", target_dir.join("artifacts"));
             if step.tools().contains(&Tool::Istioctl) {
                 // Istio's CRDs and metric names, at the version istioctl is built from.
-                let istio = tools.istio_module()?;
+                let istio = tools.go_module("istio", "istio.io/istio")?;
+                let crds = istio.join("manifests/charts/base/files/crd-all.gen.yaml");
                 pytest
-                    .env(
-                        "BOOKSHOP_ISTIO_CRDS",
-                        istio.join("manifests/charts/base/files/crd-all.gen.yaml"),
-                    )
+                    .env("BOOKSHOP_ISTIO_CRDS", crds)
                     .env("BOOKSHOP_ISTIO_MODULE", istio);
             }
             if step == Step::Deploy {
                 // The Prometheus Operator's CRDs, at the version tools/prometheus-operator pins.
-                let operator = tools.go_module(
-                    "prometheus-operator",
-                    "github.com/prometheus-operator/prometheus-operator",
-                )?;
-                pytest.env(
-                    "BOOKSHOP_PROMETHEUS_OPERATOR_CRDS",
-                    operator.join("example/prometheus-operator-crd"),
-                );
+                let module = "github.com/prometheus-operator/prometheus-operator";
+                let operator = tools.go_module("prometheus-operator", module)?;
+                let crds = operator.join("example/prometheus-operator-crd");
+                pytest.env("BOOKSHOP_PROMETHEUS_OPERATOR_CRDS", crds);
+                // The Gateway API CRDs (standard channel) of the version the pinned Istio requires.
+                pytest.env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?);
             }
             workspace::run(&mut pytest)
         }
@@ -183,17 +158,11 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
 /// The contract: the proto files and buf's configuration (not the crate's Rust).
 const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
 
-/// Compares the contract with the previous one: the contract at `main`'s tip
-/// when ours differs from it (a branch, or uncommitted work), else the one
-/// before the newest commit on `main` that changed it (CI, where the
-/// checkout is `main` itself). Not HEAD~1, which misses a change made two
-/// commits ago. Passes without comparing only when the contract has a
-/// single version; a shallow clone fetches the history it misses, and fails
-/// with the fix when it cannot.
+/// Compares the contract with the previous one: `main`'s when ours differs (a branch,
+/// uncommitted work), else the one before `main`'s newest change to it (CI checks out `main`;
+/// HEAD~1 would miss a change two commits ago). Passes only for a single version.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
     if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
-        // The contract's previous version is missing: fetch the history
-        // rather than pass without it.
         eprintln!("xtask: this clone is shallow; fetching the history of `origin`");
         git(&["fetch", "--quiet", "--unshallow", "origin"]).context(
             "this clone is shallow, so the contract's previous version is missing, and fetching it failed: run `git fetch --unshallow origin main` (CI: check out with full history)",

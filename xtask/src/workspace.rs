@@ -1,9 +1,8 @@
-//! Where things are: the workspace root (found at run time, so an xtask binary
-//! built in one clone and reused by another through a shared target dir works
-//! on the tree it is run in), the cargo target dir, and a way to run a command
-//! that says what it runs and fails loudly.
+//! Where things are (the workspace root, found at run time so that an xtask
+//! binary reused by another clone through a shared target dir works on the
+//! tree it is run in; the target dir), and commands that fail loudly.
 
-use anyhow::{Context, bail, ensure};
+use anyhow::{Context, ensure};
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
@@ -14,8 +13,7 @@ use std::{
 
 static ROOT: OnceLock<PathBuf> = OnceLock::new();
 
-/// Finds the workspace around the current directory (`cargo locate-project
-/// --workspace`); every other function here uses it.
+/// Finds the workspace around the current directory; the rest here uses it.
 pub fn locate() -> anyhow::Result<&'static Path> {
     if let Some(root) = ROOT.get() {
         return Ok(root);
@@ -35,7 +33,6 @@ pub fn locate() -> anyhow::Result<&'static Path> {
     Ok(ROOT.get_or_init(|| root.to_path_buf()))
 }
 
-/// The workspace root; [`locate`] has found it.
 pub fn root() -> &'static Path {
     ROOT.get().expect("main locates the workspace first")
 }
@@ -50,7 +47,7 @@ pub fn target_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(dir))
 }
 
-/// The cargo that runs this xtask (it sets `CARGO`), so one toolchain builds all.
+/// The cargo that runs xtask (it sets `CARGO`), so one toolchain builds all.
 fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
@@ -67,7 +64,6 @@ pub fn build_services() -> anyhow::Result<()> {
     ]))
 }
 
-/// Cargo, run from the workspace root.
 pub fn cargo() -> Command {
     let mut command = Command::new(cargo_program());
     command.current_dir(root());
@@ -76,15 +72,10 @@ pub fn cargo() -> Command {
 
 /// What `command` prints, trimmed; fails with what it said on stderr.
 pub fn stdout(command: &mut Command) -> anyhow::Result<String> {
-    let output = command
-        .output()
-        .with_context(|| format!("cannot start {command:?}"))?;
-    let said = String::from_utf8_lossy(&output.stderr);
-    ensure!(
-        output.status.success(),
-        "{command:?} failed ({}): {said}",
-        output.status
-    );
+    let output = command.output();
+    let output = output.with_context(|| format!("cannot start {command:?}"))?;
+    let (status, said) = (output.status, String::from_utf8_lossy(&output.stderr));
+    ensure!(status.success(), "{command:?} failed ({status}): {said}");
     Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }
 
@@ -96,23 +87,26 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot start {shown}"))?;
-    if !status.success() {
-        bail!("{shown} failed ({status}) after {:.0?}", start.elapsed());
-    }
+    ensure!(
+        status.success(),
+        "{shown} failed ({status}) after {:.0?}",
+        start.elapsed()
+    );
     Ok(())
 }
 
 /// The `--locked` release build of both services that the Dockerfiles run.
 pub fn build_release() -> anyhow::Result<()> {
-    run(cargo().args([
-        "build",
-        "--release",
-        "--locked",
-        "--package",
-        "recommendations",
-        "--package",
-        "marketplace",
-    ]))
+    let services = ["--package", "recommendations", "--package", "marketplace"];
+    run(cargo()
+        .args(["build", "--release", "--locked"])
+        .args(services))
+}
+
+/// The command xtask was run as, as reports name it (`cargo xtask bench --rounds 5`).
+pub fn command_line() -> String {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    format!("cargo xtask {}", args.join(" "))
 }
 
 /// Runs `future` to its end on a runtime of its own (the commands are sync at the top).

@@ -1,11 +1,6 @@
-//! How a gRPC call ended, observed once per call for the layers: a response future
-//! and body wrapper that hand the final [`Status`] to an [`OnEnd`] exactly once.
-//!
-//! The status arrives in one of four places: in the response headers (a
-//! trailers-only response, which is how tonic answers a handler's `Err`), in the
-//! trailers (after a successful call's messages), as the inner service's or body's
-//! error, or not at all because the caller went away and the future or body was
-//! dropped, which counts as CANCELLED.
+//! How a gRPC call ended, found once per call: a response future and body
+//! ([`Ending`]) that hand the final [`Status`] to an [`OnEnd`] exactly once. Where
+//! the status can arrive: docs/design.md, "Middleware order".
 
 use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -25,26 +20,19 @@ pub trait OnEnd: Send + 'static {
     /// Called exactly once, with the status the caller sees (or would have seen).
     fn on_end(self, status: &Status);
 
-    /// The span the wrapped future is polled in, if any: whatever inner layers
-    /// and the handler log while they run then carries its ids.
+    /// The span the wrapped future is polled (and dropped) in.
     fn span(&self) -> Option<&Span> {
         None
     }
 
-    /// The span the wrapped body is polled in: for a streaming call, the
-    /// handler runs there too.
+    /// The span the wrapped body is polled in.
     fn body_span(&self) -> Option<&Span> {
         self.span()
     }
 }
 
-/// The canonical name of `code`, as go-grpc-prometheus writes `grpc_code` (Go's
-/// `codes.Code.String()`: note `OK` and `Canceled`).
-pub fn code_name(code: Code) -> &'static str {
-    CODE_NAMES[code as usize]
-}
-
-/// Go's names of the codes, in numeric order.
+/// Go's names of the codes, in numeric order, as go-grpc-prometheus writes
+/// `grpc_code` (note `OK` and `Canceled`).
 #[rustfmt::skip]
 const CODE_NAMES: [&str; 17] = [
     "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
@@ -52,33 +40,28 @@ const CODE_NAMES: [&str; 17] = [
     "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",
 ];
 
+pub fn code_name(code: Code) -> &'static str {
+    CODE_NAMES[code as usize]
+}
+
 /// Every code, in numeric order.
 pub fn all_codes() -> impl Iterator<Item = Code> {
     (0..).map(Code::from_i32).take(CODE_NAMES.len())
 }
 
-/// Whether `code` is the server's fault rather than the caller's: the codes the
-/// OpenTelemetry RPC conventions mark a SERVER span as failed for.
+/// The codes the OpenTelemetry RPC conventions mark a SERVER span failed for:
+/// the server's fault, not the caller's.
 pub fn is_server_fault(code: Code) -> bool {
+    use Code::*;
     matches!(
         code,
-        Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Unimplemented
-            | Code::Internal
-            | Code::Unavailable
-            | Code::DataLoss
+        Unknown | DeadlineExceeded | Unimplemented | Internal | Unavailable | DataLoss
     )
 }
 
-/// What a call that was dropped before it ended counts as.
-fn abandoned() -> Status {
-    Status::cancelled("the call was abandoned before it ended")
-}
-
-/// The status a response already carries before its body is read: a trailers-only
-/// response's `grpc-status`, a non-200 HTTP status (mapped as tonic's client maps
-/// it), or UNKNOWN for a 200 without a body and without a status.
+/// The status a response carries before its body: a trailers-only response's
+/// `grpc-status`, a non-200 mapped as tonic's client maps it, or UNKNOWN for
+/// an empty 200 without one.
 fn status_in_headers<B: Body>(response: &Response<B>) -> Option<Status> {
     if let Some(status) = Status::from_header_map(response.headers()) {
         return Some(status);
@@ -103,8 +86,7 @@ fn status_in_headers<B: Body>(response: &Response<B>) -> Option<Status> {
 }
 
 fn status_in_trailers(trailers: &HeaderMap) -> Status {
-    // The common case, without copying the rest of the trailers into metadata
-    // as `from_header_map` does.
+    // OK without copying the trailers into metadata, as `from_header_map` does.
     const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     if trailers.get(GRPC_STATUS).is_some_and(|code| code == "0") {
         return Status::new(Code::Ok, "");
@@ -112,38 +94,35 @@ fn status_in_trailers(trailers: &HeaderMap) -> Status {
     Status::from_header_map(trailers).unwrap_or_else(missing_status)
 }
 
-/// Ends a call dropped before its status arrived (its caller gave up): the
-/// inner layers end first, inside the span, as when a call ends normally.
+fn missing_status() -> Status {
+    Status::unknown("the response ended without a grpc-status")
+}
+
+/// Ends a call dropped before its status arrived as CANCELLED: the inner
+/// layers end first, inside the span, as when a call ends normally.
 fn end_abandoned<T, C: OnEnd>(mut inner: Pin<&mut Option<T>>, on_end: &mut Option<C>) {
     if let Some(on_end) = on_end.take() {
         {
             let _entered = on_end.span().map(Span::enter);
             inner.set(None);
         }
-        on_end.on_end(&abandoned());
+        on_end.on_end(&Status::cancelled("the call was abandoned before it ended"));
     }
 }
 
-fn missing_status() -> Status {
-    Status::unknown("the response ended without a grpc-status")
-}
-
 pin_project! {
-    /// The response future of the gRPC layers: ends the call when the response
-    /// carries its status in the headers, else hands over to [`EndBody`].
-    ///
-    /// Errors come out as a boxed [`Status`] (the one tonic would have made of
-    /// them), so what the layers counted is exactly what the caller gets.
-    pub struct EndFuture<F, C>
+    /// A call's response future, then its body: each ends the call once (if
+    /// not ended yet) when it finds the status, or as CANCELLED when dropped.
+    pub struct Ending<T, C>
     where
         C: OnEnd,
     {
         #[pin]
-        inner: Option<F>,
+        inner: Option<T>,
         on_end: Option<C>,
     }
 
-    impl<F, C> PinnedDrop for EndFuture<F, C>
+    impl<T, C> PinnedDrop for Ending<T, C>
     where
         C: OnEnd,
     {
@@ -154,40 +133,36 @@ pin_project! {
     }
 }
 
-impl<F, C: OnEnd> EndFuture<F, C> {
-    pub fn new(inner: F, on_end: C) -> Self {
+impl<T, C: OnEnd> Ending<T, C> {
+    pub fn new(inner: T, on_end: Option<C>) -> Self {
         Self {
             inner: Some(inner),
-            on_end: Some(on_end),
+            on_end,
         }
     }
 }
 
-impl<F, C, B, E> Future for EndFuture<F, C>
+/// The response: ends the call if its status is in the headers, else hands
+/// over to the body. Errors come out as the boxed [`Status`] tonic would make
+/// of them, so what was counted is what the caller gets.
+impl<F, C, B, E> Future for Ending<F, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
     C: OnEnd,
     B: Body,
 {
-    type Output = Result<Response<EndBody<B, C>>, BoxError>;
+    type Output = Result<Response<Ending<B, C>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let result = {
             let _entered = this.on_end.as_ref().and_then(OnEnd::span).map(Span::enter);
-            let inner = this
-                .inner
-                .as_mut()
-                .as_pin_mut()
-                .expect("EndFuture polled after it completed");
-            ready!(inner.poll(cx))
+            let inner = this.inner.as_mut().as_pin_mut();
+            ready!(inner.expect("polled after it completed").poll(cx))
         };
         this.inner.set(None);
-        let on_end = this
-            .on_end
-            .take()
-            .expect("EndFuture polled after it completed");
+        let on_end = this.on_end.take().expect("polled after it completed");
         Poll::Ready(match result {
             Err(err) => {
                 let status = Status::from_error(err.into());
@@ -197,55 +172,16 @@ where
             Ok(response) => match status_in_headers(&response) {
                 Some(status) => {
                     on_end.on_end(&status);
-                    Ok(response.map(|body| EndBody::ended(body)))
+                    Ok(response.map(|body| Ending::new(body, None)))
                 }
-                None => Ok(response.map(|body| EndBody::new(body, on_end))),
+                None => Ok(response.map(|body| Ending::new(body, Some(on_end)))),
             },
         })
     }
 }
 
-pin_project! {
-    /// The response body of the gRPC layers: ends the call at the trailers, at an
-    /// error, or when dropped before either (CANCELLED).
-    pub struct EndBody<B, C>
-    where
-        C: OnEnd,
-    {
-        #[pin]
-        inner: Option<B>,
-        on_end: Option<C>,
-    }
-
-    impl<B, C> PinnedDrop for EndBody<B, C>
-    where
-        C: OnEnd,
-    {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            end_abandoned(this.inner, this.on_end);
-        }
-    }
-}
-
-impl<B, C: OnEnd> EndBody<B, C> {
-    fn new(inner: B, on_end: C) -> Self {
-        Self {
-            inner: Some(inner),
-            on_end: Some(on_end),
-        }
-    }
-
-    /// A body whose call already ended: it only passes the frames on.
-    fn ended(inner: B) -> Self {
-        Self {
-            inner: Some(inner),
-            on_end: None,
-        }
-    }
-}
-
-impl<B, C> Body for EndBody<B, C>
+/// The body: ends the call at the trailers or at an error.
+impl<B, C> Body for Ending<B, C>
 where
     B: Body,
     B::Error: Into<BoxError>,
@@ -260,15 +196,13 @@ where
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
         let polled = {
-            let _entered = (this.on_end.as_ref())
+            let _entered = this
+                .on_end
+                .as_ref()
                 .and_then(OnEnd::body_span)
                 .map(Span::enter);
-            let inner = this
-                .inner
-                .as_mut()
-                .as_pin_mut()
-                .expect("EndBody is only emptied when dropped");
-            ready!(inner.poll_frame(cx))
+            let inner = this.inner.as_mut().as_pin_mut();
+            ready!(inner.expect("only emptied when dropped").poll_frame(cx))
         };
         // The status is made only for a call not ended yet.
         let mut end = |status: &dyn Fn() -> Status| {
@@ -300,9 +234,8 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        let inner = self.inner.as_ref();
+        inner.map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -384,11 +317,11 @@ mod tests {
     async fn call(
         response: Result<Response<Frames>, BoxError>,
         ends: &Ends,
-    ) -> Result<Response<EndBody<Frames, Ends>>, BoxError> {
-        EndFuture::new(std::future::ready(response), ends.clone()).await
+    ) -> Result<Response<Ending<Frames, Ends>>, BoxError> {
+        Ending::new(std::future::ready(response), Some(ends.clone())).await
     }
 
-    async fn read_to_end(body: &mut EndBody<Frames, Ends>) {
+    async fn read_to_end(body: &mut Ending<Frames, Ends>) {
         while std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
             .await
             .is_some()
@@ -440,9 +373,9 @@ mod tests {
     #[test]
     fn a_future_dropped_before_the_response_ends_the_call_as_cancelled() {
         let ends = Ends::default();
-        let future = EndFuture::new(
+        let future = Ending::new(
             std::future::pending::<Result<Response<Frames>, BoxError>>(),
-            ends.clone(),
+            Some(ends.clone()),
         );
         drop(future);
         assert_eq!(ends.codes(), [Code::Cancelled]);

@@ -1,6 +1,5 @@
-//! The gRPC methods a process knows, read from its services' descriptor sets: they
-//! bound the label values of metrics and the names of spans ([`super::observe`]
-//! resolves a path to one of them).
+//! The gRPC methods a process knows, read from its services' descriptor sets:
+//! they bound the label values of metrics and the names of spans.
 
 use prost::Message as _;
 use prost_types::FileDescriptorSet;
@@ -9,9 +8,8 @@ use std::fmt;
 /// One gRPC method as metrics and spans name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rpc {
-    /// The fully qualified service, e.g. `recommendations.v1.Recommendations`.
+    /// Fully qualified, e.g. `recommendations.v1.Recommendations`.
     pub service: String,
-    /// The method, e.g. `Recommend`.
     pub method: String,
     /// `unary`, `client_stream`, `server_stream` or `bidi_stream`, as
     /// go-grpc-prometheus writes the `grpc_type` label.
@@ -19,39 +17,30 @@ pub struct Rpc {
 }
 
 impl Rpc {
-    /// What every path outside the descriptor sets is counted and named as: one
-    /// fixed value, so a caller cannot mint series or span names.
+    /// What every path outside the descriptor sets is named: one value, so a
+    /// caller cannot mint series or span names.
     pub const UNKNOWN: &'static str = "unknown";
 
     pub(crate) fn unknown() -> Self {
+        let unknown = Self::UNKNOWN.to_owned();
         Self {
-            service: Self::UNKNOWN.to_owned(),
-            method: Self::UNKNOWN.to_owned(),
+            service: unknown.clone(),
+            method: unknown,
             kind: Self::UNKNOWN,
         }
     }
 
-    /// Whether this is the health check that kubelet and load balancers send every
-    /// few seconds: traced and logged at debug level only, so that probes do not
-    /// bury the calls people look for (metrics still count them).
+    /// Whether this is the health check probes send every few seconds: traced
+    /// and logged at debug only, so probes do not bury the calls people look
+    /// for (metrics still count them).
     pub fn is_probe(&self) -> bool {
         self.service == "grpc.health.v1.Health" && self.method == "Check"
     }
 
-    /// Whether this stands for a path that is not a known method.
     pub fn is_unknown(&self) -> bool {
         self.kind == Self::UNKNOWN
     }
-}
 
-/// `{service}/{method}`: the span name the OpenTelemetry RPC conventions ask for.
-impl fmt::Display for Rpc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.service, self.method)
-    }
-}
-
-impl Rpc {
     /// Every method of every service in the encoded `FileDescriptorSet`s.
     pub fn all_in(sets: &[&[u8]]) -> Result<Vec<Self>, prost::DecodeError> {
         let mut rpcs = Vec::new();
@@ -59,10 +48,9 @@ impl Rpc {
             for file in FileDescriptorSet::decode(*set)?.file {
                 let package = file.package();
                 for service in &file.service {
-                    let service_name = if package.is_empty() {
-                        service.name().to_owned()
-                    } else {
-                        format!("{package}.{}", service.name())
+                    let service_name = match package {
+                        "" => service.name().to_owned(),
+                        package => format!("{package}.{}", service.name()),
                     };
                     for method in &service.method {
                         let kind = match (method.client_streaming(), method.server_streaming()) {
@@ -71,9 +59,10 @@ impl Rpc {
                             (false, true) => "server_stream",
                             (true, true) => "bidi_stream",
                         };
+                        let (service, method) = (service_name.clone(), method.name().to_owned());
                         rpcs.push(Rpc {
-                            service: service_name.clone(),
-                            method: method.name().to_owned(),
+                            service,
+                            method,
                             kind,
                         });
                     }
@@ -86,6 +75,13 @@ impl Rpc {
     /// The wire path, `/package.Service/Method`.
     pub fn path(&self) -> String {
         format!("/{self}")
+    }
+}
+
+/// `{service}/{method}`: the span name the OpenTelemetry RPC conventions ask for.
+impl fmt::Display for Rpc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.service, self.method)
     }
 }
 

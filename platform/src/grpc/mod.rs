@@ -1,41 +1,30 @@
-//! gRPC middleware as tower layers (the Rust form of gRPC interceptors). One
-//! observer per call ([`observe`]): its span, its access line, its
-//! `grpc_server_*`/`grpc_client_*` metrics and, on the server, one line when it
-//! fails, all at the one moment the call ends ([`call_end`]). Around it the
-//! in-flight count, inside it panics turned into INTERNAL ([`panic`]).
-//! [`server`] and [`client_layers`] stack them in the order written down in
-//! [`crate::layers`]. Apart, for one service at a time: calls past a limit shed
-//! with RESOURCE_EXHAUSTED ([`LimitCallsLayer`]).
+//! gRPC middleware as tower layers (the Rust form of interceptors): one
+//! observer per call (`observe`), ended once (`call_end`), with the
+//! in-flight count around it and panics answered INTERNAL inside it.
 
 mod call_end;
-mod limit;
 mod methods;
 mod metrics;
 mod observe;
-mod panic;
 
-pub use limit::{LimitCalls, LimitCallsLayer, OVERLOADED};
 pub use methods::Rpc;
 pub use observe::{Observe, ObserveLayer};
 
-use crate::shutdown::InFlight;
-use prometheus::{IntCounter, Registry};
-use std::time::Duration;
+use crate::{panic::OnPanic, shed::ShedLayer, shutdown::InFlight};
+use axum::response::IntoResponse as _;
+use prometheus::{IntCounter, Registry, register_int_counter_with_registry};
+use std::{future::ready, time::Duration};
+use tonic::Status;
 use tower::{
     Layer, ServiceBuilder,
     layer::util::{Identity, Stack},
 };
-use tower_http::{
-    catch_panic::{CatchPanic, CatchPanicLayer},
-    metrics::in_flight_requests::InFlightRequests,
-};
+use tower_http::{catch_panic::CatchPanic, metrics::in_flight_requests::InFlightRequests};
 
 /// Which end of a call a layer sits on: it names the metrics and sets the span kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// Wraps a server: the call came in.
     Server,
-    /// Wraps a channel: the call goes out.
     Client,
 }
 
@@ -48,8 +37,7 @@ pub enum LayersError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// The server middleware of [`server`], in the order [`crate::layers`] gives:
-/// in-flight count, observer, panics.
+/// The server middleware of [`server`]: in-flight count, observer, panics.
 #[derive(Debug, Clone)]
 pub struct ServerLayers {
     in_flight: InFlight,
@@ -57,33 +45,36 @@ pub struct ServerLayers {
     panics: IntCounter,
 }
 
+type Panics = OnPanic<fn() -> http::Response<tonic::body::Body>>;
+
 impl<S> Layer<S> for ServerLayers {
-    type Service = InFlightRequests<Observe<CatchPanic<S, panic::InternalOnPanic>>>;
+    type Service = InFlightRequests<Observe<CatchPanic<S, Panics>>>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        let panics = OnPanic {
+            panics: self.panics.clone(),
+            message: "a gRPC handler panicked",
+            answer: internal as fn() -> _,
+        };
         ServiceBuilder::new()
             .layer(self.in_flight.layer())
             .layer(self.observe.clone())
-            .layer(CatchPanicLayer::custom(panic::InternalOnPanic::new(
-                self.panics.clone(),
-            )))
+            .layer(panics.layer())
             .service(inner)
     }
 }
 
+fn internal() -> http::Response<tonic::body::Body> {
+    Status::internal("internal error").into_http()
+}
+
 /// A tonic server builder with the platform's middleware on.
 pub type Server = tonic::transport::Server<Stack<ServerLayers, Identity>>;
-/// What [`Server::add_service`] makes of it: serve it with
-/// `serve_with_incoming_shutdown`.
+/// What [`Server::add_service`] makes of it.
 pub type Router = tonic::transport::server::Router<Stack<ServerLayers, Identity>>;
 
-/// A tonic server with the server middleware on, each call cut off after
-/// `timeout` (or a caller's shorter `grpc-timeout`) and counted in `in_flight`
-/// until its response ends.
-///
-/// `descriptor_sets` are the encoded `FileDescriptorSet`s of every service served:
-/// they name the methods that metrics and spans may label (any other path counts as
-/// `unknown`). The metrics, `grpc_server_panics_total` included, go to `registry`.
+/// A tonic server with [`server_layers`] on, each call cut off after `timeout`
+/// (or a caller's shorter `grpc-timeout`).
 pub fn server(
     registry: &Registry,
     descriptor_sets: &[&[u8]],
@@ -91,14 +82,16 @@ pub fn server(
     timeout: Duration,
 ) -> Result<Server, LayersError> {
     let layers = server_layers(registry, descriptor_sets, in_flight)?;
-    // tonic's timeout is outside every layer: a call it cuts off is dropped
-    // there, and the observer counts it CANCELLED.
+    // Outside every layer: a call it cuts off is dropped there, and counted CANCELLED.
     Ok(tonic::transport::Server::builder()
         .timeout(timeout)
         .layer(layers))
 }
 
-/// The layers of [`server`], for other servers (or none: benchmarks).
+/// The server layers, counting calls in `in_flight`. `descriptor_sets` (encoded
+/// `FileDescriptorSet`s) name the methods metrics and spans may label; any other
+/// path counts as `unknown`. The metrics, `grpc_server_panics_total` included,
+/// go to `registry`.
 pub fn server_layers(
     registry: &Registry,
     descriptor_sets: &[&[u8]],
@@ -107,13 +100,16 @@ pub fn server_layers(
     Ok(ServerLayers {
         in_flight: in_flight.clone(),
         observe: ObserveLayer::register(Side::Server, registry, descriptor_sets)?,
-        panics: panic::register(registry)?,
+        panics: register_int_counter_with_registry!(
+            "grpc_server_panics_total",
+            "gRPC handlers that panicked; each call answered INTERNAL.",
+            registry
+        )?,
     })
 }
 
-/// The client middleware, to wrap a `Channel`: one observer per call, with a
-/// CLIENT span whose context goes out in the request headers and the
-/// `grpc_client_*` metrics. `descriptor_sets` name the methods called.
+/// The client middleware, to wrap a `Channel`: a CLIENT span whose context goes
+/// out in the request headers, and the `grpc_client_*` metrics.
 pub fn client_layers(
     registry: &Registry,
     descriptor_sets: &[&[u8]],
@@ -123,3 +119,19 @@ pub fn client_layers(
 
 /// A channel (or any gRPC client service) wrapped in [`client_layers`].
 pub type ClientStack<S> = Observe<S>;
+
+/// What a shed caller reads; it should back off and retry, elsewhere if it can.
+pub const OVERLOADED: &str = "too many calls in progress; retry later";
+
+/// Answers a service's calls past `max` at once RESOURCE_EXHAUSTED. Put it on
+/// one service (`tonic::service::LayerExt::named_layer`), not the server, so
+/// health checks and reflection are still answered under load.
+pub fn limit_calls(max: usize) -> ShedLayer {
+    ShedLayer::new(max, |_| {
+        ready(
+            Status::resource_exhausted(OVERLOADED)
+                .into_http::<axum::body::Body>()
+                .into_response(),
+        )
+    })
+}

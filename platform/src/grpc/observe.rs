@@ -1,16 +1,12 @@
-//! One observer per gRPC call, ended once ([`super::call_end`]): a span (a
-//! SERVER span continuing the trace context the request metadata carries, or a
-//! CLIENT span whose context goes out in the request metadata), the
-//! go-grpc-prometheus metrics ([`super::metrics`]), one access line, and on the
-//! server one line per failed call: `warn` when the caller is at fault
-//! (INVALID_ARGUMENT, NOT_FOUND, CANCELLED…), `error` when the server is
-//! (INTERNAL, UNKNOWN, UNAVAILABLE, DATA_LOSS…). Span names and attributes follow
-//! the OpenTelemetry RPC conventions (`{service}/{method}`, `rpc.system`,
-//! `rpc.grpc.status_code`).
+//! One observer per gRPC call, ended once: a span (SERVER, continuing the trace
+//! the request metadata carries, or CLIENT, whose context goes out in it), the
+//! go-grpc-prometheus metrics, one access line and, on the server, one line per
+//! failed call: `warn` when the caller is at fault, `error` when the server is.
+//! Spans follow the OpenTelemetry RPC conventions.
 
 use super::{
     LayersError, Rpc, Side,
-    call_end::{BoxError, EndBody, EndFuture, OnEnd, code_name, is_server_fault},
+    call_end::{BoxError, Ending, OnEnd, code_name, is_server_fault},
     metrics::{Series, Vecs},
 };
 use http::{Request, Response};
@@ -25,13 +21,12 @@ use tonic::{Code, Status};
 use tower::{Layer, Service};
 use tracing::{Level, Span, field::Empty};
 
-/// The targets of the access and error lines: `RUST_LOG` directives name them
-/// (`platform::grpc::trace=warn` drops the access lines), so they stay put
-/// whatever module writes the lines.
+/// The targets `RUST_LOG` names the access and error lines by
+/// (`platform::grpc::trace=warn` drops the access lines): they stay put.
 const ACCESS_TARGET: &str = "platform::grpc::trace";
 const ERROR_TARGET: &str = "platform::grpc::error_log";
 
-/// What a call knows of its method: resolved once per call, by one lookup.
+/// What a call knows of its method, resolved by one lookup.
 #[derive(Debug)]
 struct Method {
     rpc: Rpc,
@@ -56,9 +51,8 @@ struct Table {
 }
 
 impl ObserveLayer {
-    /// Registers the metrics of `side` in `registry`, with every series of the
-    /// methods of `descriptor_sets` at 0; fails if they are registered already
-    /// or a set is not a `FileDescriptorSet`.
+    /// Registers the metrics of `side`, with every series of the methods of
+    /// `descriptor_sets` at 0.
     pub fn register(
         side: Side,
         registry: &Registry,
@@ -70,27 +64,23 @@ impl ObserveLayer {
             .into_iter()
             .map(|rpc| (rpc.path(), Arc::new(method(&vecs, rpc))))
             .collect();
-        Ok(Self {
-            side,
-            methods: Arc::new(Table {
-                known,
-                vecs,
-                unknown: OnceLock::new(),
-            }),
-        })
+        let unknown = OnceLock::new();
+        let methods = Arc::new(Table {
+            known,
+            vecs,
+            unknown,
+        });
+        Ok(Self { side, methods })
     }
 
     /// The method at `path`, or the one [`Rpc::UNKNOWN`] stand-in.
     fn method(&self, path: &str) -> Arc<Method> {
         let table = &*self.methods;
-        match table.known.get(path) {
-            Some(method) => Arc::clone(method),
-            None => Arc::clone(
-                table
-                    .unknown
-                    .get_or_init(|| Arc::new(method(&table.vecs, Rpc::unknown()))),
-            ),
-        }
+        Arc::clone(table.known.get(path).unwrap_or_else(|| {
+            table
+                .unknown
+                .get_or_init(|| Arc::new(method(&table.vecs, Rpc::unknown())))
+        }))
     }
 }
 
@@ -113,7 +103,7 @@ impl<S> Layer<S> for ObserveLayer {
     }
 }
 
-/// Observes each call of `S`: its span, metrics and lines.
+/// Observes each call of `S`.
 #[derive(Debug, Clone)]
 pub struct Observe<S> {
     inner: S,
@@ -126,9 +116,9 @@ where
     S::Error: Into<BoxError>,
     ResBody: http_body::Body,
 {
-    type Response = Response<EndBody<ResBody, Ended>>;
+    type Response = Response<Ending<ResBody, Ended>>;
     type Error = BoxError;
-    type Future = EndFuture<S::Future, Ended>;
+    type Future = Ending<S::Future, Ended>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -140,19 +130,14 @@ where
         let path = request.uri().path();
         let method = self.layer.method(path);
         method.series.started.inc();
-        // The raw path goes to the access line only, and only when it names no
-        // known method: logs may hold it, span names and metrics may not.
+        // Only the access line may hold a raw path, and only an unknown one.
         let unknown_path = method.rpc.is_unknown().then(|| path.to_owned());
         let span = span(side, &method);
         match side {
-            // The child of the trace context in the request's metadata (a root
-            // when there is none).
             Side::Server => crate::telemetry::continue_trace(&span, request.headers()),
-            // The child of the current span; its context goes to the server.
             Side::Client => crate::telemetry::inject_trace(&span, request.headers_mut()),
         }
-        // Not entered for `call`: tonic's services only make their future
-        // there, and the handler runs when it is polled, in the span.
+        // Not entered here: the handler runs when the future is polled, in the span.
         let inner = self.inner.call(request);
         let ended = Ended {
             span,
@@ -161,7 +146,7 @@ where
             unknown_path,
             started,
         };
-        EndFuture::new(inner, ended)
+        Ending::new(inner, Some(ended))
     }
 }
 
@@ -171,7 +156,7 @@ fn span(side: Side, method: &Method) -> Span {
         Side::Client => "client",
     };
     let rpc = &method.rpc;
-    // Levels must be constants: one span definition, at two levels.
+    // One span definition at two levels (a level must be a constant).
     macro_rules! call_span {
         ($level:expr) => {
             tracing::span!(
@@ -188,7 +173,7 @@ fn span(side: Side, method: &Method) -> Span {
             )
         };
     }
-    // Traces export info spans and up: a probe's debug span is not exported.
+    // Only info spans and up are exported: not a probe's.
     if rpc.is_probe() {
         call_span!(Level::DEBUG)
     } else {
@@ -213,8 +198,7 @@ impl OnEnd for Ended {
         series.handled[code as usize].inc();
         series.seconds.observe(elapsed.as_secs_f64());
 
-        // The conventions: every non-OK code fails a CLIENT span; a SERVER span
-        // fails only for the codes that are the server's fault.
+        // Every non-OK code fails a CLIENT span, only the server's faults a SERVER one.
         let server_fault = is_server_fault(code);
         let failed = match self.side {
             Side::Server => server_fault,
@@ -228,13 +212,12 @@ impl OnEnd for Ended {
                     .record("otel.status_description", status.message());
             }
         }
-        // Lines with the span as their parent, not entered: the ids are the same
-        // and entering costs more than the line (`benches/layers.rs`).
+        // The span as the lines' parent, not entered: the same ids, for less.
         let span = &self.span;
         let method = self.method.name.as_str();
         let code_name = code_name(code);
         if self.side == Side::Server && code != Code::Ok {
-            // Not `message`: that is the log line's own text.
+            // Not `message`: that is the line's own text.
             let status_message = status.message();
             if server_fault {
                 tracing::error!(target: ERROR_TARGET, parent: span, method, code = code_name, status_message, "gRPC call failed");
@@ -259,8 +242,7 @@ impl OnEnd for Ended {
         Some(&self.span)
     }
 
-    /// A unary call's body only carries the answer already made: nothing of
-    /// the handler runs while it is read, so no line needs the span current.
+    /// Nothing of a unary handler runs while its body is read.
     fn body_span(&self) -> Option<&Span> {
         (self.method.rpc.kind != "unary").then_some(&self.span)
     }

@@ -1,10 +1,8 @@
-//! The deadline for a request head on one connection, apart from the time the
-//! connection sits idle between requests. hyper's own header read timeout starts
-//! as soon as an answer is sent, so it closes every kept-alive connection idle
-//! that long, racing a client that reuses it just then (a pooling client, Envoy
-//! above all, keeps it far longer). Here, as Envoy's `request_headers_timeout`,
-//! the clock starts with the first byte of a head (of the first one: with the
-//! connection) and stops once the head is read.
+//! The deadline for a request head, apart from the connection's idle time:
+//! hyper's own starts as soon as an answer is sent, racing a pooling client that
+//! reuses the connection (docs/reliability.md). Here, as Envoy's
+//! `request_headers_timeout`, it runs from a head's first byte (the first
+//! head's: from the connection) until the head is read.
 
 use pin_project_lite::pin_project;
 use std::{
@@ -22,8 +20,8 @@ use tokio::{
     time::{Instant, Sleep},
 };
 
-/// What the connection's service tells its stream: each request whose head was
-/// read, and whether no more heads will come (HTTP/2, an upgrade).
+/// What the connection's service tells its stream: each head read, and whether
+/// no more will come (HTTP/2, an upgrade).
 #[derive(Debug, Default)]
 pub(super) struct Heads {
     read: AtomicU64,
@@ -31,11 +29,10 @@ pub(super) struct Heads {
 }
 
 impl Heads {
-    /// A request's head was read and handed to the service.
     pub(super) fn read<B>(&self, request: &http::Request<B>) {
         self.read.fetch_add(1, Ordering::Relaxed);
-        // HTTP/2 multiplexes requests on frames that flow while idle, an upgrade
-        // hands the stream over: neither has heads between answers to time.
+        // HTTP/2 frames flow while idle, an upgrade hands the stream over:
+        // neither has heads between answers to time.
         if request.version() >= http::Version::HTTP_2
             || request.headers().contains_key(http::header::UPGRADE)
         {
@@ -45,8 +42,7 @@ impl Heads {
 }
 
 pin_project! {
-    /// A stream whose reads fail with `TimedOut` once a request head has taken
-    /// longer than the timeout.
+    /// A stream whose reads fail with `TimedOut` once a head took too long.
     pub(super) struct HeadDeadline<S> {
         #[pin]
         stream: S,
@@ -147,11 +143,9 @@ fn heads_read(heads: &Heads, seen: &mut u64, running: &mut bool) {
 }
 
 /// A write once a head was read is an answer (HTTP/1 writes nothing while a
-/// head comes in): the next head's deadline starts with its first byte. Before
-/// the first head (HTTP/2's settings), the first deadline keeps running.
-///
-/// One gap: a request body sent after a `100 Continue` counts as a head and
-/// must arrive within the timeout.
+/// head comes in): the next deadline starts with the next byte read. Before the
+/// first head (HTTP/2's settings) the first deadline runs on. One gap: a body
+/// sent after a `100 Continue` counts as a head.
 fn answering(heads: &Heads, seen: &mut u64, answered: &mut bool, running: &mut bool) {
     heads_read(heads, seen, running);
     if *seen > 0 {

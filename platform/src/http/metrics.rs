@@ -1,8 +1,11 @@
 //! `http_server_requests_total` and `http_server_request_duration_seconds`,
-//! labelled by `method`, `route` (the template) and `status`; and
-//! `http_server_panics_total`, which the panic layer counts.
+//! by `method`, `route` (the template) and `status`; `http_server_panics_total`.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Registry,
+    register_histogram_vec_with_registry, register_int_counter_vec_with_registry,
+    register_int_counter_with_registry,
+};
 use std::time::Duration;
 
 const LABELS: [&str; 3] = ["method", "route", "status"];
@@ -18,45 +21,35 @@ pub struct HttpServerMetrics {
 impl HttpServerMetrics {
     /// Registers the metrics in `registry`; fails if they are already there.
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
-        let requests = IntCounterVec::new(
-            Opts::new(
+        let duration = HistogramOpts::new(
+            "http_server_request_duration_seconds",
+            "Time from receiving an HTTP request to its response head, in seconds.",
+        );
+        let duration = duration.buckets(crate::metrics::LATENCY_BUCKETS.to_vec());
+        Ok(Self {
+            requests: register_int_counter_vec_with_registry!(
                 "http_server_requests_total",
                 "HTTP requests answered, by method, route template and status.",
-            ),
-            &LABELS,
-        )?;
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "http_server_request_duration_seconds",
-                "Time from receiving an HTTP request to its response head, in seconds.",
-            )
-            .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
-            &LABELS,
-        )?;
-        let panics = IntCounter::new(
-            "http_server_panics_total",
-            "HTTP handlers that panicked; each request answered 500.",
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        registry.register(Box::new(duration.clone()))?;
-        registry.register(Box::new(panics.clone()))?;
-        Ok(Self {
-            requests,
-            duration,
-            panics,
+                &LABELS,
+                registry
+            )?,
+            duration: register_histogram_vec_with_registry!(duration, &LABELS, registry)?,
+            panics: register_int_counter_with_registry!(
+                "http_server_panics_total",
+                "HTTP handlers that panicked; each request answered 500.",
+                registry
+            )?,
         })
     }
 
-    /// The counter of panicking handlers, for the panic layer.
     pub(super) fn panics(&self) -> IntCounter {
         self.panics.clone()
     }
 
     pub(super) fn observe(&self, labels: &[&str; 3], elapsed: Duration) {
         self.requests.with_label_values(labels).inc();
-        self.duration
-            .with_label_values(labels)
-            .observe(elapsed.as_secs_f64());
+        let duration = self.duration.with_label_values(labels);
+        duration.observe(elapsed.as_secs_f64());
     }
 }
 

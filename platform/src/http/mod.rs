@@ -1,38 +1,36 @@
-//! HTTP server middleware for axum routers: one observer per request, with its
-//! SERVER span, access line, `traceresponse` header and `http_server_*` metrics
-//! ([`observe`], [`metrics`]); requests past a concurrency limit shed with 503
-//! ([`load_shed`]); panicking handlers answered with a 500 page ([`panic`]).
-//! [`with_layers`] stacks them in the order written down in [`crate::layers`].
-//! And [`serve`], which serves a router with bounds on request heads and on idle
-//! kept-alive connections.
-//!
-//! They name a request by its route template (axum's [`MatchedPath`]), never by
-//! its raw path, so they go on with `Router::layer`, where routing is done.
+//! HTTP server middleware for axum routers ([`with_layers`]): one observer per
+//! request (`observe`, `metrics`), load shedding with 503, panics answered
+//! with the service's 500 page. They name a request by its route template
+//! (axum's [`MatchedPath`]), never its raw path, so they go on with
+//! `Router::layer`, after routing. And [`serve`], with bounds on request heads.
 
 mod head_deadline;
-mod load_shed;
 mod metrics;
 mod observe;
-mod panic;
 mod serve;
 
-pub use load_shed::RETRY_AFTER_SECONDS;
 pub use metrics::HttpServerMetrics;
 pub use observe::TRACERESPONSE;
-pub use panic::PanicPage;
 pub use serve::{ConnectionLimits, MIN_HEADER_BYTES, serve};
 
-use crate::shutdown::InFlight;
+use crate::{panic::OnPanic, shed::ShedLayer, shutdown::InFlight};
 use axum::{
     Router,
     extract::{MatchedPath, Request},
-    http::Method,
+    http::{Method, StatusCode, header},
     middleware,
-    response::IntoResponse,
+    response::{IntoResponse, Response},
     routing::Route,
 };
-use std::convert::Infallible;
+use std::{convert::Infallible, future::ready, sync::Arc};
 use tower::{Layer, Service};
+
+/// Seconds a shed client is asked to wait before trying again.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// What a panicking request is answered with, forced to 500: the service's
+/// own error page, made inside the request's span.
+pub type PanicPage = Arc<dyn Fn() -> Response + Send + Sync>;
 
 /// What the HTTP layers need besides the service's own response headers.
 pub struct Layers {
@@ -40,18 +38,14 @@ pub struct Layers {
     pub metrics: HttpServerMetrics,
     /// The most requests handled at once; past it a request is answered 503.
     pub max_concurrent_requests: usize,
-    /// The page a panicking handler answers with, forced to 500.
     pub panic_page: PanicPage,
     /// Counts each request until its response ends.
     pub in_flight: InFlight,
 }
 
-/// `router` with every layer on, in the order of [`crate::layers`]: in-flight
-/// count, observer, `headers` (the service's response headers, on every answer:
-/// error pages and 503s included), load shedding, panics.
-///
-/// Each goes on with `Router::layer` (not `route_layer`), so the fallback's
-/// 404s get all of them, and the observer can read the matched route.
+/// `router` with every layer on, in the order of docs/design.md: in-flight
+/// count, observer, `headers` (the service's response headers), load shedding,
+/// panics. `Router::layer`, not `route_layer`: the fallback's 404s get them too.
 pub fn with_layers<L>(router: Router, layers: Layers, headers: L) -> Router
 where
     L: Layer<Route> + Clone + Send + Sync + 'static,
@@ -60,9 +54,25 @@ where
     <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
     <L::Service as Service<Request>>::Future: Send + 'static,
 {
+    let page = layers.panic_page;
+    let panics = OnPanic {
+        panics: layers.metrics.panics(),
+        message: "an HTTP handler panicked",
+        answer: move || {
+            let mut response = page();
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        },
+    };
+    let shed = ShedLayer::new(layers.max_concurrent_requests, |_| {
+        let busy = "The shop is busy; please try again in a moment.\n";
+        let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())];
+        ready((StatusCode::SERVICE_UNAVAILABLE, retry, busy).into_response())
+    });
     // The layer added last is outermost.
-    let router = panic::catch_panics(router, layers.metrics.panics(), layers.panic_page);
-    load_shed::limit_concurrency(router, layers.max_concurrent_requests)
+    router
+        .layer(panics.layer())
+        .layer(shed)
         .layer(headers)
         .layer(middleware::from_fn_with_state(
             layers.metrics,
@@ -71,14 +81,13 @@ where
         .layer(layers.in_flight.layer())
 }
 
-/// The route template a request matched, `None` when it matched no route
-/// (the fallback answers those).
+/// The route template a request matched; `None` for the fallback's.
 fn route_of<B>(request: &axum::http::Request<B>) -> Option<&MatchedPath> {
     request.extensions().get::<MatchedPath>()
 }
 
-/// The method as OpenTelemetry's semantic conventions bound it: one of the
-/// standard methods, else `_OTHER`, so a client cannot mint label values.
+/// The method as OpenTelemetry's conventions bound it: a standard one, else
+/// `_OTHER`, so a client cannot mint label values.
 fn known_method(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
@@ -94,12 +103,10 @@ fn known_method(method: &Method) -> &'static str {
     }
 }
 
-/// The `route` of requests no route matched, in metrics and access lines:
-/// one value whatever the path, so scanners probing random paths cannot grow
-/// the series count.
+/// The `route` of requests no route matched: one value whatever the path, so
+/// scanners probing random paths cannot grow the series count.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
-/// The method value of a request whose method is not a standard one.
 const OTHER_METHOD: &str = "_OTHER";
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! One observer per HTTP request: a SERVER span continuing the caller's trace,
-//! the `http_server_*` metrics ([`super::metrics`]), one access log line when the
-//! request is answered, and the span's ids in a `traceresponse` header so a
-//! person (or a test) can find the trace of a page.
+//! the `http_server_*` metrics, one access line, and the span's ids in a
+//! `traceresponse` header, so a person (or a test) can find a page's trace.
 
 use super::{HttpServerMetrics, OTHER_METHOD, UNMATCHED_ROUTE, known_method, route_of};
 use crate::telemetry::{TraceParent, continue_trace};
@@ -14,16 +13,14 @@ use axum::{
 use std::time::Instant;
 use tracing::{Instrument as _, Span, field::Empty};
 
-/// The response header naming the request's trace, in the `traceparent` format
-/// (W3C Trace Context level 2's `traceresponse`); absent when tracing is off.
+/// W3C Trace Context level 2's response header, absent when tracing is off.
 pub const TRACERESPONSE: &str = "traceresponse";
 
-/// The target of the access lines: `RUST_LOG` directives name it
-/// (`platform::http::trace=warn` drops them), so it stays put.
+/// `RUST_LOG` directives name it (`platform::http::trace=warn`): it stays put.
 const ACCESS_TARGET: &str = "platform::http::trace";
 
-/// Runs the rest of the stack inside the request's SERVER span, named
-/// `{method} {route}`, then counts, times and logs the answer.
+/// Runs the rest of the stack inside the request's span, then counts, times
+/// and logs the answer.
 pub(super) async fn observe(
     State(metrics): State<HttpServerMetrics>,
     request: Request,
@@ -41,10 +38,9 @@ pub(super) async fn observe(
     let route = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     metrics.observe(&[known_method(&method), route, status.as_str()], elapsed);
 
-    // An i64: OpenTelemetry has no unsigned integers, and tracing-opentelemetry
-    // would turn a u16 into a string.
+    // OpenTelemetry has no unsigned integers: a u16 would become a string.
     span.record("http.response.status_code", i64::from(status.as_u16()));
-    // Only 5xx: a 4xx is the client's mistake, not a server failure.
+    // A 4xx is the client's mistake, not a server failure.
     if status.is_server_error() {
         span.record("otel.status_code", "ERROR");
     }
@@ -67,12 +63,12 @@ pub(super) async fn observe(
     response
 }
 
-/// The request's span, a child of the trace context its headers carry.
+/// The request's span, a child of the trace context its headers carry, named
+/// `{method} {route}` (`{method}` when no route matched; `HTTP` for a method
+/// outside the standard set) as the semantic conventions ask.
 fn server_span(request: &Request) -> Span {
     let method = known_method(request.method());
     let route = route_of(request).map(MatchedPath::as_str);
-    // Semantic conventions: `{method} {route}`, just `{method}` when no route
-    // matched, and `HTTP` standing for a method outside the standard set.
     let name_method = if method == OTHER_METHOD {
         "HTTP"
     } else {

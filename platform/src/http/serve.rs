@@ -1,9 +1,7 @@
-//! Serving a router on a listener, like `axum::serve`, but with bounds on what a
-//! client may hold: a request head must arrive within a deadline and fit in a
-//! size, so a client trickling header bytes (slowloris) cannot keep a
-//! connection, its task and its file descriptor forever; and a kept-alive
-//! connection is closed only after an idle spell longer than its clients keep
-//! it pooled, so none of them reuses it as it closes.
+//! Serving a router like `axum::serve`, with bounds on what a client may hold: a
+//! request head must arrive within a deadline and fit in a size (against
+//! slowloris), and a kept-alive connection closes only after an idle spell
+//! longer than its clients keep it pooled.
 
 use super::head_deadline::{HeadDeadline, Heads};
 use axum::Router;
@@ -19,26 +17,23 @@ use tower::ServiceExt as _;
 /// The bounds every connection is served under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// How long a client has to send a complete request head: the first one
-    /// from the moment it connects, each later one on a keep-alive connection
-    /// from its first byte.
+    /// How long a client has to send a request head: the first from when it
+    /// connects, each later one from its first byte.
     pub header_read_timeout: Duration,
     /// How long an HTTP/1 connection may sit idle between an answer and the
-    /// next head; longer than any client keeps an idle connection pooled
-    /// (Envoy: an hour), since closing it races the client reusing it.
+    /// next head: longer than clients keep one pooled (Envoy: an hour).
     pub idle_timeout: Duration,
-    /// The most bytes a request head (request line and headers) may take;
-    /// larger heads are answered 431. At least 8192 (hyper's smallest buffer).
+    /// The most bytes a request head may take (431 past it); at least
+    /// [`MIN_HEADER_BYTES`].
     pub max_header_bytes: usize,
 }
 
 /// hyper's smallest read buffer, and so the smallest `max_header_bytes`.
 pub const MIN_HEADER_BYTES: usize = 8192;
 
-/// Serves `router` on `listener` (HTTP/1.1, and HTTP/2 with prior knowledge, as
-/// `axum::serve` does) until `stop` resolves; then accepts no new connection,
-/// asks every open one to finish its request in flight, and returns once all
-/// have closed.
+/// Serves `router` (HTTP/1.1, and HTTP/2 with prior knowledge) until `stop`
+/// resolves; then accepts no new connection and returns once every open one
+/// has finished its request in flight.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -50,8 +45,8 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        // hyper's clock runs from the end of an answer to the end of the next
-        // head: the idle bound. The head's own runs in HeadDeadline.
+        // hyper's clock runs from an answer to the end of the next head: the
+        // idle bound. The head's own runs in HeadDeadline.
         .header_read_timeout(limits.idle_timeout.max(limits.header_read_timeout))
         .max_buf_size(max_header_bytes);
     builder
@@ -93,14 +88,13 @@ pub async fn serve(
 
 fn finished(result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
     if let Err(err) = result {
-        // A client going away, a timeout, a malformed request: the client's
-        // business, not an operator's.
+        // A client going away, a timeout, a malformed request: not an operator's business.
         tracing::debug!(error = %err, "connection ended with an error");
     }
 }
 
 /// As `axum::serve`: a per-connection error is skipped, anything else (out of
-/// file descriptors, say) logged and retried after a pause rather than spun on.
+/// file descriptors) logged and retried after a pause.
 async fn accept_failed(err: io::Error) {
     if matches!(
         err.kind(),

@@ -1,27 +1,19 @@
-//! How many requests are in progress, so that a drain cut short by its timeout
-//! (or by a second signal) can say how many it abandoned: tower-http's
-//! in-flight counter.
-//!
-//! A request counts from the moment the server calls the service until its
-//! response body is finished or dropped: a streaming call (a health watch, say)
-//! holds the drain as long as it streams, and counts as long as it does.
+//! How many requests are in progress, so that a drain cut short (by its timeout
+//! or a second signal) can say how many it abandoned: tower-http's in-flight
+//! counter. A request counts until its response body is finished or dropped.
 
 use std::sync::Mutex;
 use tower_http::metrics::{InFlightRequestsLayer, in_flight_requests::InFlightRequestsCounter};
 
-/// Every counter made in the process: what a second signal reports is their
-/// sum, since it exits the process, not one server. (Tests make many; a
-/// service makes one.)
+/// Every counter made in the process (tests make many; a service one): a
+/// second signal exits the process, so it reports their sum.
 static PROCESS: Mutex<Vec<InFlightRequestsCounter>> = Mutex::new(Vec::new());
 
-/// The requests in progress in the process.
 pub(super) fn process_in_flight() -> usize {
-    PROCESS
+    let counters = PROCESS
         .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .iter()
-        .map(InFlightRequestsCounter::get)
-        .sum()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    counters.iter().map(InFlightRequestsCounter::get).sum()
 }
 
 /// A count of requests in progress; clones share it.
@@ -33,16 +25,15 @@ pub struct InFlight {
 impl Default for InFlight {
     fn default() -> Self {
         let counter = InFlightRequestsCounter::new();
-        PROCESS
+        let mut counters = PROCESS
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .push(counter.clone());
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        counters.push(counter.clone());
         Self { counter }
     }
 }
 
 impl InFlight {
-    /// The requests in progress now.
     pub fn count(&self) -> usize {
         self.counter.get()
     }

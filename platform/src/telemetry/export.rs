@@ -23,10 +23,11 @@ pub(super) struct Watched<E> {
 
 impl<E> Watched<E> {
     pub(super) fn new(inner: E) -> Self {
+        let (failing, dropped) = Default::default();
         Self {
             inner,
-            failing: AtomicBool::new(false),
-            dropped: AtomicU64::new(0),
+            failing,
+            dropped,
         }
     }
 
@@ -39,11 +40,10 @@ impl<E: SpanExporter> SpanExporter for Watched<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let spans = u64::try_from(batch.len()).unwrap_or(u64::MAX);
         match self.inner.export(batch).await {
-            Ok(()) => {
-                if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(dropped_spans = self.dropped(), "trace export works again");
-                }
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(dropped_spans = self.dropped(), "trace export works again");
             }
+            Ok(()) => {}
             Err(err) => {
                 self.dropped.fetch_add(spans, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
@@ -51,14 +51,15 @@ impl<E: SpanExporter> SpanExporter for Watched<E> {
                 }
             }
         }
-        // Handled here: an error would make the SDK log every failed batch.
+        // An error would make the SDK log every failed batch.
         Ok(())
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
         if self.dropped() > 0 {
+            let dropped_spans = self.dropped();
             tracing::warn!(
-                dropped_spans = self.dropped(),
+                dropped_spans,
                 "spans were dropped while the collector did not answer"
             );
         }

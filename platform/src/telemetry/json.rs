@@ -1,9 +1,7 @@
-//! JSON log lines, one object a line: `timestamp`, `level`, `target`, the
-//! event's fields (`message` among them), `service`, and the `trace_id` /
-//! `span_id` of the event's span. Written straight into the formatting layer's
-//! reused buffer, which leaves in one write: a general JSON layer (building
-//! values, then serialising them) cost several times more per access line
-//! (`benches/layers.rs`).
+//! JSON log lines: `timestamp`, `level`, `target`, the event's fields,
+//! `service`, and the `trace_id` / `span_id` of the event's span. Written
+//! straight into the fmt layer's reused buffer: a general JSON layer cost
+//! several times more per access line (`benches/layers.rs`).
 
 use super::TraceParent;
 use std::{
@@ -21,12 +19,11 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-/// Formats events as JSON lines of one service.
 pub(super) struct JsonLines {
-    /// `"service":"…",`, escaped once.
+    /// `"service":"…"`, escaped once.
     service: String,
-    /// The dispatcher the layer is part of, where the span ids live: the
-    /// formatter's own context sees no spans (the layer takes events only).
+    /// Where the span ids live: the layer takes events only, so its own
+    /// context sees no spans.
     dispatch: Arc<OnceLock<WeakDispatch>>,
 }
 
@@ -105,9 +102,8 @@ fn hex<'o>(bytes: &[u8], out: &'o mut [u8]) -> &'o str {
     std::str::from_utf8(out).unwrap_or_default()
 }
 
-/// `time` as RFC 3339 in UTC with microseconds, as tracing-subscriber's
-/// `SystemTime` writes it (`2026-12-07T06:18:33.123456Z`), without going
-/// through `fmt`'s padding for each of its seven numbers.
+/// `time` as RFC 3339 in UTC with microseconds, as tracing-subscriber writes
+/// it, without `fmt`'s padding for each of its seven numbers.
 fn timestamp(time: SystemTime, out: &mut [u8; 27]) -> &str {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let (days, second_of_day) = (since.as_secs() / 86_400, since.as_secs() % 86_400);
@@ -179,8 +175,7 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        // As serde_json writes numbers (`1.0`, `1e-7`); JSON has no NaN or
-        // infinities.
+        // As serde_json writes them; JSON has no NaN or infinities.
         if value.is_finite() {
             self.field(field, |w| {
                 w.write_str(ryu::Buffer::new().format_finite(value))
@@ -213,7 +208,6 @@ impl<W: fmt::Write> fmt::Write for Escaped<W> {
     fn write_str(&mut self, value: &str) -> fmt::Result {
         let mut start = 0;
         for (at, &byte) in value.as_bytes().iter().enumerate() {
-            // Almost every byte: three comparisons, then on to the next.
             if byte >= 0x20 && byte != b'"' && byte != b'\\' {
                 continue;
             }

@@ -1,18 +1,12 @@
 //! One load run with h2load: a fixed number of requests at a fixed
-//! concurrency, inside a time bound. h2load's own summary gives the rate
-//! and the success counts; its per-request log gives the latency quantiles.
+//! concurrency, inside a time bound. h2load's summary gives the rate and the
+//! success counts; its per-request log gives the latency quantiles.
 
+use crate::measure::quantile_ms;
 use anyhow::{Context, anyhow, ensure};
-use std::{
-    fs,
-    net::SocketAddr,
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{fs, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 use tokio::process::Command;
 
-/// What is asked of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     /// Recommend over h2c, with the prepared gRPC body.
@@ -22,7 +16,6 @@ pub enum Call {
 }
 
 impl Call {
-    /// As the tables name it.
     pub fn name(self) -> &'static str {
         match self {
             Call::Recommend => "Recommend",
@@ -31,59 +24,53 @@ impl Call {
     }
 }
 
-/// The gRPC path of Recommend.
 const RECOMMEND_PATH: &str = "/recommendations.v1.Recommendations/Recommend";
 
-/// A run's figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Run {
-    pub seconds: f64,
     pub per_second: f64,
     pub p50_ms: f64,
     pub p99_ms: f64,
 }
 
-pub struct Load {
-    pub call: Call,
-    pub addr: SocketAddr,
-    pub concurrency: usize,
-    pub requests: usize,
+/// What every run shares.
+pub struct H2load {
     pub bound: Duration,
-    /// The gRPC-framed request (Recommend only).
+    /// The gRPC-framed Recommend request.
     pub body: PathBuf,
     /// Where h2load writes its per-request log.
     pub log: PathBuf,
 }
 
-impl Load {
-    pub async fn run(&self) -> anyhow::Result<Run> {
+impl H2load {
+    pub async fn run(
+        &self,
+        call: Call,
+        addr: SocketAddr,
+        concurrency: usize,
+        requests: usize,
+    ) -> anyhow::Result<Run> {
         // h2load appends to its log.
         let _ = fs::remove_file(&self.log);
         let mut h2load = Command::new("h2load");
         h2load
-            .arg("--requests")
-            .arg(self.requests.to_string())
-            .arg("--clients")
-            .arg(self.concurrency.to_string())
+            .args(["--requests", &requests.to_string()])
+            .args(["--clients", &concurrency.to_string()])
             // One stream per connection: concurrency is the number of callers.
             .args(["--max-concurrent-streams", "1", "--threads", "1"])
             .arg("--log-file")
             .arg(&self.log)
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        match self.call {
-            Call::Recommend => {
-                h2load
-                    .arg("--data")
-                    .arg(&self.body)
-                    .args(["--header", "content-type: application/grpc"])
-                    .args(["--header", "te: trailers"])
-                    .arg(format!("http://{}{RECOMMEND_PATH}", self.addr));
-            }
-            Call::Page => {
-                h2load.arg("--h1").arg(format!("http://{}/", self.addr));
-            }
-        }
+        match call {
+            Call::Recommend => h2load
+                .arg("--data")
+                .arg(&self.body)
+                .args(["--header", "content-type: application/grpc"])
+                .args(["--header", "te: trailers"])
+                .arg(format!("http://{addr}{RECOMMEND_PATH}")),
+            Call::Page => h2load.arg("--h1").arg(format!("http://{addr}/")),
+        };
         let bound = self.bound;
         let output = tokio::time::timeout(bound, h2load.output())
             .await
@@ -95,33 +82,54 @@ impl Load {
             "h2load failed ({}):\n{text}",
             output.status
         );
-        let run =
-            parse_summary(&text, self.requests).with_context(|| format!("h2load said:\n{text}"))?;
-        let (p50_ms, p99_ms) = quantiles(&self.log, self.requests)?;
+        let per_second = per_second(&text, requests);
+        let per_second = per_second.with_context(|| format!("h2load said:\n{text}"))?;
+        let micros = self.latencies_us(requests)?;
+        let (p50_ms, p99_ms) = (quantile_ms(&micros, 0.50), quantile_ms(&micros, 0.99));
         Ok(Run {
+            per_second,
             p50_ms,
             p99_ms,
-            ..run
         })
+    }
+
+    /// From h2load's log (start, status, µs to the end of the response), sorted.
+    fn latencies_us(&self, requests: usize) -> anyhow::Result<Vec<u64>> {
+        let log = fs::read_to_string(&self.log);
+        let log = log.with_context(|| format!("cannot read {}", self.log.display()))?;
+        let mut micros: Vec<u64> = log
+            .lines()
+            .map(|line| {
+                let us = line
+                    .split('\t')
+                    .nth(2)
+                    .and_then(|us| us.trim().parse().ok());
+                us.with_context(|| format!("a bad h2load log line: {line:?}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let logged = micros.len();
+        ensure!(
+            logged == requests,
+            "h2load logged {logged} of {requests} requests"
+        );
+        micros.sort_unstable();
+        Ok(micros)
     }
 }
 
-/// Reads h2load's summary: the rate, and that every request got a 2xx.
-fn parse_summary(output: &str, requests: usize) -> anyhow::Result<Run> {
+/// The rate from h2load's summary, once it says every request got a 2xx.
+fn per_second(summary: &str, requests: usize) -> anyhow::Result<f64> {
     let line = |prefix: &str| {
-        output
-            .lines()
-            .find_map(|line| line.strip_prefix(prefix))
-            .with_context(|| format!("no `{prefix}` line"))
+        let mut lines = summary.lines();
+        let found = lines.find_map(|line| line.strip_prefix(prefix));
+        found.with_context(|| format!("no `{prefix}` line"))
     };
     // finished in 1.23s, 48700.12 req/s, 5.12MB/s
-    let finished: Vec<&str> = line("finished in ")?.split(", ").collect();
-    let per_second: f64 = finished
-        .get(1)
+    let rate = line("finished in ")?.split(", ").nth(1);
+    let rate = rate
         .and_then(|rate| rate.strip_suffix(" req/s"))
-        .context("no req/s")?
-        .parse()?;
-    // requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, 0 errored, 0 timeout
+        .context("no req/s")?;
+    // requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, …
     let succeeded = count(line("requests: ")?, "succeeded")?;
     // status codes: 100 2xx, 0 3xx, 0 4xx, 0 5xx
     let ok = count(line("status codes: ")?, "2xx")?;
@@ -129,54 +137,18 @@ fn parse_summary(output: &str, requests: usize) -> anyhow::Result<Run> {
         succeeded == requests && ok == requests,
         "{succeeded} of {requests} requests succeeded, {ok} with a 2xx"
     );
-    Ok(Run {
-        seconds: requests as f64 / per_second,
-        per_second,
-        p50_ms: 0.0,
-        p99_ms: 0.0,
-    })
+    Ok(rate.parse()?)
 }
 
 /// The number before `what` in `12 what, 3 other`.
 fn count(counts: &str, what: &str) -> anyhow::Result<usize> {
-    counts
-        .split(", ")
-        .find_map(|part| part.strip_suffix(what))
-        .with_context(|| format!("no `{what}` count"))?
+    let mut parts = counts.split(", ");
+    let number = parts.find_map(|part| part.strip_suffix(what));
+    let number = number.with_context(|| format!("no `{what}` count"))?;
+    number
         .trim()
         .parse()
         .with_context(|| format!("a bad `{what}` count"))
-}
-
-/// p50 and p99 in milliseconds from h2load's log: one line per request,
-/// start (µs since the epoch), status, and µs to the end of the response.
-fn quantiles(log: &Path, requests: usize) -> anyhow::Result<(f64, f64)> {
-    let text = fs::read_to_string(log).with_context(|| format!("cannot read {}", log.display()))?;
-    let mut micros: Vec<u64> = text
-        .lines()
-        .map(|line| {
-            line.split('\t')
-                .nth(2)
-                .and_then(|us| us.trim().parse().ok())
-                .with_context(|| format!("a bad h2load log line: {line:?}"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    ensure!(
-        micros.len() == requests,
-        "h2load logged {} of {requests} requests",
-        micros.len()
-    );
-    micros.sort_unstable();
-    Ok((
-        quantile(&micros, 0.50) as f64 / 1000.0,
-        quantile(&micros, 0.99) as f64 / 1000.0,
-    ))
-}
-
-/// The nearest-rank quantile of sorted values.
-fn quantile(sorted: &[u64], q: f64) -> u64 {
-    let rank = (q * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 #[cfg(test)]
@@ -191,25 +163,15 @@ status codes: 60000 2xx, 0 3xx, 0 4xx, 0 5xx
 
     #[test]
     fn the_summary_gives_the_rate_when_every_request_succeeded() {
-        let run = parse_summary(SUMMARY, 60000).unwrap();
-        assert_eq!(run.per_second, 48000.0);
-        assert!((run.seconds - 1.25).abs() < 1e-9);
+        assert_eq!(per_second(SUMMARY, 60000).unwrap(), 48000.0);
     }
 
     #[test]
     fn a_failed_request_or_a_non_2xx_fails_the_run() {
         let failed = SUMMARY.replace("60000 succeeded, 0 failed", "59999 succeeded, 1 failed");
-        assert!(parse_summary(&failed, 60000).is_err());
+        assert!(per_second(&failed, 60000).is_err());
         let not_ok = SUMMARY.replace("60000 2xx, 0 3xx", "59990 2xx, 10 3xx");
-        assert!(parse_summary(&not_ok, 60000).is_err());
-        assert!(parse_summary(SUMMARY, 70000).is_err());
-    }
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let values: Vec<u64> = (1..=100).collect();
-        assert_eq!(quantile(&values, 0.5), 50);
-        assert_eq!(quantile(&values, 0.99), 99);
-        assert_eq!(quantile(&[7], 0.99), 7);
+        assert!(per_second(&not_ok, 60000).is_err());
+        assert!(per_second(SUMMARY, 70000).is_err());
     }
 }

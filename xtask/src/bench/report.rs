@@ -2,29 +2,27 @@
 //! baseline of the same call and concurrency, the budgets, the Markdown
 //! BENCHMARKS.md keeps and the JSON the plot is drawn from.
 
-use super::{BenchArgs, CONCURRENCIES, PROD, Server, Target};
-use crate::{benchmarks, procfs, tools::Tools, workspace};
+use super::{BenchArgs, CONCURRENCIES, PROD, Server, load::Run};
+use crate::{benchmarks, measure, tools::Tools, workspace};
+use serde_json::json;
 use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
 };
 
-/// One measured scenario of one round.
+/// One scenario of one round, or the medians over the rounds.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    pub target: usize,
+    pub server: Server,
     pub concurrency: usize,
-    pub per_second: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
+    pub run: Run,
     pub cpu_per_10k: f64,
-    /// Peak RSS of each process of the target, in MiB.
+    /// Peak RSS of each process of the chain, front first, in MiB.
     pub peak_rss_mib: Vec<f64>,
 }
 
-/// A target at one concurrency: medians over the rounds, and the ratios of
-/// the rate and the p99 to the baseline's.
+/// The medians, and the ratios of the rate and the p99 to the baseline's.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub medians: Sample,
@@ -40,49 +38,38 @@ pub struct Startup {
     pub idle_rss_mib: f64,
 }
 
-pub struct Report {
-    pub targets: Vec<Target>,
-    pub rows: Vec<Row>,
+pub struct Measured {
+    pub samples: Vec<Sample>,
     pub startups: Vec<Startup>,
-    /// (binary, stripped bytes)
-    pub sizes: Vec<(&'static str, u64)>,
-    pub date: String,
-    pub machine: String,
     pub load_before: String,
-    pub load_after: String,
-    pub rounds: usize,
-    pub command: String,
 }
 
-pub fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
+/// A budget (README.md, "Performance"): what, limit, measured, met.
+type Budget = (String, &'static str, String, bool);
+
+struct Report {
+    header: String,
+    rows: Vec<Row>,
+    startups: Vec<Startup>,
+    /// (binary, stripped bytes)
+    sizes: Vec<(&'static str, u64)>,
 }
 
-/// Medians per (target, concurrency), with ratios to the baseline target of
-/// the same call at the same concurrency.
-pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> Vec<Row> {
-    let medians = |target: usize, concurrency: usize| {
-        let of: Vec<&Sample> = samples
-            .iter()
-            .filter(|s| s.target == target && s.concurrency == concurrency)
-            .collect();
-        let pick =
-            |f: &dyn Fn(&Sample) -> f64| median(&mut of.iter().map(|s| f(s)).collect::<Vec<_>>());
+/// Medians per (server, concurrency), with ratios to the baseline of the same call.
+fn rows(servers: &[Server], samples: &[Sample], concurrencies: &[usize]) -> Vec<Row> {
+    let medians = |server: Server, concurrency: usize| {
+        let same = |s: &&Sample| (s.server, s.concurrency) == (server, concurrency);
+        let of: Vec<&Sample> = samples.iter().filter(same).collect();
+        let pick = |f: &dyn Fn(&Sample) -> f64| measure::median(of.iter().map(|s| f(s)).collect());
         let processes = of.first().map_or(0, |s| s.peak_rss_mib.len());
         Sample {
-            target,
+            server,
             concurrency,
-            per_second: pick(&|s| s.per_second),
-            p50_ms: pick(&|s| s.p50_ms),
-            p99_ms: pick(&|s| s.p99_ms),
+            run: Run {
+                per_second: pick(&|s| s.run.per_second),
+                p50_ms: pick(&|s| s.run.p50_ms),
+                p99_ms: pick(&|s| s.run.p99_ms),
+            },
             cpu_per_10k: pick(&|s| s.cpu_per_10k),
             peak_rss_mib: (0..processes)
                 .map(|i| pick(&|s| s.peak_rss_mib[i]))
@@ -90,16 +77,16 @@ pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> 
         }
     };
     let mut rows = Vec::new();
-    for (index, target) in targets.iter().enumerate() {
-        let baseline = targets
+    for &server in servers {
+        let baseline = servers
             .iter()
-            .position(|t| t.baseline && t.call == target.call)
-            .expect("every call has a baseline");
+            .find(|b| b.baseline() && b.call() == server.call());
+        let baseline = *baseline.expect("every call has a baseline");
         for &concurrency in concurrencies {
-            let (ours, base) = (medians(index, concurrency), medians(baseline, concurrency));
+            let (ours, base) = (medians(server, concurrency), medians(baseline, concurrency));
             rows.push(Row {
-                ratio: ours.per_second / base.per_second,
-                p99_ratio: ours.p99_ms / base.p99_ms,
+                ratio: ours.run.per_second / base.run.per_second,
+                p99_ratio: ours.run.p99_ms / base.run.p99_ms,
                 medians: ours,
             });
         }
@@ -107,58 +94,39 @@ pub fn rows(targets: &[Target], samples: &[Sample], concurrencies: &[usize]) -> 
     rows
 }
 
-/// A budget (README.md, "Performance"): what, its limit, what this run
-/// measured, and whether that met it.
-pub type Budget = (String, &'static str, String, bool);
-
 impl Report {
-    fn row(&self, label: &str, concurrency: usize) -> Option<&Row> {
-        self.rows.iter().find(|row| {
-            self.targets[row.medians.target].label == label
-                && row.medians.concurrency == concurrency
-        })
+    fn row(&self, server: Server, concurrency: usize) -> Option<&Row> {
+        let mut rows = self.rows.iter();
+        rows.find(|row| (row.medians.server, row.medians.concurrency) == (server, concurrency))
     }
 
-    /// The budgets, from the rows at concurrency 64 and the startup figures.
-    pub fn budgets(&self, grpc_target: &str, page_target: &str) -> Vec<Budget> {
+    fn budgets(&self) -> Vec<Budget> {
         let mut budgets = Vec::new();
         let peak = |service: &str, mib: f64| {
             let what = format!("{service}: peak RSS at c=64");
             (what, "≤ 50 MiB", format!("{mib:.1} MiB"), mib <= 50.0)
         };
-        if let Some(Row {
-            medians,
-            ratio,
-            p99_ratio,
-        }) = self.row(grpc_target, 64)
-        {
-            let what = format!("{grpc_target}: throughput at c=64");
-            budgets.push((
-                what,
-                "≥ 0.90× bare tonic",
-                format!("{ratio:.2}×"),
-                *ratio >= 0.90,
-            ));
-            let what = format!("{grpc_target}: p99 at c=64");
-            let measured = format!("{p99_ratio:.2}× ({:.2} ms)", medians.p99_ms);
-            budgets.push((what, "≤ 1.5× bare tonic's", measured, *p99_ratio <= 1.5));
-            budgets.push(peak("recommendations", medians.peak_rss_mib[0]));
+        let (grpc, page) = (Server::Recommendations(PROD), Server::Marketplace(PROD));
+        if let Some(row) = self.row(grpc, 64) {
+            let (label, ratio, p99_ratio) = (grpc.label(), row.ratio, row.p99_ratio);
+            let (what, limit) = (format!("{label}: throughput at c=64"), "≥ 0.90× bare tonic");
+            budgets.push((what, limit, format!("{ratio:.2}×"), ratio >= 0.90));
+            let (what, limit) = (format!("{label}: p99 at c=64"), "≤ 1.5× bare tonic's");
+            let measured = format!("{p99_ratio:.2}× ({:.2} ms)", row.medians.run.p99_ms);
+            budgets.push((what, limit, measured, p99_ratio <= 1.5));
+            budgets.push(peak("recommendations", row.medians.peak_rss_mib[0]));
         }
-        if let Some(Row { medians, ratio, .. }) = self.row(page_target, 64) {
-            let what = format!("{page_target}: GET / throughput at c=64");
-            let limit = "≥ 0.85× bare axum → bare tonic";
-            budgets.push((what, limit, format!("{ratio:.2}×"), *ratio >= 0.85));
-            budgets.push(peak("marketplace", medians.peak_rss_mib[0]));
+        if let Some(row) = self.row(page, 64) {
+            let what = format!("{}: GET / throughput at c=64", page.label());
+            let (limit, ratio) = ("≥ 0.85× bare axum → bare tonic", row.ratio);
+            budgets.push((what, limit, format!("{ratio:.2}×"), ratio >= 0.85));
+            budgets.push(peak("marketplace", row.medians.peak_rss_mib[0]));
         }
-        for Startup {
-            service,
-            serving_ms,
-            idle_rss_mib,
-        } in &self.startups
-        {
-            let (what, rss) = (format!("{service}: idle RSS"), *idle_rss_mib);
+        for startup in &self.startups {
+            let (service, rss, ms) = (startup.service, startup.idle_rss_mib, startup.serving_ms);
+            let what = format!("{service}: idle RSS");
             budgets.push((what, "≤ 15 MiB", format!("{rss:.1} MiB"), rss <= 15.0));
-            let (what, ms) = (format!("{service}: exec to SERVING"), *serving_ms);
+            let what = format!("{service}: exec to SERVING");
             budgets.push((what, "≤ 100 ms", format!("{ms:.1} ms"), ms <= 100.0));
         }
         for (binary, bytes) in &self.sizes {
@@ -169,163 +137,121 @@ impl Report {
     }
 
     /// The generated part of BENCHMARKS.md.
-    pub fn markdown(&self, budgets: &[Budget]) -> String {
-        let mut md = String::new();
-        let _ = writeln!(
-            md,
-            "Measured {} on {} (load average {} before, {} after), `{}`: \
-             {} interleaved round(s), medians; ratios are to the baseline of \
-             the same call at the same concurrency, in the same run.\n",
-            self.date, self.machine, self.load_before, self.load_after, self.command, self.rounds
-        );
+    fn markdown(&self) -> String {
+        let mut md = format!("{}\n\n", self.header);
         md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for Row {
-            medians: row,
+            medians,
             ratio,
             p99_ratio,
         } in &self.rows
         {
-            let target = &self.targets[row.target];
-            let call = target.call.name();
-            let label = if target.baseline {
-                format!("**{}** (baseline)", target.label)
-            } else {
-                target.label.clone()
+            let (server, run) = (medians.server, medians.run);
+            let label = match server.baseline() {
+                true => format!("**{}** (baseline)", server.label()),
+                false => server.label(),
             };
-            let rss: Vec<String> = row.peak_rss_mib.iter().map(|m| format!("{m:.1}")).collect();
+            let rss: Vec<String> = medians
+                .peak_rss_mib
+                .iter()
+                .map(|m| format!("{m:.1}"))
+                .collect();
             let _ = writeln!(
                 md,
-                "| {label} | {call} | {} | {:.0} | {:.2} | {:.3} | {:.3} | {:.2} | {:.3} | {} |",
-                row.concurrency,
-                row.per_second,
-                ratio,
-                row.p50_ms,
-                row.p99_ms,
-                p99_ratio,
-                row.cpu_per_10k,
+                "| {label} | {} | {} | {:.0} | {ratio:.2} | {:.3} | {:.3} | {p99_ratio:.2} | {:.3} | {} |",
+                server.call().name(),
+                medians.concurrency,
+                run.per_second,
+                run.p50_ms,
+                run.p99_ms,
+                medians.cpu_per_10k,
                 rss.join(" + "),
             );
         }
         md += "\nPeak RSS of a chain is each process's, front first; CPU is the sum of its processes.\n\n";
         md += "| service | exec to SERVING ms | idle RSS MiB |\n|---|--:|--:|\n";
-        for Startup {
-            service,
-            serving_ms,
-            idle_rss_mib,
-        } in &self.startups
-        {
-            let _ = writeln!(md, "| {service} | {serving_ms:.1} | {idle_rss_mib:.1} |");
+        for startup in &self.startups {
+            let (service, ms, rss) = (startup.service, startup.serving_ms, startup.idle_rss_mib);
+            let _ = writeln!(md, "| {service} | {ms:.1} | {rss:.1} |");
         }
         md += "\n| binary | stripped size MB |\n|---|--:|\n";
         for (binary, bytes) in &self.sizes {
             let _ = writeln!(md, "| {binary} | {:.2} |", *bytes as f64 / 1e6);
         }
         md += "\n| budget | limit | measured | |\n|---|---|---|---|\n";
-        for (what, limit, measured, met) in budgets {
-            let verdict = if *met { "met" } else { "**missed**" };
+        for (what, limit, measured, met) in self.budgets() {
+            let verdict = if met { "met" } else { "**missed**" };
             let _ = writeln!(md, "| {what} | {limit} | {measured} | {verdict} |");
         }
         md
     }
 
-    /// What the plot script reads.
-    pub fn plot_json(&self) -> serde_json::Value {
-        let targets: Vec<serde_json::Value> = self
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(index, target)| {
-                let points: Vec<serde_json::Value> = self
-                    .rows
-                    .iter()
-                    .map(|row| &row.medians)
-                    .filter(|row| row.target == index)
-                    .map(|row| {
-                        serde_json::json!({
-                            "concurrency": row.concurrency,
-                            "p50_ms": row.p50_ms,
-                            "p99_ms": row.p99_ms,
-                            "per_second": row.per_second,
-                        })
-                    })
-                    .collect();
-                serde_json::json!({
-                    "label": target.label,
-                    "call": target.call.name(),
-                    "baseline": target.baseline,
-                    "points": points,
-                })
-            })
-            .collect();
-        serde_json::json!({ "title": format!("{} · {}", self.date, self.machine), "targets": targets })
+    /// What the plot script reads: each server's medians by concurrency.
+    fn plot_json(&self, title: String) -> serde_json::Value {
+        let same_server = |a: &Row, b: &Row| a.medians.server == b.medians.server;
+        let targets = self.rows.chunk_by(same_server).map(|rows| {
+            let server = rows[0].medians.server;
+            let points = rows.iter().map(|row| {
+                let (run, concurrency) = (row.medians.run, row.medians.concurrency);
+                let (p50_ms, p99_ms, per_second) = (run.p50_ms, run.p99_ms, run.per_second);
+                json!({ "concurrency": concurrency, "p50_ms": p50_ms, "p99_ms": p99_ms, "per_second": per_second })
+            });
+            let (label, call, baseline) = (server.label(), server.call().name(), server.baseline());
+            json!({ "label": label, "call": call, "baseline": baseline, "points": points.collect::<Vec<_>>() })
+        });
+        json!({ "title": title, "targets": targets.collect::<Vec<_>>() })
     }
 }
 
-/// The measured part of a run.
-pub struct Measured {
-    pub samples: Vec<Sample>,
-    pub startups: Vec<Startup>,
-    pub load_before: String,
-}
-
-/// The table, printed and written with the plot: into BENCHMARKS.md and
-/// docs/bench.png, or beside the other results under the target dir.
+/// The table and the plot, into BENCHMARKS.md and docs/ or under the target dir.
 pub fn write(
     tools: &Tools,
     settings: &BenchArgs,
     target_dir: &Path,
-    targets: Vec<Target>,
     measured: Measured,
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let work = &target_dir.join("bench");
-    let sizes = ["recommendations", "marketplace"]
-        .into_iter()
-        .map(|binary| {
-            Ok((
-                binary,
-                stripped_size(&target_dir.join("release"), binary, work)?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let rows = rows(&targets, &measured.samples, &CONCURRENCIES);
+    let mut sizes = Vec::new();
+    for binary in ["recommendations", "marketplace"] {
+        sizes.push((binary, stripped_size(target_dir, binary)?));
+    }
+    let (date, machine) = (measure::utc_minute()? + " UTC", measure::machine());
+    let (before, after) = (measured.load_before, measure::load_average());
+    let header = format!(
+        "Measured {date} on {machine} (load average {before} before, {after} after), `{}`: \
+         {} interleaved round(s), medians; ratios are to the baseline of \
+         the same call at the same concurrency, in the same run.",
+        settings.command, settings.rounds
+    );
+    let rows = rows(&super::SERVERS, &measured.samples, &CONCURRENCIES);
+    let (startups, root) = (measured.startups, workspace::root());
     let report = Report {
-        targets,
+        header,
         rows,
-        startups: measured.startups,
+        startups,
         sizes,
-        date: format!("{} UTC", procfs::utc_minute()?),
-        machine: procfs::machine(),
-        load_before: measured.load_before,
-        load_after: procfs::load_average(),
-        rounds: settings.rounds,
-        command: settings.command.clone(),
     };
-    let markdown = report.markdown(&report.budgets(
-        &Server::Recommendations(PROD).label(),
-        &Server::Marketplace(PROD).label(),
-    ));
+    let markdown = report.markdown();
     println!("{markdown}");
 
     let json = work.join("results.json");
-    fs::write(&json, serde_json::to_vec_pretty(&report.plot_json())?)?;
+    let plot_json = report.plot_json(format!("{date} · {machine}"));
+    fs::write(&json, serde_json::to_vec_pretty(&plot_json)?)?;
     fs::write(work.join("results.md"), &markdown)?;
-    let (document, plot) = if !settings.no_update {
-        let root = workspace::root();
-        (root.join("BENCHMARKS.md"), root.join("docs/bench.png"))
-    } else {
-        (work.join("BENCHMARKS.md"), work.join("bench.png"))
+    let (document, plot) = match settings.no_update {
+        false => (root.join("BENCHMARKS.md"), root.join("docs/bench.png")),
+        true => (work.join("BENCHMARKS.md"), work.join("bench.png")),
     };
-    let script = workspace::root().join("bench/plot.py");
+    let script = root.join("bench/plot.py");
     workspace::run(tools.command("python")?.arg(script).arg(&json).arg(&plot))?;
     benchmarks::update(&document, "bench", "", |_| markdown)?;
     Ok((document, plot))
 }
 
-/// The size of `binary` once stripped of symbols (a copy is stripped).
-fn stripped_size(bin_dir: &Path, binary: &str, work: &Path) -> anyhow::Result<u64> {
-    let copy = work.join(binary);
-    fs::copy(bin_dir.join(binary), &copy)?;
+fn stripped_size(target_dir: &Path, binary: &str) -> anyhow::Result<u64> {
+    let copy = target_dir.join("bench").join(binary);
+    fs::copy(target_dir.join("release").join(binary), &copy)?;
     workspace::run(std::process::Command::new("strip").arg(&copy))?;
     Ok(fs::metadata(&copy)?.len())
 }
@@ -333,43 +259,32 @@ fn stripped_size(bin_dir: &Path, binary: &str, work: &Path) -> anyhow::Result<u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{load::Call, servers::Server};
-
-    #[test]
-    fn medians_of_odd_and_even_counts() {
-        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
-    }
 
     #[test]
     fn ratios_are_to_the_baseline_of_the_same_call() {
-        let target = |label: &str, call, baseline| Target {
-            label: label.into(),
-            call,
-            baseline,
-            server: Server::BareTonic,
-        };
-        let targets = vec![
-            target("bare", Call::Recommend, true),
-            target("ours", Call::Recommend, false),
-            target("bare page", Call::Page, true),
+        let servers = [
+            Server::BareTonic,
+            Server::Recommendations(PROD),
+            Server::BareChain,
         ];
-        let sample = |target, per_second, p99_ms| Sample {
-            target,
+        let sample = |server, per_second, p99_ms| Sample {
+            server,
             concurrency: 64,
-            per_second,
-            p50_ms: 1.0,
-            p99_ms,
+            run: Run {
+                per_second,
+                p50_ms: 1.0,
+                p99_ms,
+            },
             cpu_per_10k: 1.0,
             peak_rss_mib: vec![10.0],
         };
         let samples = [
-            sample(0, 100.0, 2.0),
-            sample(0, 300.0, 2.0),
-            sample(1, 180.0, 3.0),
-            sample(2, 50.0, 1.0),
+            sample(servers[0], 100.0, 2.0),
+            sample(servers[0], 300.0, 2.0),
+            sample(servers[1], 180.0, 3.0),
+            sample(servers[2], 50.0, 1.0),
         ];
-        let rows = rows(&targets, &samples, &[64]);
+        let rows = rows(&servers, &samples, &[64]);
         assert_eq!(rows[1].ratio, 180.0 / 200.0);
         assert_eq!(rows[1].p99_ratio, 1.5);
         assert_eq!(rows[2].ratio, 1.0);

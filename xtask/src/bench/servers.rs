@@ -1,15 +1,15 @@
-//! The processes under test, each started once for the whole run: the
-//! baselines (found by their `listening` line), the services on ports picked
-//! here (at warn they print no `listening` line) with the telemetry settings
-//! of their target, and the OTLP sink that receives their spans.
+//! The processes under test, each started once for the whole run, and the
+//! OTLP sink that receives their spans.
 
 use super::{
-    load::Call,
-    report::{self, Startup},
+    load::{Call, H2load},
+    report::{Sample, Startup},
 };
 use crate::{
-    process::{self, Output, Process, Service},
-    procfs, workspace,
+    measure,
+    process::Output,
+    services::{self, Service},
+    workspace,
 };
 use anyhow::{Context, ensure};
 use std::{
@@ -18,20 +18,9 @@ use std::{
 };
 use tokio::process::Command;
 
-/// The OpenTelemetry variables a caller's environment could hold: each
-/// process gets exactly the ones its configuration names.
-const OTEL_VARIABLES: [&str; 5] = [
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_SERVICE_NAME",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "OTEL_SDK_DISABLED",
-];
-
-/// How a service's telemetry is set.
+/// How a service's telemetry is set; the label is the table's.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Telemetry {
-    /// As the table names it.
     pub label: &'static str,
     pub rust_log: &'static str,
     pub traces: Traces,
@@ -56,8 +45,7 @@ pub const PROD: Telemetry = Telemetry {
 };
 
 impl Telemetry {
-    /// The variables that set it, spans exported to `sink`.
-    pub fn env(&self, sink: SocketAddr) -> Vec<(&'static str, String)> {
+    fn env(&self, sink: SocketAddr) -> Vec<(&'static str, String)> {
         let mut env = vec![("RUST_LOG", self.rust_log.to_owned())];
         match self.traces {
             Traces::Exported(sampler, ratio) => env.extend([
@@ -72,7 +60,7 @@ impl Telemetry {
     }
 }
 
-/// A process a target's load goes through.
+/// A process the load goes to, or through; a row of the table.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Server {
     BareTonic,
@@ -85,7 +73,6 @@ pub enum Server {
 }
 
 impl Server {
-    /// What its load is made of.
     pub fn call(self) -> Call {
         match self {
             Server::BareTonic | Server::Recommendations(_) => Call::Recommend,
@@ -93,7 +80,11 @@ impl Server {
         }
     }
 
-    /// As the table names it.
+    /// What the others of its call are divided by.
+    pub fn baseline(self) -> bool {
+        matches!(self, Server::BareTonic | Server::BareChain)
+    }
+
     pub fn label(self) -> String {
         match self {
             Server::BareTonic => "bare tonic".into(),
@@ -105,7 +96,7 @@ impl Server {
     }
 
     /// It and the servers it calls, front first.
-    pub fn chain(self) -> Vec<Server> {
+    fn chain(self) -> Vec<Server> {
         match self {
             Server::BareChain => vec![self, Server::BareTonic],
             Server::Marketplace(telemetry) => vec![self, Server::Recommendations(telemetry)],
@@ -114,33 +105,22 @@ impl Server {
     }
 }
 
-/// A started server and the addresses it answers on.
-pub struct Running {
-    pub server: Server,
-    pub process: Process,
-    /// Where the load goes: the gRPC or the page listener.
-    pub main: SocketAddr,
-    admin: Option<SocketAddr>,
-}
-
-/// Every server the targets need, and the OTLP sink.
+/// Every server the rows need, and the OTLP sink.
 pub struct Fleet {
     bin_dir: PathBuf,
-    pub sink: Process,
-    pub sink_addr: SocketAddr,
-    pub running: Vec<Running>,
+    pub sink: Service,
+    running: Vec<(Server, Service)>,
 }
 
 impl Fleet {
     /// Starts the sink, then the chain of each of `servers`, upstreams first.
     pub async fn start(bin_dir: &Path, servers: &[Server]) -> anyhow::Result<Self> {
-        let bin = bin_dir.join("bench-tool");
-        let mut sink = spawn("otlp sink", command(bin).arg("otlp-sink"))?;
-        let sink_addr = process::loopback(&sink.listening().await?, "grpc_addr")?;
+        let mut sink = command(bin_dir.join("bench-tool"));
+        let sink = Service::listening("otlp sink", sink.arg("otlp-sink"), "grpc_addr").await?;
+        let bin_dir = bin_dir.to_path_buf();
         let mut fleet = Fleet {
-            bin_dir: bin_dir.to_path_buf(),
+            bin_dir,
             sink,
-            sink_addr,
             running: Vec::new(),
         };
         for server in servers
@@ -148,165 +128,157 @@ impl Fleet {
             .flat_map(|server| server.chain().into_iter().rev())
         {
             if fleet.find(server).is_err() {
-                let running = fleet.start_one(server).await?;
-                fleet.running.push(running);
+                let service = fleet.start_one(server).await?;
+                fleet.running.push((server, service));
             }
         }
         Ok(fleet)
     }
 
-    pub fn find(&self, server: Server) -> anyhow::Result<&Running> {
-        self.running
-            .iter()
-            .find(|running| running.server == server)
-            .with_context(|| format!("{server:?} was not started"))
+    pub fn find(&self, server: Server) -> anyhow::Result<&Service> {
+        let mut running = self.running.iter();
+        let found = running.find_map(|(s, service)| (*s == server).then_some(service));
+        found.with_context(|| format!("{server:?} was not started"))
     }
 
-    pub fn bin(&self, name: &str) -> PathBuf {
+    fn bin(&self, name: &str) -> PathBuf {
         self.bin_dir.join(name)
     }
 
-    async fn start_one(&self, server: Server) -> anyhow::Result<Running> {
+    async fn start_one(&self, server: Server) -> anyhow::Result<Service> {
         let name = server.label();
-        let (bare, field, args) = match server {
-            Server::BareTonic => ("bare-tonic", "grpc_addr", vec![]),
-            Server::BareAxum => ("bare-axum", "http_addr", vec![]),
-            Server::BareChain => {
-                let upstream = self.find(Server::BareTonic)?.main;
-                let args = vec!["--upstream".to_owned(), format!("http://{upstream}")];
-                ("bare-axum", "http_addr", args)
+        let (binary, main_port, telemetry) = match server {
+            Server::BareTonic => {
+                let mut bare = command(self.bin("bare-tonic"));
+                return Service::listening(&name, &mut bare, "grpc_addr").await;
             }
-            Server::Recommendations(telemetry) | Server::Marketplace(telemetry) => {
-                let (binary, port) = match server {
-                    Server::Marketplace(_) => ("marketplace", "HTTP_PORT"),
-                    _ => ("recommendations", "GRPC_PORT"),
-                };
-                let mut command = command(self.bin(binary));
-                command.envs(telemetry.env(self.sink_addr));
-                if let Server::Marketplace(_) = server {
-                    command.envs(self.upstream(telemetry)?);
+            Server::BareAxum | Server::BareChain => {
+                let mut bare = command(self.bin("bare-axum"));
+                if server == Server::BareChain {
+                    let upstream = self.find(Server::BareTonic)?.main;
+                    bare.args(["--upstream", &format!("http://{upstream}")]);
                 }
-                let Service {
-                    process,
-                    main,
-                    admin,
-                } = Service::start(&name, &mut command, port, Output::Counted).await?;
-                let admin = Some(admin);
-                return Ok(Running {
-                    server,
-                    process,
-                    main,
-                    admin,
-                });
+                return Service::listening(&name, &mut bare, "http_addr").await;
             }
+            Server::Recommendations(t) => ("recommendations", "GRPC_PORT", t),
+            Server::Marketplace(t) => ("marketplace", "HTTP_PORT", t),
         };
-        let mut process = spawn(&name, command(self.bin(bare)).args(args))?;
-        let main = process::loopback(&process.listening().await?, field)?;
-        let admin = None;
-        Ok(Running {
+        let mut command = command(self.bin(binary));
+        command.envs(telemetry.env(self.sink.main));
+        if let Server::Marketplace(t) = server {
+            command.envs(self.find(Server::Recommendations(t))?.upstream());
+        }
+        Service::start(&name, &mut command, main_port, Output::Counted).await
+    }
+
+    /// One scenario: the load, with the CPU and peak memory of the processes of `server`'s
+    /// chain, which must still be running and answering right afterwards.
+    pub async fn sample(
+        &mut self,
+        server: Server,
+        h2load: &H2load,
+        concurrency: usize,
+        requests: usize,
+    ) -> anyhow::Result<Sample> {
+        let chain = server.chain();
+        let pids = chain.iter().map(|&s| Ok(self.find(s)?.process.pid));
+        let pids = pids.collect::<anyhow::Result<Vec<u32>>>()?;
+        let cpu = || {
+            pids.iter()
+                .map(|&pid| measure::cpu_seconds(pid))
+                .sum::<anyhow::Result<f64>>()
+        };
+        for &pid in &pids {
+            measure::reset_peak(pid)?;
+        }
+        let (call, addr, cpu_before) = (server.call(), self.find(server)?.main, cpu()?);
+        let run = h2load.run(call, addr, concurrency, requests).await?;
+        let cpu_per_10k = (cpu()? - cpu_before) / requests as f64 * 10_000.0;
+        let peak_rss_kib = pids.iter().map(|&pid| measure::peak_rss_kib(pid));
+        let peak_rss_mib = peak_rss_kib
+            .map(|kib| Ok(kib? as f64 / 1024.0))
+            .collect::<anyhow::Result<_>>()?;
+        for (_, service) in self.running.iter_mut().filter(|(s, _)| chain.contains(s)) {
+            service.process.alive()?;
+        }
+        let checked = self.check_answers(call, addr).await;
+        checked.with_context(|| format!("checking {}'s answers", server.label()))?;
+        Ok(Sample {
             server,
-            process,
-            main,
-            admin,
+            concurrency,
+            run,
+            cpu_per_10k,
+            peak_rss_mib,
         })
     }
 
-    /// The marketplace's settings that point it at the recommendations of `telemetry`.
-    pub fn upstream(&self, telemetry: Telemetry) -> anyhow::Result<[(&'static str, String); 2]> {
-        let addr = self.find(Server::Recommendations(telemetry))?.main;
-        Ok([
-            ("RECOMMENDATIONS_HOST", addr.ip().to_string()),
-            ("RECOMMENDATIONS_PORT", addr.port().to_string()),
-        ])
-    }
-
-    /// The processes of `server`'s chain, front first.
-    pub fn pids(&self, server: Server) -> anyhow::Result<Vec<u32>> {
-        server
-            .chain()
-            .into_iter()
-            .map(|s| Ok(self.find(s)?.process.pid()))
-            .collect()
-    }
-
-    /// Fails if a process of `server`'s chain has exited (a crash under load).
-    pub fn alive(&mut self, server: Server) -> anyhow::Result<()> {
-        let chain = server.chain();
-        let mut running = self
-            .running
-            .iter_mut()
-            .filter(|r| chain.contains(&r.server));
-        running.try_for_each(|running| running.process.alive())
-    }
-
-    /// Fails if a marketplace ever showed a page without recommendations.
-    pub async fn check_no_fallbacks(&self) -> anyhow::Result<()> {
-        for running in &self.running {
-            if let (Server::Marketplace(_), Some(admin)) = (running.server, running.admin) {
-                let metrics = process::get(admin, "/metrics").await?;
-                let name = "marketplace_recommendations_fallback_total";
-                let fallbacks = process::counter(&metrics, name)?;
+    /// No marketplace showed a degraded page, and the info-level services really logged a
+    /// line per call and exported spans (else the comparison would be unfair).
+    pub async fn check(&self, lines_at_least: u64) -> anyhow::Result<()> {
+        for (server, service) in &self.running {
+            if let Server::Marketplace(_) = server {
+                let (fallbacks, name) = (service.fallbacks().await?, &service.process.name);
                 ensure!(
                     fallbacks == 0.0,
-                    "{} showed {fallbacks} pages without recommendations",
-                    running.process.name
+                    "{name} showed {fallbacks} pages without recommendations"
                 );
             }
         }
+        let rec_lines = self.find(Server::Recommendations(PROD))?.process.lines();
+        let spans: serde_json::Value =
+            serde_json::from_str(&self.sink.process.last_line()).unwrap_or_default();
+        let spans = spans["spans"].as_u64().unwrap_or(0);
+        eprintln!(
+            "bench: recommendations (info) wrote {rec_lines} log lines; the OTLP sink received {spans} spans"
+        );
+        ensure!(
+            rec_lines >= lines_at_least,
+            "recommendations at info level wrote only {rec_lines} lines: are access lines off?"
+        );
+        ensure!(spans > 0, "no span reached the OTLP sink");
         Ok(())
     }
 
-    /// A sample of answers, read by real clients: Recommend through tonic
-    /// (h2load cannot read the grpc-status trailer), pages for their three books.
-    pub async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
+    /// Some answers, read by real clients: Recommend through tonic
+    /// (h2load cannot read the grpc-status trailer), pages for their books.
+    async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
         match call {
             Call::Recommend => {
                 let mut check = std::process::Command::new(self.bin("bench-tool"));
-                check
-                    .args(["check", "--calls", "30", "--addr"])
-                    .arg(format!("http://{addr}"));
+                let addr = format!("http://{addr}");
+                check.args(["check", "--calls", "30", "--addr", &addr]);
                 tokio::task::block_in_place(|| workspace::stdout(&mut check))?;
             }
             Call::Page => {
                 for _ in 0..5 {
-                    let page = process::get(addr, "/").await?;
-                    let books = page.matches("<li>").count();
-                    ensure!(
-                        books == 3 && !page.contains("unavailable"),
-                        "GET / showed {books} books (expected 3, and no fallback notice)"
-                    );
+                    let full = services::full_page(&services::get(addr, "/").await?)?;
+                    ensure!(full, "GET / showed the fallback notice");
                 }
             }
         }
         Ok(())
     }
 
-    /// exec to SERVING and idle RSS, each the median of `runs` fresh starts of
-    /// `service` with the prod overlay's telemetry settings.
+    /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings.
     pub async fn startup(&self, service: &'static str, runs: usize) -> anyhow::Result<Startup> {
-        let upstream = match service {
-            "marketplace" => self.upstream(PROD)?.to_vec(),
-            _ => vec![],
-        };
         let mut startup = std::process::Command::new(self.bin("bench-tool"));
         startup
             .args(["startup", "--service", service, "--runs", &runs.to_string()])
             .arg("--bin")
             .arg(self.bin(service))
             .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")])
-            .envs(PROD.env(self.sink_addr))
-            .envs(upstream);
+            .envs(PROD.env(self.sink.main));
+        if service == "marketplace" {
+            startup.envs(self.find(Server::Recommendations(PROD))?.upstream());
+        }
         // A second or so of fresh starts, while nothing else is measured.
         let figures = tokio::task::block_in_place(|| workspace::stdout(&mut startup))?;
         let figures: serde_json::Value = serde_json::from_str(&figures)?;
         let median = |key: &str| -> anyhow::Result<f64> {
-            let numbers = figures[key]
-                .as_array()
-                .with_context(|| format!("no {key} from bench-tool startup"))?
-                .iter()
-                .map(|value| value.as_f64().context("not a number"))
-                .collect::<anyhow::Result<Vec<f64>>>()?;
-            Ok(report::median(&mut { numbers }))
+            let numbers = figures[key].as_array();
+            let numbers = numbers.with_context(|| format!("no {key} from bench-tool startup"))?;
+            let numbers = numbers.iter().map(|n| n.as_f64().context("not a number"));
+            Ok(measure::median(numbers.collect::<anyhow::Result<_>>()?))
         };
         let (serving_ms, idle_rss_mib) = (median("serving_ms")?, median("idle_rss_kib")? / 1024.0);
         eprintln!(
@@ -318,26 +290,15 @@ impl Fleet {
             idle_rss_mib,
         })
     }
-
-    /// CPU seconds the processes of `server`'s chain have used.
-    pub fn cpu(&self, server: Server) -> anyhow::Result<f64> {
-        self.pids(server)?
-            .into_iter()
-            .map(procfs::cpu_seconds)
-            .sum()
-    }
 }
 
-/// `binary`, with none of the caller's OpenTelemetry settings.
+/// `binary`, with none of the caller's OpenTelemetry settings: each gets only its own.
 fn command(binary: PathBuf) -> Command {
     let mut command = Command::new(binary);
-    for variable in OTEL_VARIABLES {
-        command.env_remove(variable);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("OTEL_") {
+            command.env_remove(key);
+        }
     }
     command
-}
-
-/// Starts a bench process, its stdout counted.
-fn spawn(name: &str, command: &mut Command) -> anyhow::Result<Process> {
-    Process::spawn(name, command, Output::Counted)
 }

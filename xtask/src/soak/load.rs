@@ -1,8 +1,9 @@
 //! The paced client: `GET /` at a fixed rate, whatever the latency (a request
-//! is sent on its tick, not when the previous one answered, so a slow server
+//! leaves on its tick, not when the previous one answered, so a slow server
 //! cannot slow the load down), each answer checked.
 
-use anyhow::Context;
+use crate::{measure::quantile_ms, services};
+use anyhow::{Context, ensure};
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
@@ -16,17 +17,12 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// Kept-alive connections: a small pool, so the marketplace's descriptors
 /// measure the marketplace, not the client.
 const IDLE_CONNECTIONS: usize = 8;
-/// A page slower than this is an error.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// What a degraded page says (docs/design.md: the "unavailable" notice).
-const DEGRADED: &str = "recommendations are unavailable";
 /// The pages asked for, in turn.
 const QUERIES: [&str; 3] = [
     "?category=mystery",
     "?category=science_fiction",
     "?category=self_help",
 ];
-/// How many error messages are kept to show.
 const ERRORS_SHOWN: usize = 5;
 
 /// What the load saw; read for progress lines while it runs.
@@ -46,20 +42,14 @@ pub struct Counts {
 
 pub type Counters = Arc<Mutex<Counts>>;
 
-/// Sends `rate` requests a second to the marketplace at `addr` for
-/// `duration`, then waits for the last answers.
 pub async fn drive(
     addr: SocketAddr,
     rate: u32,
     duration: Duration,
     counters: Counters,
 ) -> anyhow::Result<Counts> {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(REQUEST_TIMEOUT)
-        .pool_max_idle_per_host(IDLE_CONNECTIONS)
-        .build()
-        .context("cannot build the HTTP client")?;
+    let client = services::http_client().pool_max_idle_per_host(IDLE_CONNECTIONS);
+    let client = client.build().context("cannot build the HTTP client")?;
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate);
     // A late tick is made up at once: the average rate holds.
@@ -72,10 +62,8 @@ pub async fn drive(
             counts.skipped += 1;
             continue;
         };
-        let url = format!(
-            "http://{addr}/{}",
-            QUERIES[counts.sent as usize % QUERIES.len()]
-        );
+        let query = QUERIES[counts.sent as usize % QUERIES.len()];
+        let url = format!("http://{addr}/{query}");
         counts.sent += 1;
         let (client, counters) = (client.clone(), counters.clone());
         tokio::spawn(async move {
@@ -90,52 +78,35 @@ pub async fn drive(
                     counts.answered += 1;
                     counts.degraded += u64::from(!full);
                 }
-                Err(message) => {
+                Err(err) => {
                     counts.errors += 1;
                     if counts.first_errors.len() < ERRORS_SHOWN {
-                        counts.first_errors.push(message);
+                        counts.first_errors.push(format!("{url}: {err:#}"));
                     }
                 }
             }
             drop(permit);
         });
     }
-    // Every request is bounded by REQUEST_TIMEOUT; this bounds the wait for all.
+    // Every request has a timeout (the client's); this bounds the wait for all.
     let all = u32::try_from(MAX_IN_FLIGHT).expect("a small number");
-    let _all_answered = tokio::time::timeout(REQUEST_TIMEOUT * 2, in_flight.acquire_many(all))
+    let all_answered = in_flight.acquire_many(all);
+    let _all = tokio::time::timeout(Duration::from_secs(10), all_answered)
         .await
         .context("the last requests did not finish")??;
     let mut counts = std::mem::take(&mut *counters.lock().expect("not poisoned"));
     let latencies = &mut counts.latencies_us;
     latencies.sort_unstable();
-    let at = |quantile: f64| {
-        let index = ((latencies.len() as f64 - 1.0) * quantile).round() as usize;
-        latencies.get(index).map_or(0.0, |us| *us as f64 / 1000.0)
-    };
+    let at = |q| quantile_ms(latencies, q);
     (counts.p50_ms, counts.p99_ms, counts.max_ms) = (at(0.50), at(0.99), at(1.0));
     Ok(counts)
 }
 
-/// One page: `Ok(true)` for a full page, `Ok(false)` for a degraded one.
-async fn page(client: &reqwest::Client, url: &str) -> Result<bool, String> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|err| format!("{url}: {err}"))?;
+/// One page: full (`true`) or degraded (`false`); an error for anything else.
+async fn page(client: &reqwest::Client, url: &str) -> anyhow::Result<bool> {
+    let response = client.get(url).send().await?;
     let status = response.status();
-    let html = response
-        .text()
-        .await
-        .map_err(|err| format!("{url}: reading the page: {err}"))?;
-    if status != reqwest::StatusCode::OK {
-        return Err(format!("{url}: {status}"));
-    }
-    if html.contains(DEGRADED) {
-        return Ok(false);
-    }
-    match html.matches("<li").count() {
-        3 => Ok(true),
-        books => Err(format!("{url}: {books} books on the page, not 3")),
-    }
+    let html = response.text().await.context("reading the page")?;
+    ensure!(status == reqwest::StatusCode::OK, "{status}");
+    services::full_page(&html)
 }

@@ -1,12 +1,12 @@
 //! The soak's measurement: its verdict, its table, and its row in
 //! BENCHMARKS.md's "Soak" section (the last runs, newest first).
 
-use super::load::Counts;
-use crate::{benchmarks, procfs};
+use super::{FD_TOLERANCE, MAX_RSS_GROWTH, load::Counts};
+use crate::{benchmarks, measure};
 use std::{fmt, path::Path, time::Duration};
 
 /// A service's resident memory and open file descriptors at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
     pub rss_kib: u64,
     pub fds: usize,
@@ -22,37 +22,30 @@ fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
 
-/// What one soak saw: the load's counts, and each service's usage at the end
-/// of warm-up and at the end.
 pub struct Measured {
     pub duration: Duration,
     pub rate: u32,
     pub counts: Counts,
     /// The marketplace's own count of degraded pages.
     pub fallbacks: f64,
-    pub marketplace: (Usage, Usage),
-    pub recommendations: (Usage, Usage),
-    pub max_rss_growth: f64,
-    pub fd_tolerance: i64,
+    /// (service, after warm-up, at the end), the marketplace first.
+    pub usage: [(&'static str, Usage, Usage); 2],
+}
+
+fn growth(start: Usage, end: Usage) -> f64 {
+    (end.rss_kib as f64 - start.rss_kib as f64) / start.rss_kib.max(1) as f64
 }
 
 impl Measured {
-    fn services(&self) -> [(&'static str, (Usage, Usage)); 2] {
-        [
-            ("marketplace", self.marketplace),
-            ("recommendations", self.recommendations),
-        ]
-    }
-
     /// Every way the run fell short, in words; none for a pass.
     pub fn failures(&self) -> Vec<String> {
         let counts = &self.counts;
         let mut failures = Vec::new();
         if counts.errors > 0 {
+            let first = counts.first_errors.join("; ");
             failures.push(format!(
-                "{} failed page loads, first: {}",
-                counts.errors,
-                counts.first_errors.join("; ")
+                "{} failed page loads, first: {first}",
+                counts.errors
             ));
         }
         if counts.degraded > 0 || self.fallbacks > 0.0 {
@@ -68,22 +61,21 @@ impl Measured {
                 super::load::MAX_IN_FLIGHT
             ));
         }
-        for (name, (start, end)) in self.services() {
-            let growth = growth(start.rss_kib, end.rss_kib);
-            if growth >= self.max_rss_growth {
+        for (name, start, end) in self.usage {
+            let growth = growth(start, end);
+            if growth >= MAX_RSS_GROWTH {
                 failures.push(format!(
                     "{name}: resident memory grew {:.1}% after warm-up ({} to {}), {:.0}% allowed",
                     growth * 100.0,
                     mib(start.rss_kib),
                     mib(end.rss_kib),
-                    self.max_rss_growth * 100.0
+                    MAX_RSS_GROWTH * 100.0
                 ));
             }
-            let fds = end.fds as i64 - start.fds as i64;
-            if fds.abs() > self.fd_tolerance {
+            if (end.fds as i64 - start.fds as i64).abs() > FD_TOLERANCE {
                 failures.push(format!(
-                    "{name}: open file descriptors went from {} to {} (±{} allowed)",
-                    start.fds, end.fds, self.fd_tolerance
+                    "{name}: open file descriptors went from {} to {} (±{FD_TOLERANCE} allowed)",
+                    start.fds, end.fds
                 ));
             }
         }
@@ -97,7 +89,6 @@ impl Measured {
         }
     }
 
-    /// The result, as printed at the end of a run.
     pub fn table(&self) -> String {
         let Counts {
             sent,
@@ -115,10 +106,9 @@ impl Measured {
             "soak: {seconds} s at {rate} pages/s: {sent} sent, {answered} answered, {errors} errors, {degraded} degraded ({fallbacks} counted by the marketplace), {skipped} ticks skipped; latency p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, max {max_ms:.1} ms\n\n"
         );
         table += "| service | RSS after warm-up | RSS at end | growth | fds after warm-up | fds at end |\n|---|--:|--:|--:|--:|--:|\n";
-        for (name, (start, end)) in self.services() {
-            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
-            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
-            let (fds, fds_end) = (start.fds, end.fds);
+        for (name, start, end) in self.usage {
+            let (from, to, growth) = (mib(start.rss_kib), mib(end.rss_kib), growth(start, end));
+            let (fds, fds_end, growth) = (start.fds, end.fds, growth * 100.0);
             table += &format!("| {name} | {from} | {to} | {growth:+.1}% | {fds} | {fds_end} |\n");
         }
         table += &match self.failures().as_slice() {
@@ -128,7 +118,6 @@ impl Measured {
         table
     }
 
-    /// This run's row of BENCHMARKS.md.
     fn row(&self, date: &str, machine: &str) -> String {
         let Counts {
             sent,
@@ -138,15 +127,14 @@ impl Measured {
             p99_ms,
             ..
         } = &self.counts;
-        let usage = |(start, end): (Usage, Usage)| {
-            let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
-            let growth = growth(start.rss_kib, end.rss_kib) * 100.0;
+        let [marketplace, recommendations] = self.usage.map(|(_, start, end)| {
+            let (from, to, growth) = (mib(start.rss_kib), mib(end.rss_kib), growth(start, end));
+            let growth = growth * 100.0;
             format!(
                 "{from} → {to} ({growth:+.1}%), {} → {} fds",
                 start.fds, end.fds
             )
-        };
-        let (marketplace, recommendations) = (usage(self.marketplace), usage(self.recommendations));
+        });
         let result = if self.failures().is_empty() {
             "pass"
         } else {
@@ -159,36 +147,20 @@ impl Measured {
     }
 }
 
-/// Relative growth from `start` to `end`.
-fn growth(start: u64, end: u64) -> f64 {
-    (end as f64 - start as f64) / start.max(1) as f64
-}
-
-/// How many runs the table keeps.
 const ROWS_KEPT: usize = 10;
 
-const SECTION: &str = "## Soak
-
-`cargo xtask soak --duration 60s` (`--rate`, default 200 pages/s) builds the release binaries,
-starts both services on loopback and sends `GET /` (the three categories in turn) at a fixed
-rate: each request leaves on its tick, whatever the latency. It passes with no failed page load,
-no degraded page (seen by the client or counted in `marketplace_recommendations_fallback_total`),
-resident memory (`VmRSS`) at the end less than 10% above its peak in warm-up (the first 20% of the
-run, at least 5 s), and open file descriptors within ±8 of their count after warm-up. `cargo xtask test
-soak` runs the same for 15 s and only prints. Each run of the command adds its row here (newest
-first, the last 10 kept).
-
-";
+/// The section's heading when BENCHMARKS.md has none yet (its prose is written there).
+const SECTION: &str = "## Soak\n\n";
 
 const HEADER: &str = "| date (UTC) | machine | duration | rate | requests | errors | degraded | p50 / p99 ms | marketplace RSS, fds | recommendations RSS, fds | result |\n|---|---|--:|--:|--:|--:|--:|--:|---|---|---|\n";
 
 /// Adds this run's row to the soak table of `document` (created if missing).
 pub fn record(document: &Path, measured: &Measured) -> anyhow::Result<()> {
-    let row = measured.row(&procfs::utc_minute()?, &procfs::machine());
+    let row = measured.row(&measure::utc_minute()?, &measure::machine());
     benchmarks::update(document, "soak", SECTION, |old| table(old, &row))
 }
 
-/// The table with `row` first and the newest of the `old` table's rows after it.
+/// `row` first, then the newest of the `old` table's rows.
 fn table(old: &str, row: &str) -> String {
     let old_rows = old.lines().filter(|line| line.starts_with("| 2"));
     let rows: Vec<&str> = std::iter::once(row)
@@ -216,10 +188,10 @@ mod tests {
                 ..Counts::default()
             },
             fallbacks: 0.0,
-            marketplace: (start, marketplace_end),
-            recommendations: (start, start),
-            max_rss_growth: 0.10,
-            fd_tolerance: 8,
+            usage: [
+                ("marketplace", start, marketplace_end),
+                ("recommendations", start, start),
+            ],
         }
     }
 

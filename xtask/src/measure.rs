@@ -1,6 +1,6 @@
 //! What Linux says about a process under load (CPU time, resident memory now
 //! and at its peak, which `clear_refs` resets so each bench scenario gets its
-//! own, open descriptors) and about the machine, for `bench` and `soak`.
+//! own, open descriptors) and about the machine, and the statistics over it.
 
 use anyhow::Context;
 use procfs::{
@@ -21,15 +21,14 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 
 /// Starts a new peak: VmHWM becomes the current RSS.
 pub fn reset_peak(pid: u32) -> anyhow::Result<()> {
-    process(pid)?
-        .clear_refs(ClearRefs::PeakRSS)
-        .with_context(|| format!("cannot reset the peak RSS of process {pid}"))
+    let reset = process(pid)?.clear_refs(ClearRefs::PeakRSS);
+    reset.with_context(|| format!("cannot reset the peak RSS of process {pid}"))
 }
 
 /// The peak resident set since the last [`reset_peak`], in KiB.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    process(pid)?
-        .status()?
+    let status = process(pid)?.status()?;
+    status
         .vmhwm
         .with_context(|| format!("no VmHWM for process {pid}"))
 }
@@ -48,11 +47,8 @@ pub fn machine() -> String {
     let model = info.as_ref().and_then(|info| info.model_name(0));
     let memory = procfs::Meminfo::current().map_or(0, |info| info.mem_total);
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    format!(
-        "{cpus} × {}, {:.0} GiB",
-        model.unwrap_or("unknown CPU"),
-        memory as f64 / f64::from(1 << 30)
-    )
+    let gib = memory as f64 / f64::from(1 << 30);
+    format!("{cpus} × {}, {gib:.0} GiB", model.unwrap_or("unknown CPU"))
 }
 
 /// The time now in UTC, to the minute (`2026-12-01 15:03`).
@@ -63,6 +59,23 @@ pub fn utc_minute() -> anyhow::Result<String> {
 /// The 1-minute load average: how busy the machine was besides the bench.
 pub fn load_average() -> String {
     procfs::LoadAverage::current().map_or_else(|_| "?".into(), |load| format!("{:.2}", load.one))
+}
+
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The nearest-rank quantile of sorted latencies in µs, in ms (0 for none).
+pub fn quantile_ms(sorted_us: &[u64], q: f64) -> f64 {
+    let rank = ((q * sorted_us.len() as f64).ceil() as usize).max(1);
+    sorted_us
+        .get(rank - 1)
+        .map_or(0.0, |&us| us as f64 / 1000.0)
 }
 
 #[cfg(test)]
@@ -84,5 +97,17 @@ mod tests {
         assert!(peak_rss_kib(pid).unwrap() > 100);
         assert!(usage(pid).unwrap().1 > 2);
         assert!(machine().contains(" GiB"), "{}", machine());
+    }
+
+    #[test]
+    fn medians_and_nearest_rank_quantiles() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        let micros: Vec<u64> = (1..=100).map(|ms| ms * 1000).collect();
+        assert_eq!(quantile_ms(&micros, 0.5), 50.0);
+        assert_eq!(quantile_ms(&micros, 0.99), 99.0);
+        assert_eq!(quantile_ms(&micros, 1.0), 100.0);
+        assert_eq!(quantile_ms(&[7000], 0.99), 7.0);
+        assert_eq!(quantile_ms(&[], 0.99), 0.0);
     }
 }

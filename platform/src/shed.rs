@@ -1,74 +1,58 @@
-//! A bound on the calls one gRPC service handles at once: past it, a call is
-//! answered RESOURCE_EXHAUSTED at once instead of queueing, so a burst cannot
-//! pile up work (and memory) for callers whose deadlines expire meanwhile.
-//!
-//! It wraps one service (`tonic::service::LayerExt::named_layer`), not the whole
-//! server, so that health checks and reflection are still answered under load: a
-//! readiness probe failing because the pod is busy would move its load onto the
-//! others and spread the overload.
-//!
-//! tower's concurrency limit and load shed do the work. Their overload is an
-//! error, and a service tonic routes to must be infallible (its errors are
-//! statuses in the response), so axum's `HandleError` answers it.
+//! A bound on the requests handled at once: past it, a request is answered at
+//! once instead of queueing, so a burst cannot pile up work (and memory) for
+//! callers who gave up meanwhile. tower's concurrency limit and load shed do
+//! the work; axum's `HandleError` turns their overload into the answer.
 
-use axum::{error_handling::HandleError, response::IntoResponse as _};
-use std::future::{Ready, ready};
-use tonic::Status;
+use axum::{error_handling::HandleError, response::Response};
+use std::future::Ready;
 use tower::{
     BoxError, Layer,
     limit::{ConcurrencyLimit, GlobalConcurrencyLimitLayer},
-    load_shed::{LoadShed, error::Overloaded},
+    load_shed::LoadShed,
 };
 
-/// What a shed caller reads; it should back off and retry, elsewhere if it can.
-pub const OVERLOADED: &str = "too many calls in progress; retry later";
+/// Answers a shed request. The wrapped services are infallible, so an
+/// overload is the only error.
+pub type Answer = fn(BoxError) -> Ready<Response>;
 
-type Answer = fn(BoxError) -> Ready<axum::response::Response>;
+/// A service of `S` whose requests past the limit are shed.
+pub type Shed<S> = HandleError<LoadShed<ConcurrencyLimit<S>>, Answer, ()>;
 
-/// A service of `S` whose calls past the limit are shed.
-pub type LimitCalls<S> = HandleError<LoadShed<ConcurrencyLimit<S>>, Answer, ()>;
-
-/// Wraps a service in [`LimitCalls`]; every service it wraps shares one limit.
+/// Wraps services in [`Shed`]; every service it wraps shares one limit (an
+/// axum router wraps each route on its own).
 #[derive(Debug, Clone)]
-pub struct LimitCallsLayer {
+pub struct ShedLayer {
     limit: GlobalConcurrencyLimitLayer,
+    answer: Answer,
 }
 
-impl LimitCallsLayer {
-    /// At most `max` calls at once (`max` is at least 1: a limit of 0 would
-    /// refuse everything). A call holds its permit until the handler answered.
-    pub fn new(max: usize) -> Self {
+impl ShedLayer {
+    /// At most `max` (at least 1) at once; a request holds its permit until
+    /// the handler answered.
+    pub(crate) fn new(max: usize, answer: Answer) -> Self {
         Self {
             limit: GlobalConcurrencyLimitLayer::new(max.max(1)),
+            answer,
         }
     }
 }
 
-impl<S> Layer<S> for LimitCallsLayer {
-    type Service = LimitCalls<S>;
+impl<S> Layer<S> for ShedLayer {
+    type Service = Shed<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HandleError::new(LoadShed::new(self.limit.layer(inner)), answer as Answer)
+        HandleError::new(LoadShed::new(self.limit.layer(inner)), self.answer)
     }
-}
-
-/// Trailers-only RESOURCE_EXHAUSTED for a shed call, like any status a handler
-/// returns; the inner service is infallible, so nothing else is an error.
-fn answer(err: BoxError) -> Ready<axum::response::Response> {
-    debug_assert!(err.is::<Overloaded>(), "{err}");
-    ready(
-        Status::resource_exhausted(OVERLOADED)
-            .into_http::<axum::body::Body>()
-            .into_response(),
-    )
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::grpc::{OVERLOADED, limit_calls};
     use http::{Request, Response};
     use std::convert::Infallible;
+    use tonic::Status;
     use tonic::{Code, body::Body};
+    use tower::Layer;
     use tower::{Service, ServiceExt};
 
     /// Answers OK once `release` is sent (or dropped).
@@ -97,7 +81,7 @@ mod tests {
             let _ = arrived_tx.send(());
             request
         });
-        let service = LimitCallsLayer::new(1).layer(inner);
+        let service = limit_calls(1).layer(inner);
 
         let first = tokio::spawn(service.clone().oneshot(Request::new(())));
         // The first call holds the only permit until released.
