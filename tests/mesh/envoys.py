@@ -95,16 +95,36 @@ class Envoy:
 
     def counters(self, contains: str) -> dict[str, int]:
         """Counters whose name contains `contains`."""
-        stats = get_json(f"{self.admin}/stats?format=json&filter={contains}")["stats"]
-        return {s["name"]: s["value"] for s in stats if "value" in s and contains in s["name"]}
+        return counters_in(get_json(f"{self.admin}/stats?format=json&filter={contains}"), contains)
 
     def access_log(self) -> list[dict[str, Any]]:
         """The JSON access lines Istio's Telemetry turned on (stdout, in the process's log)."""
-        lines = []
-        for line in self.process.log().splitlines():
-            if line.startswith("{"):
-                try:
-                    lines.append(json.loads(line))
-                except ValueError:
-                    continue
-        return lines
+        return access_lines(self.process.log())
+
+
+def start_all(envoys: list[Any]) -> None:
+    """Starts each Envoy until ready; if one never is, those started are stopped again."""
+    try:
+        for envoy in envoys:
+            envoy.start()
+    except BaseException:
+        for envoy in envoys:
+            envoy.stop()
+        raise
+
+
+def counters_in(stats: dict[str, Any], contains: str) -> dict[str, int]:
+    """The counters of an admin `/stats?format=json` answer whose name contains `contains`."""
+    return {s["name"]: s["value"] for s in stats["stats"] if "value" in s and contains in s["name"]}
+
+
+def access_lines(log: str) -> list[dict[str, Any]]:
+    """The JSON access lines in an Envoy's output (its own log lines are not JSON)."""
+    lines = []
+    for line in log.splitlines():
+        if line.startswith("{"):
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+    return lines

@@ -11,7 +11,7 @@ from types import TracebackType
 
 from bookshop import Bookshop
 from clients import Callers
-from envoys import Envoy, translate
+from envoys import Envoy, start_all, translate
 from identities import TestCA, spiffe_id
 from inputs import (BASE, GATEWAY, GATEWAY_NAMESPACE, NAMESPACE, OTLP_PORT, PROBES, RECOMMENDATIONS_PORT, Doc,
                     Flip, Plan, install_manifest, loopback_inputs, parse, render_overlay, services_of,
@@ -90,12 +90,7 @@ class LoopbackMesh:
         for key, namespace, pod, _, pod_ip in self.workloads:
             self.envoys[key] = Envoy(f"{slug(flip.name)}-{key}", out / f"{namespace}.{pod}.bootstrap.json",
                                      pod_ip=pod_ip, sds_dir=self.sds[key], log_dir=self.logs)
-        try:
-            for envoy in self.envoys.values():
-                envoy.start()
-        except BaseException:
-            self._stop_envoys()
-            raise
+        start_all(list(self.envoys.values()))
         self.flip = flip
         return self
 

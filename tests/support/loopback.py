@@ -96,20 +96,22 @@ class Process:
                                           stdin=subprocess.DEVNULL)
         return self
 
-    def start_ready(self, *urls: str, timeout: float = READY_TIMEOUT) -> Process:
-        """Start, then wait until each of `urls` answers 200, in order. If it never gets ready
+    def start_ready(self, *urls: str, timeout: float = READY_TIMEOUT,
+                    via: Callable[..., Reply] = http_get) -> Process:
+        """Start, then wait until each of `urls` answers 200, in order (GET by `via`: another
+        network namespace's addresses need a GET made from inside it). If it never gets ready
         it is stopped again before the test fails (with the log's tail): a failed start leaves
         nothing running."""
         self.start()
         try:
             for url in urls:
-                self._wait_ready(url, timeout)
+                self._wait_ready(url, timeout, via)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_ready(self, url: str, timeout: float) -> None:
+    def _wait_ready(self, url: str, timeout: float, via: Callable[..., Reply]) -> None:
         """Poll `url` until it answers 200; fail, with the log's tail, if the process exits
         or the deadline passes."""
         def ready() -> bool:
@@ -117,7 +119,7 @@ class Process:
             if self.popen.poll() is not None:
                 pytest.fail(f"{self.name} exited with {self.popen.returncode} before it was ready ({url}):\n"
                             f"{self.log_tail()}", pytrace=False)
-            return http_get(url, timeout=2).status == 200
+            return via(url, timeout=2).status == 200
         try:
             wait_until(f"{self.name} at {url}", ready, timeout=timeout, interval=0.1)
         except AssertionError as err:

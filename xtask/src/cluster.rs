@@ -10,13 +10,16 @@ use crate::{
 use clap::{Args, Subcommand};
 use std::{os::unix::process::CommandExt, path::Path, process::Command};
 
-/// The venv, istioctl (it renders the Istio install), the control plane's binaries, and
-/// iptables, which `pilot-agent istio-iptables` runs in each pod's network namespace.
+/// The venv, istioctl (it renders the Istio install), the control plane's binaries,
+/// iptables, which `pilot-agent istio-iptables` runs in each pod's network namespace, and
+/// Jaeger, the collector behind the dev overlay's `otel-collector` when the bookshop runs as
+/// its pods (tests/cluster/shop_pods.py).
 pub const TOOLS: &[Tool] = &[
     Tool::Python,
     Tool::Istioctl,
     Tool::Cluster,
     Tool::debian("iptables", "iptables"),
+    Tool::Jaeger,
 ];
 
 #[derive(Args)]
@@ -56,12 +59,15 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The `cluster` step of `cargo xtask test`: tests/cluster, one fresh cluster per overlay.
+/// The `cluster` step of `cargo xtask test`: tests/cluster, one fresh cluster per overlay,
+/// the bookshop's binaries built first (they run as dev's pods).
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
+    workspace::build_services()?;
     workspace::run(
         tools
             .command("python")?
             .args(["-m", "pytest", "tests/cluster", "-q"])
+            .env("BOOKSHOP_BIN_DIR", target_dir.join("debug"))
             .env("BOOKSHOP_TOOLS_BIN", tools_bin(target_dir))
             .env(
                 "BOOKSHOP_KWOK_MODULE",

@@ -22,14 +22,7 @@ pub fn run(_args: MeshArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     tools.ensure(TOOLS)?;
-    workspace::run(workspace::cargo().args([
-        "build",
-        "--locked",
-        "--package",
-        "marketplace",
-        "--package",
-        "recommendations",
-    ]))?;
+    workspace::build_services()?;
     workspace::run(
         tools
             .command("python")?

@@ -52,6 +52,18 @@ fn cargo_program() -> OsString {
     std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
 }
 
+/// The bookshop's two services, built (debug) for the steps that run them as processes.
+pub fn build_services() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--locked",
+        "--package",
+        "marketplace",
+        "--package",
+        "recommendations",
+    ]))
+}
+
 pub fn cargo() -> Command {
     let mut command = Command::new(cargo_program());
     command.current_dir(root());

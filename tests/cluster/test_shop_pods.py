@@ -1,0 +1,75 @@
+"""tests/mesh's cases on the dev cluster's own pods (shop_pods.py): the real services and
+Envoys in the pods' network namespaces behind Istio's capture, configured by the real istiod
+and identified by its CA. The cases are tests/mesh/cases.py's, each under the overlay as
+rendered and, as its twin, under the same flip of one policy made through the API server.
+Here: the page through the ingress gateway's pod IP over mTLS on both hops, plaintext to either
+sidecar's pod, the trace of a page and a client's traceparent, and the marketplace's calls to
+recommendations (Recommend, health, reflection), made from inside its pod."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import agent
+
+from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
+from cases import (BOOKS, CASES, DENIED, Case, health_as_marketplace, page_through_ingress, page_with_a_clients_traceparent,
+                   plaintext_to_marketplace, plaintext_to_recommendations, recommend_as_marketplace,
+                   reflection_as_marketplace, trace_of_a_page)
+from conftest import Overlay, rendered
+from shop_pods import ShopPods
+
+ON_THE_PODS = (page_through_ingress, plaintext_to_marketplace, trace_of_a_page, page_with_a_clients_traceparent,
+               recommend_as_marketplace, health_as_marketplace, reflection_as_marketplace,
+               plaintext_to_recommendations)
+# Grouped by flip as CASES is (the Envoys restart between groups).
+POD_CASES = [case for case in CASES if case.observe in ON_THE_PODS]
+
+
+@pytest.fixture(scope="module")
+def shop(overlay: Overlay, provisioned, bin_dir, tmp_path_factory) -> Iterator[ShopPods]:  # noqa: F811
+    with ShopPods(overlay.cluster, provisioned, rendered(overlay), bin_dir,
+                  tmp_path_factory.mktemp("shop-pods")) as running:
+        yield running
+
+
+@pytest.mark.parametrize("overlay", ["dev"], indirect=True)
+@pytest.mark.parametrize("case", POD_CASES, ids=[case.id for case in POD_CASES])
+def test_case(shop: ShopPods, case: Case) -> None:
+    shop.use(case.flip)
+    seen = case.observe(shop)
+    assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
+
+
+def test_each_case_here_has_its_twin() -> None:
+    names = [case.name for case in POD_CASES]
+    assert len(POD_CASES) == 2 * len(ON_THE_PODS) and all(names.count(name) == 2 for name in names)
+
+
+@pytest.mark.parametrize("overlay", ["dev"], indirect=True)
+@pytest.mark.parametrize("account", ["marketplace", "recommendations"])
+def test_the_marketplaces_calls_follow_the_certificate_its_envoy_holds(overlay: Overlay, shop: ShopPods,
+                                                                       account: str) -> None:
+    """The marketplace's Envoy given a certificate istiod's CA issued for a TokenRequest token of
+    `account` (the process, its pod and its configuration unchanged). With the marketplace's
+    own, Recommend and the page pass. With recommendations': recommendations' policy, which
+    allows only sa/marketplace, denies the call; and the gateway, which verifies that the
+    marketplace's endpoint presents sa/marketplace, refuses the connection (503)."""
+    namespace = "bookshop"
+    # Beside the cluster's files, not under pytest's root-only temporary folder: Envoy's uid reads it.
+    out = overlay.cluster.folder / "identities" / f"{namespace}.{account}"
+    issued = agent.certify(overlay.cluster, out, namespace=namespace, service_account=account,
+                           bearer=agent.token(overlay.cluster, namespace, account))
+    assert issued.returncode == 0, issued.stderr
+    try:
+        shop.with_identity("marketplace", out)
+        recommended = recommend_as_marketplace(shop)
+        page = page_through_ingress(shop)
+    finally:
+        shop.use()
+    if account == "marketplace":
+        assert (recommended.outcome, page.outcome) == ("OK, 3 books", f"{BOOKS}, mTLS on both hops")
+    else:
+        assert (recommended.outcome, page.outcome) == (DENIED, "503"), page.detail
