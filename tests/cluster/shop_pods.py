@@ -21,7 +21,7 @@ import agent
 import cluster_flips
 import podnet
 from controlplane import Client
-from envoys import start_all
+from envoys import Envoys
 from inputs import BASE, OTLP_PORT, Doc, Flip
 from jaeger import Jaeger
 from loopback_mesh import slug
@@ -90,12 +90,13 @@ def fingerprint(provisioned: agent.Provisioned) -> dict[str, list[str]]:
     return {proxy.base: one(proxy) for proxy in provisioned.proxies}
 
 
-class ShopPods:
+class ShopPods(Envoys):
     """Everything of one run; each pod's files (logs, Envoy configs) under the cluster's
     `pods/<namespace>.<pod>/`, Jaeger's and istiod's answers per flip under `work_dir`."""
 
     def __init__(self, cluster: Client, provisioned: agent.Provisioned, rendered: list[Doc], bin_dir: Path,
                  work_dir: Path) -> None:
+        super().__init__()
         self.cluster = cluster
         self.base = provisioned
         self.rendered = rendered
@@ -110,9 +111,7 @@ class ShopPods:
         self.jaeger = Jaeger(self.logs, otlp_grpc_address=collector_endpoint(cluster))
         self.pods: dict[str, podnet.PodNetwork] = {}
         self.inside: dict[str, InsidePod] = {}
-        self.envoys: dict[str, PodEnvoy] = {}
         self.callers: PodCallers | None = None
-        self.flip: Flip | None = None  # what the Envoys run
         self.applied = BASE  # what the API server holds
         self.starts = 0  # numbers each start's Envoy files, so a later start keeps an earlier one's log
         self._stack = ExitStack()
@@ -144,10 +143,9 @@ class ShopPods:
 
     def use(self, flip: Flip = BASE) -> ShopPods:
         """The Envoys on what istiod sends for the overlay changed by `flip`."""
-        if self.flip == flip:
-            return self
-        self._stop_envoys()
-        self.flip = None
+        return super().use(flip)
+
+    def _envoys_for(self, flip: Flip) -> dict[str, PodEnvoy]:
         if self.applied not in (BASE, flip):
             cluster_flips.undo(self.cluster, self.rendered, self.applied)
             self.applied = BASE
@@ -158,12 +156,9 @@ class ShopPods:
             self.applied = flip
         configured = self.base if flip == BASE else self._configured(flip)
         self.starts += 1
-        for key, proxy in self.proxies.items():
-            self.envoys[key] = PodEnvoy(self.pods[key], configured.bootstrap(proxy), configured.sds_dir / proxy.base,
-                                        self.inside[key], f"{self.starts:02d}-{slug(flip.name)}")
-        start_all(list(self.envoys.values()))
-        self.flip = flip
-        return self
+        return {key: PodEnvoy(self.pods[key], configured.bootstrap(proxy), configured.sds_dir / proxy.base,
+                              self.inside[key], f"{self.starts:02d}-{slug(flip.name)}")
+                for key, proxy in self.proxies.items()}
 
     def with_identity(self, key: str, sds_dir: Path) -> PodEnvoy:
         """`key`'s Envoy restarted on the overlay's configuration but with the secrets in
@@ -193,11 +188,6 @@ class ShopPods:
             if time.monotonic() > deadline:
                 raise AssertionError(f"istiod's answer did not reflect {flip.name!r} within {PUSH_TIMEOUT:.0f} s")
             time.sleep(1)
-
-    def _stop_envoys(self) -> None:
-        for envoy in self.envoys.values():
-            envoy.stop()
-        self.envoys = {}
 
     def stop(self) -> None:
         """Everything stopped, the pods detached, and the overlay's objects as rendered again."""

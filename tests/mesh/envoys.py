@@ -113,6 +113,34 @@ def start_all(envoys: list[Any]) -> None:
         raise
 
 
+class Envoys:
+    """The Envoys of a harness, all running one variant (`flip`) of the manifests: `use` stops
+    them and starts those `_envoys_for` that variant makes. Both harnesses (this loopback mesh and
+    tests/cluster's pods) share this shape; each says how a variant's Envoys are made."""
+
+    def __init__(self) -> None:
+        self.envoys: dict[str, Any] = {}
+        self.flip: Any = None  # what the Envoys run
+
+    def _envoys_for(self, flip: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def use(self, flip: Any) -> Any:
+        if self.flip == flip:
+            return self
+        self._stop_envoys()
+        self.flip = None
+        self.envoys = self._envoys_for(flip)
+        start_all(list(self.envoys.values()))
+        self.flip = flip
+        return self
+
+    def _stop_envoys(self) -> None:
+        for envoy in self.envoys.values():
+            envoy.stop()
+        self.envoys = {}
+
+
 def counters_in(stats: dict[str, Any], contains: str) -> dict[str, int]:
     """The counters of an admin `/stats?format=json` answer whose name contains `contains`."""
     return {s["name"]: s["value"] for s in stats["stats"] if "value" in s and contains in s["name"]}

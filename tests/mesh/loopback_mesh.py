@@ -11,7 +11,7 @@ from types import TracebackType
 
 from bookshop import Bookshop
 from clients import Callers
-from envoys import Envoy, start_all, translate
+from envoys import Envoy, Envoys, translate
 from identities import TestCA, spiffe_id
 from inputs import (BASE, GATEWAY, GATEWAY_NAMESPACE, NAMESPACE, OTLP_PORT, PROBES, RECOMMENDATIONS_PORT, Doc,
                     Flip, Plan, install_manifest, loopback_inputs, parse, render_overlay, services_of,
@@ -26,10 +26,11 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-class LoopbackMesh:
+class LoopbackMesh(Envoys):
     """Everything of one run; configs and logs under `work_dir` (left there to be read)."""
 
     def __init__(self, bin_dir: Path, work_dir: Path) -> None:
+        super().__init__()
         self.work_dir = work_dir
         self.logs = work_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -49,8 +50,6 @@ class LoopbackMesh:
         # The gRPC callers, with stubs protoc generates from proto/ for this run.
         self.callers = Callers(work_dir / "stubs")
         self.ca = TestCA()
-        self.envoys: dict[str, Envoy] = {}
-        self.flip: Flip | None = None
         self.base_inputs: list[Doc] = loopback_inputs(self.rendered, self.install, self.probes, self.plan,
                                                       app_ports=(self.shop.http_port, self.shop.grpc_port))
         # Who runs an Envoy: (key, namespace, pod, service account, pod address).
@@ -80,24 +79,15 @@ class LoopbackMesh:
 
     def use(self, flip: Flip = BASE) -> LoopbackMesh:
         """The Envoys on what Istio makes of the manifests changed by `flip`."""
-        if self.flip == flip:
-            return self
-        self._stop_envoys()
-        self.flip = None
+        return super().use(flip)
+
+    def _envoys_for(self, flip: Flip) -> dict[str, Envoy]:
         out = self.work_dir / slug(flip.name)
         inputs = write_inputs(flip.apply(self.base_inputs), out / "inputs.yaml")
         translate([inputs], self.sds_root, out)
-        for key, namespace, pod, _, pod_ip in self.workloads:
-            self.envoys[key] = Envoy(f"{slug(flip.name)}-{key}", out / f"{namespace}.{pod}.bootstrap.json",
-                                     pod_ip=pod_ip, sds_dir=self.sds[key], log_dir=self.logs)
-        start_all(list(self.envoys.values()))
-        self.flip = flip
-        return self
-
-    def _stop_envoys(self) -> None:
-        for envoy in self.envoys.values():
-            envoy.stop()
-        self.envoys = {}
+        return {key: Envoy(f"{slug(flip.name)}-{key}", out / f"{namespace}.{pod}.bootstrap.json",
+                           pod_ip=pod_ip, sds_dir=self.sds[key], log_dir=self.logs)
+                for key, namespace, pod, _, pod_ip in self.workloads}
 
     def stop(self) -> None:
         self._stop_envoys()
