@@ -75,7 +75,10 @@ impl JsonLines {
             return Ok(());
         };
         // The current span only when the event names none: finding it costs.
-        let Some(id) = (event.parent().cloned()).or_else(|| dispatch.current_span().id().cloned())
+        let Some(id) = event
+            .parent()
+            .cloned()
+            .or_else(|| dispatch.current_span().id().cloned())
         else {
             return Ok(());
         };
@@ -86,22 +89,29 @@ impl JsonLines {
             return Ok(());
         };
         // Filled in place and written at once: each write costs a copy call.
+        const TRACE: usize = ",\"trace_id\":\"".len();
+        const SPAN: usize = TRACE + 32 + "\",\"span_id\":\"".len();
         let mut text =
             *b",\"trace_id\":\"--------------------------------\",\"span_id\":\"----------------\"";
-        hex(&ids.trace_id.to_bytes(), &mut text[13..45]);
-        hex(&ids.span_id.to_bytes(), &mut text[58..74]);
+        hex(&ids.trace_id.to_bytes(), &mut text[TRACE..TRACE + 32]);
+        hex(&ids.span_id.to_bytes(), &mut text[SPAN..SPAN + 16]);
         writer.write_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
 
 /// What follows the timestamp, up to the target's opening quote.
 fn level_to_target(level: &Level) -> &'static str {
+    macro_rules! between {
+        ($level:literal) => {
+            concat!("\",\"level\":\"", $level, "\",\"target\":\"")
+        };
+    }
     match *level {
-        Level::ERROR => "\",\"level\":\"ERROR\",\"target\":\"",
-        Level::WARN => "\",\"level\":\"WARN\",\"target\":\"",
-        Level::INFO => "\",\"level\":\"INFO\",\"target\":\"",
-        Level::DEBUG => "\",\"level\":\"DEBUG\",\"target\":\"",
-        Level::TRACE => "\",\"level\":\"TRACE\",\"target\":\"",
+        Level::ERROR => between!("ERROR"),
+        Level::WARN => between!("WARN"),
+        Level::INFO => between!("INFO"),
+        Level::DEBUG => between!("DEBUG"),
+        Level::TRACE => between!("TRACE"),
     }
 }
 
