@@ -25,7 +25,9 @@ from conftest import Overlay
 pytestmark = pytest.mark.parametrize("overlay", ["dev"], indirect=True)
 
 NAMESPACE = "bookshop"
-PROBE = Path(__file__).with_name("capture_probe.py")
+# Its source, not its path: the probe runs as other uids, which a checkout private to root (a
+# clone under `mktemp -d`, mode 0700) keeps out.
+PROBE = ["-c", Path(__file__).with_name("capture_probe.py").read_text()]
 # The probe runs as other uids, which cannot reach a venv under /root: the system's python3.
 PYTHON = shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin")
 LINE_TIMEOUT = 10
@@ -35,7 +37,7 @@ class Listener:
     """capture_probe.py listening in a pod: bound once started, one report per connection."""
 
     def __init__(self, pod: podnet.PodNetwork, port: int, uid: int, address: str = "0.0.0.0") -> None:
-        self.process = pod.spawn([PYTHON, PROBE, "listen", address, port], uid,
+        self.process = pod.spawn([PYTHON, *PROBE, "listen", address, port], uid,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0)
         self.buffer = b""
         assert self.line(LINE_TIMEOUT) == "listening", self.process.stderr.read().decode()
@@ -63,7 +65,7 @@ class Listener:
 
 
 def dial(pod: podnet.PodNetwork, host: str, port: int, uid: int) -> dict:
-    result = pod.run([PYTHON, PROBE, "dial", host, port], uid, timeout=30)
+    result = pod.run([PYTHON, *PROBE, "dial", host, port], uid, timeout=30)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
