@@ -69,6 +69,17 @@ def provisioned(overlay: Overlay) -> agent.Provisioned:
     return agent.provision(overlay.cluster, overlay.cluster.folder / "agents")
 
 
+# The mesh's proof on the pods (capture, identities, istiod's configuration, the cases, the
+# Gateway API ingress): marked `mesh`, which `cargo xtask test mesh` runs and
+# `cargo xtask test cluster` leaves out (pytest -m).
+MESH_MODULES = {"test_podnet", "test_identity", "test_istiod_xds", "test_shop_pods", "test_gateway_api"}
+
+
+def pytest_itemcollected(item) -> None:
+    if item.module.__name__ in MESH_MODULES:
+        item.add_marker(pytest.mark.mesh)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list) -> None:
     """test_gateway_api.py's cluster (its own `overlay` parameter) last. pytest groups a session

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,31 +43,42 @@ def main() -> int:
             print(f"mesh: {case.id} ...", file=sys.stderr, flush=True)
             mesh.use(case.flip)
             results.append((case, case.observe(mesh)))
-    # Each case beside its twin.
-    order = {name: index for index, name in enumerate(dict.fromkeys(case.name for case in CASES))}
-    results.sort(key=lambda result: order[result[0].name])
-    rows = [COLUMNS] + [(case.name, case.flip.name, case.expected, seen.outcome,
-                         "ok" if seen.outcome == case.expected else "DIFFERS") for case, seen in results]
-    print(table(rows))
-    print()
+    failed = report("loopback", results, out)
     for flip in dict.fromkeys(case.flip for case in CASES):
         print(f"{flip.name}: {flip.what} -> {out / slug(flip.name)}")
     print(f"logs: {out / 'logs'}; identities (SDS files): {out / 'sds'}")
+    return 1 if failed else 0
+
+
+def report(label: str, results: list[tuple[Case, Observation]], out: Path) -> int:
+    """Prints the cases as a table, each beside its twin, then those that differ; returns how
+    many differ. `cargo xtask mesh` on the clusters (tests/cluster/run_mesh.py) prints the same."""
+    order = {name: index for index, name in enumerate(dict.fromkeys(case.name for case, _ in results))}
+    results = sorted(results, key=lambda result: order[result[0].name])
+    rows = [COLUMNS] + [(case.name, case.flip.name, case.expected, seen.outcome,
+                         "ok" if seen.outcome == case.expected else "DIFFERS") for case, seen in results]
+    print(f"{label} ({out}):")
+    print(table(rows))
+    print()
     differing = [(case, seen) for case, seen in results if seen.outcome != case.expected]
     for case, seen in differing:
-        print(f"DIFFERS: {case.id}: expected {case.expected!r}, observed {seen.outcome!r} ({seen.detail})")
-    passed = len(results) - len(differing)
-    print(f"mesh: {passed} passed, {len(differing)} failed")
-    return 1 if differing else 0
+        print(f"DIFFERS: {label}: {case.id}: expected {case.expected!r}, observed {seen.outcome!r} ({seen.detail})")
+    print(f"mesh: {label}: {len(results) - len(differing)} passed, {len(differing)} failed")
+    return len(differing)
 
 
-if __name__ == "__main__":
+def exit_with(main: Callable[[], int]) -> None:
+    """Exits with main's status; on an error, with one line saying what failed (not a traceback)."""
     try:
         sys.exit(main())
-    except Exception as err:  # noqa: BLE001 (one line saying what failed, not a traceback)
+    except Exception as err:  # noqa: BLE001
         sys.exit(f"mesh: {err}")
     except BaseException as err:
         # A missing tool or setting ends in pytest.fail (outside_tools), whose message says how to fix it.
         if type(err).__name__ != "Failed":
             raise
         sys.exit(f"mesh: {err}")
+
+
+if __name__ == "__main__":
+    exit_with(main)

