@@ -91,9 +91,12 @@ def pytest_collection_modifyitems(items: list) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """On failure, the tails of the cluster's process logs."""
+    """On failure, the tails of the cluster's process logs, and of the pods' own (their app's
+    and the Envoy that ran last) when the bookshop ran as its pods."""
     outcome = yield
     report = outcome.get_result()
     applied = item.funcargs.get("overlay")
     if report.when == "call" and report.failed and isinstance(applied, Overlay):
         failure_logs.attach(report, applied.cluster.logs)
+        for pod in sorted((applied.cluster.folder / "pods").glob("*/")):
+            failure_logs.attach(report, pod, newest=2)

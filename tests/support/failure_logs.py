@@ -21,7 +21,9 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Any:
             attach(report, Path(tmp) / "logs")
 
 
-def attach(report: Any, logs: Path) -> None:
-    """Appends the tail of each log in `logs` to a test's report."""
-    for log in sorted(logs.glob("*.log")):
-        report.sections.append((f"log {log.name}", log.read_text(errors="replace")[-TAIL_CHARS:]))
+def attach(report: Any, logs: Path, newest: int | None = None) -> None:
+    """Appends the tail of each log in `logs` (only the `newest` written to, if given) to a
+    test's report."""
+    found = sorted(logs.glob("*.log"), key=lambda log: log.stat().st_mtime)[-(newest or 0):]
+    for log in sorted(found):
+        report.sections.append((f"log {logs.name}/{log.name}", log.read_text(errors="replace")[-TAIL_CHARS:]))
