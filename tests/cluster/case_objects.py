@@ -7,6 +7,7 @@ with it (pod_apps.py reads the pod spec)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -32,13 +33,17 @@ def made(cluster: Client) -> Iterator[None]:
     lower limit, until the block ends; then the probe deleted and the Deployment's env as
     rendered again (its first ReplicaSet back), rolled out."""
     probe = find(parse(PROBES.read_text()), "Pod", PROBE, NAMESPACE)
+    start = time.monotonic()
     try:
         cluster.apply(yaml.safe_dump(probe))
         cluster.kubectl("set", "env", f"deployment/{LIMITED}", "-n", NAMESPACE, LIMIT)
         cluster.kubectl("wait", "--for=condition=Ready", f"pod/{PROBE}", "-n", NAMESPACE, f"--timeout={TIMEOUT}")
         _rolled_out(cluster)
+        cluster.progress(f"{PROBE} ready and {LIMITED} rolled out with {LIMIT} in {time.monotonic() - start:.1f} s")
         yield
     finally:
+        start = time.monotonic()
         cluster.kubectl("delete", "pod", PROBE, "-n", NAMESPACE, "--ignore-not-found", f"--timeout={TIMEOUT}")
         cluster.kubectl("set", "env", f"deployment/{LIMITED}", "-n", NAMESPACE, f"{LIMIT.split('=')[0]}-")
         _rolled_out(cluster)
+        cluster.progress(f"{PROBE} deleted and {LIMITED} rolled back in {time.monotonic() - start:.1f} s")

@@ -122,6 +122,7 @@ class ShopPods(Envoys):
         self.inside: dict[str, InsidePod] = {}
         self.callers: PodCallers | None = None
         self.applied = BASE  # what the API server holds
+        self.answered: dict[str, list[str]] = {}  # istiod's answer (fingerprint) under the last flip
         self.starts = 0  # numbers each start's Envoy files, so a later start keeps an earlier one's log
         self._stack = ExitStack()
 
@@ -132,8 +133,11 @@ class ShopPods(Envoys):
         try:
             # Every proxy's identity and configuration as the pods are now (the session's
             # `provisioned` predates case_objects' probe and recommendations' new pod).
+            start = time.monotonic()
             self.base = agent.provision(self.cluster, self.cluster.folder / "shop-agents",
                                         lambda proxy: self.roles is None or role(proxy) in self.roles)
+            self.cluster.progress(f"{len(self.base.proxies)} proxies' certificates and configuration from istiod "
+                                  f"in {time.monotonic() - start:.1f} s")
             self.proxies = {role(proxy): proxy for proxy in self.base.proxies}
             services = self.cluster.get("services", "-A")["items"]
             self.plan = PodPlan({key: proxy.ip for key, proxy in self.proxies.items()},
@@ -156,6 +160,7 @@ class ShopPods(Envoys):
             for key in ("recommendations", "marketplace"):
                 apps.append(PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start())
             self.use(BASE)
+            self.cluster.progress(f"the shop up (pods attached, apps and Envoys ready) {time.monotonic() - start:.1f} s after that began")
         except BaseException:
             self.stop()
             raise
@@ -166,15 +171,16 @@ class ShopPods(Envoys):
         return super().use(flip)
 
     def _envoys_for(self, flip: Flip) -> dict[str, PodEnvoy]:
+        undone: dict[str, list[str]] = {}
         if self.applied not in (BASE, flip):
             cluster_flips.undo(self.cluster, self.rendered, self.applied)
-            self.applied = BASE
-            # Back to the overlay's answer before the next flip is judged against it.
-            self._configured(BASE)
+            self.applied, undone = BASE, self.answered
+            if flip == BASE:
+                self._configured(BASE)
         if self.applied != flip:
             cluster_flips.apply(self.cluster, self.rendered, flip)
             self.applied = flip
-        configured = self.base if flip == BASE else self._configured(flip)
+        configured = self.base if flip == BASE else self._configured(flip, undone)
         self.starts += 1
         return {key: PodEnvoy(self.pods[key], configured.bootstrap(proxy), configured.sds_dir / proxy.base,
                               self.inside[key], f"{self.starts:02d}-{slug(flip.name)}")
@@ -195,15 +201,22 @@ class ShopPods(Envoys):
                                     f"{self.starts:02d}-as-{sds_dir.name}")
         return self.envoys[key].start()
 
-    def _configured(self, flip: Flip) -> agent.Provisioned:
-        """istiod's answer for every proxy once it reflects `flip` (applied): for a flip, one
-        that differs from the overlay's; for the overlay, one that matches it again."""
+    def _configured(self, flip: Flip, undone: dict[str, list[str]] | None = None) -> agent.Provisioned:
+        """istiod's answer for every proxy once it reflects `flip` (applied): for the overlay, one
+        that matches its answer again; for a flip, one that differs from it and, for each proxy
+        the flip just undone had changed, from that flip's answer (so none still runs it, and the
+        overlay's answer need not be waited for in between)."""
         base = fingerprint(self.base)
+        stale = {proxy: answer for proxy, answer in (undone or {}).items() if answer != base[proxy]}
         out = self.work_dir / slug(flip.name)
         deadline = time.monotonic() + PUSH_TIMEOUT
         while True:
             configured = agent.configure(self.cluster, self.base.proxies, self.base.sds_dir.parent, out)
-            if (fingerprint(configured) == base) == (flip == BASE):
+            seen = fingerprint(configured)
+            if flip == BASE and seen == base:
+                return configured
+            if flip != BASE and seen != base and all(seen[proxy] != answer for proxy, answer in stale.items()):
+                self.answered = seen
                 return configured
             if time.monotonic() > deadline:
                 raise AssertionError(f"istiod's answer did not reflect {flip.name!r} within {PUSH_TIMEOUT:.0f} s")
