@@ -44,6 +44,7 @@ def shop(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[ShopPods]:  # 
 def test_case(shop: ShopPods, case: Case) -> None:
     shop.use(case.flip)
     seen = case.observe(shop)
+    print(f"{case.id}: {seen.outcome} ({seen.detail})")
     assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
 
 
