@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
@@ -29,6 +29,9 @@ import podnet
 from clients import Answer, Callers
 from pod_caller import HOLD
 from pod_calls import InsidePod
+
+if TYPE_CHECKING:
+    from shop_pods import PodPlan
 
 CALLER = Path(__file__).with_name("pod_caller.py")
 CALL_TIMEOUT = 60
@@ -43,7 +46,7 @@ class PodCallers:
     there (captured like the app's uid; only the proxy's is not): the app's uid cannot read this
     venv."""
 
-    def __init__(self, pods: dict[str, podnet.PodNetwork], plan: Any, stubs_dir: Path) -> None:
+    def __init__(self, pods: dict[str, podnet.PodNetwork], plan: PodPlan, stubs_dir: Path) -> None:
         self.pods = pods
         self.plan = plan
         self.stubs_dir = stubs_dir
@@ -60,12 +63,8 @@ class PodCallers:
             return self.pods["probe"], f"{self.plan.cluster_ip(namespace, name)}:{port}"
         return None, target
 
-    def _command(self, pod: podnet.PodNetwork, *args: object) -> list[str]:
-        return pod.command([sys.executable, CALLER, self.stubs_dir, *args])
-
     def _inside(self, pod: podnet.PodNetwork, method: str, message: type, target: str, *authority: str) -> Answer:
-        result = subprocess.run(self._command(pod, method, target, *authority), capture_output=True, text=True,
-                                timeout=CALL_TIMEOUT)
+        result = pod.run([sys.executable, CALLER, self.stubs_dir, method, target, *authority], timeout=CALL_TIMEOUT)
         if result.returncode != 0:
             raise RuntimeError(f"{method} from {pod.name} failed:\n{result.stderr[-3000:]}")
         answer = json.loads(result.stdout)
@@ -112,17 +111,20 @@ class PodCallers:
             with self.outside.recommend_held_open(target):
                 yield
             return
-        self._held = subprocess.Popen(self._command(pod, HOLD, dialed), stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self._held = pod.spawn([sys.executable, CALLER, self.stubs_dir, HOLD, dialed], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             if self._held.stdout.readline().strip() != "holding":
                 raise RuntimeError(f"no held call from {pod.name}: {self._held.stderr.read()[-3000:]}")
             yield
         finally:
             held, self._held = self._held, None
-            if not held.stdin.closed:  # no burst asked for: it lets the held call go at once
-                held.stdin.write("0\n")
-                held.stdin.close()
+            try:
+                if not held.stdin.closed:  # no burst asked for: it lets the held call go at once
+                    held.stdin.write("0\n")
+                    held.stdin.close()
+            except BrokenPipeError:  # it has ended already (its stderr says why)
+                pass
             held.wait(CALL_TIMEOUT)
 
     def recommend_all_at_once(self, target: str, count: int) -> list[str]:

@@ -1,11 +1,11 @@
 """The real bookshop as the dev cluster's pods: the marketplace, recommendations and ingress
 gateway pods the controllers made and istiod injected (and mesh-probe, when case_objects.py
-made it; and a Gateway API gateway's pods, when the overlay has one), each in its own network
-namespace (podnet.py, with Istio CNI's capture in the sidecar pods), its app
-(pod_apps.py) and its Envoy (pod_envoy.py) inside, on what istiod sent that pod with the
-certificate istiod's CA issued it (agent.py); a real Jaeger at the collector Service's endpoint. It offers what
-tests/mesh's cases ask of the loopback mesh (`plan`, `pod_ip`, `envoys`, `jaeger`, `callers`,
-`use`), so they run here unchanged. `use(flip)` makes tests/mesh's flip through the API server,
+made it; a Gateway API gateway's, when the overlay has one), each in its own network namespace
+(podnet.py, with Istio CNI's capture in the sidecar pods), its app (pod_apps.py) and its Envoy
+(pod_envoy.py) inside, on what istiod sent that pod with the certificate istiod's CA issued it
+(agent.py); a real Jaeger at the collector Service's endpoint. It offers what tests/mesh's
+cases ask of the loopback mesh (`plan`, `pod_ip`, `envoys`, `jaeger`, `callers`, `use`), so
+they run here unchanged. `use(flip)` makes tests/mesh's flip through the API server,
 asks istiod again until its answer has changed, and restarts the Envoys on it: they run static
 bootstraps, as in the loopback (docs/mesh.md)."""
 
@@ -160,7 +160,8 @@ class ShopPods(Envoys):
             for key in ("recommendations", "marketplace"):
                 apps.append(PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start())
             self.use(BASE)
-            self.cluster.progress(f"the shop up (pods attached, apps and Envoys ready) {time.monotonic() - start:.1f} s after that began")
+            self.cluster.progress(f"pods attached, apps and Envoys ready {time.monotonic() - start:.1f} s "
+                                  "after the certificates were first asked for")
         except BaseException:
             self.stop()
             raise
