@@ -122,10 +122,10 @@ class Provisioned:
         return self.xds_dir / f"{proxy.base}.bootstrap.json"
 
 
-def provision(cluster: Client, folder: Path) -> Provisioned:
-    """For each proxy: a token bound to its pod and its certificate from istiod's CA, then its
-    configuration from istiod over ADS, into `folder`."""
-    targets = proxies(cluster)
+def provision(cluster: Client, folder: Path, wanted: Callable[[Proxy], bool] = lambda proxy: True) -> Provisioned:
+    """For each proxy (`wanted` ones): a token bound to its pod and its certificate from istiod's
+    CA, then its configuration from istiod over ADS, into `folder`."""
+    targets = [proxy for proxy in proxies(cluster) if wanted(proxy)]
     for proxy in targets:
         bearer = token(cluster, proxy.namespace, proxy.service_account, pod=proxy.name)
         (folder / "tokens").mkdir(parents=True, exist_ok=True)

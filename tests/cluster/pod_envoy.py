@@ -49,8 +49,10 @@ class PodEnvoy:
         self.config_path.write_text(json.dumps(config, indent=2))
         self.admin = f"http://{ADMIN[0]}:{ADMIN[1]}"
         # One worker thread, as in tests/mesh (several Envoys share two cores); no hot restart.
+        # The access log flushed every second, as pilot-agent starts Envoy (pkg/envoy/proxy.go;
+        # Envoy's own default is 10 s).
         args = [envoy_binary(), "-c", self.config_path, "--concurrency", "1", "--disable-hot-restart",
-                "--log-level", "warning"]
+                "--file-flush-interval-msec", "1000", "--log-level", "warning"]
         log = pod.folder / f"envoy-{label}.log"
         # Its access log opens /dev/stdout again, which is this file: the proxy's, as a
         # container's own output would be.

@@ -250,6 +250,11 @@ def attached(cluster: Client, pod: dict, folder: Path | None = None) -> Iterator
     try:
         _ip("netns", "add", name)
         _ip("-n", name, "link", "set", "lo", "up")
+        # The pod's sysctls, which the kubelet sets in its namespace (a gateway's
+        # ip_unprivileged_port_start=0: its Envoy binds port 80 as the proxy's uid).
+        for sysctl in (pod["spec"].get("securityContext") or {}).get("sysctls", []):
+            subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", f"{sysctl['name']}={sysctl['value']}"],
+                           check=True, capture_output=True)
         _ip("-n", cluster_ns, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", name)
         _ip("-n", cluster_ns, "link", "set", link, "up")
         _ip("-n", name, "addr", "add", f"{ip}/32", "dev", "eth0")

@@ -1,10 +1,11 @@
 """The real bookshop as the dev cluster's pods: the marketplace, recommendations and ingress
-gateway pods the controllers made and istiod injected, each in its own network namespace
-(podnet.py, with Istio CNI's capture in the two sidecar pods), its app (pod_apps.py) and its
-Envoy (pod_envoy.py) inside, on what istiod sent that pod with the certificate istiod's CA
-issued it (agent.py); a real Jaeger at the collector Service's endpoint. It offers what
-tests/mesh's cases ask of the loopback mesh (`plan`, `pod_ip`, `envoys`, `jaeger`, `callers`,
-`use`), so they run here unchanged. `use(flip)` makes tests/mesh's flip through the API server,
+gateway pods the controllers made and istiod injected (and mesh-probe, when case_objects.py
+made it; a Gateway API gateway's, when the overlay has one), each in its own network namespace
+(podnet.py, with Istio CNI's capture in the sidecar pods), its app (pod_apps.py) and its Envoy
+(pod_envoy.py) inside, on what istiod sent that pod with the certificate istiod's CA issued it
+(agent.py); a real Jaeger at the collector Service's endpoint. It offers what tests/mesh's
+cases ask of the loopback mesh (`plan`, `pod_ip`, `envoys`, `jaeger`, `callers`, `use`), so
+they run here unchanged. `use(flip)` makes tests/mesh's flip through the API server,
 asks istiod again until its answer has changed, and restarts the Envoys on it: they run static
 bootstraps, as in the loopback (docs/mesh.md)."""
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 
 import agent
+import case_objects
 import cluster_flips
 import podnet
 from controlplane import Client
@@ -25,7 +27,7 @@ from envoys import Envoys
 from inputs import BASE, OTLP_PORT, Doc, Flip
 from jaeger import Jaeger
 from loopback_mesh import slug
-from pod_apps import PodApp
+from pod_apps import PodApp, stop_together
 from pod_callers import PodCallers
 from pod_calls import InsidePod
 from pod_envoy import PodEnvoy
@@ -55,12 +57,18 @@ class PodPlan:
     def recommendations_pod(self) -> str:
         return self.pods["recommendations"]
 
+    @property
+    def probe_pod(self) -> str:
+        return self.pods["probe"]
+
     def cluster_ip(self, namespace: str, name: str) -> str:
         return self.cluster_ips[(namespace, name)]
 
 
 def role(proxy: agent.Proxy) -> str:
-    """Which of the cases' workloads a proxy is: the gateway, or its app's name."""
+    """Which of the cases' workloads a proxy is: the gateway, the probe, or its app's name."""
+    if proxy.name == case_objects.PROBE:
+        return "probe"
     return "gateway" if proxy.namespace == GATEWAY_NAMESPACE else proxy.name.rsplit("-", 2)[0]
 
 
@@ -92,27 +100,29 @@ def fingerprint(provisioned: agent.Provisioned) -> dict[str, list[str]]:
 
 class ShopPods(Envoys):
     """Everything of one run; each pod's files (logs, Envoy configs) under the cluster's
-    `pods/<namespace>.<pod>/`, Jaeger's and istiod's answers per flip under `work_dir`."""
+    `pods/<namespace>.<pod>/`, its identity and first configuration under the cluster's
+    `shop-agents/` (Envoy's uid reads them), Jaeger's and istiod's answers per flip under
+    `work_dir`."""
 
-    def __init__(self, cluster: Client, provisioned: agent.Provisioned, rendered: list[Doc], bin_dir: Path,
-                 work_dir: Path) -> None:
+    def __init__(self, cluster: Client, rendered: list[Doc], bin_dir: Path, work_dir: Path,
+                 roles: frozenset[str] | None = None) -> None:
+        """`roles`: the proxies to run (`role`), if not all of them."""
         super().__init__()
+        self.roles = roles
         self.cluster = cluster
-        self.base = provisioned
         self.rendered = rendered
         self.bin_dir = bin_dir
         self.work_dir = work_dir
         self.logs = work_dir / "logs"
-        self.proxies = {role(proxy): proxy for proxy in provisioned.proxies}
-        services = cluster.get("services", "-A")["items"]
-        self.plan = PodPlan({key: proxy.ip for key, proxy in self.proxies.items()},
-                            {(s["metadata"]["namespace"], s["metadata"]["name"]): s["spec"].get("clusterIP")
-                             for s in services})
+        self.base: agent.Provisioned | None = None
+        self.proxies: dict[str, agent.Proxy] = {}
+        self.plan: PodPlan | None = None
         self.jaeger = Jaeger(self.logs, otlp_grpc_address=collector_endpoint(cluster))
         self.pods: dict[str, podnet.PodNetwork] = {}
         self.inside: dict[str, InsidePod] = {}
         self.callers: PodCallers | None = None
         self.applied = BASE  # what the API server holds
+        self.answered: dict[str, list[str]] = {}  # istiod's answer (fingerprint) under the last flip
         self.starts = 0  # numbers each start's Envoy files, so a later start keeps an earlier one's log
         self._stack = ExitStack()
 
@@ -121,6 +131,18 @@ class ShopPods(Envoys):
 
     def start(self) -> ShopPods:
         try:
+            # Every proxy's identity and configuration as the pods are now (the session's
+            # `provisioned` predates case_objects' probe and recommendations' new pod).
+            start = time.monotonic()
+            self.base = agent.provision(self.cluster, self.cluster.folder / "shop-agents",
+                                        lambda proxy: self.roles is None or role(proxy) in self.roles)
+            self.cluster.progress(f"{len(self.base.proxies)} proxies' certificates and configuration from istiod "
+                                  f"in {time.monotonic() - start:.1f} s")
+            self.proxies = {role(proxy): proxy for proxy in self.base.proxies}
+            services = self.cluster.get("services", "-A")["items"]
+            self.plan = PodPlan({key: proxy.ip for key, proxy in self.proxies.items()},
+                                {(s["metadata"]["namespace"], s["metadata"]["name"]): s["spec"].get("clusterIP")
+                                 for s in services})
             self.jaeger.start()
             self._stack.callback(self.jaeger.stop)
             for key, proxy in self.proxies.items():
@@ -131,11 +153,15 @@ class ShopPods(Envoys):
                 # Istio CNI leaves a gateway's pod alone (cni_capture_args says None).
                 if podnet.cni_capture_args(pod) is not None:
                     self.pods[key].capture()
-            self.callers = PodCallers(self.pods["marketplace"], self.work_dir / "stubs")
+            self.callers = PodCallers(self.pods, self.plan, self.work_dir / "stubs")
+            apps: list[PodApp] = []
+            # Stopped together, as a kubelet stops pods: each waits out its own shutdown delay.
+            self._stack.callback(stop_together, apps)
             for key in ("recommendations", "marketplace"):
-                app = PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start()
-                self._stack.callback(app.stop)
+                apps.append(PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start())
             self.use(BASE)
+            self.cluster.progress(f"pods attached, apps and Envoys ready {time.monotonic() - start:.1f} s "
+                                  "after the certificates were first asked for")
         except BaseException:
             self.stop()
             raise
@@ -146,15 +172,16 @@ class ShopPods(Envoys):
         return super().use(flip)
 
     def _envoys_for(self, flip: Flip) -> dict[str, PodEnvoy]:
+        undone: dict[str, list[str]] = {}
         if self.applied not in (BASE, flip):
             cluster_flips.undo(self.cluster, self.rendered, self.applied)
-            self.applied = BASE
-            # Back to the overlay's answer before the next flip is judged against it.
-            self._configured(BASE)
+            self.applied, undone = BASE, self.answered
+            if flip == BASE:
+                self._configured(BASE)
         if self.applied != flip:
             cluster_flips.apply(self.cluster, self.rendered, flip)
             self.applied = flip
-        configured = self.base if flip == BASE else self._configured(flip)
+        configured = self.base if flip == BASE else self._configured(flip, undone)
         self.starts += 1
         return {key: PodEnvoy(self.pods[key], configured.bootstrap(proxy), configured.sds_dir / proxy.base,
                               self.inside[key], f"{self.starts:02d}-{slug(flip.name)}")
@@ -175,15 +202,22 @@ class ShopPods(Envoys):
                                     f"{self.starts:02d}-as-{sds_dir.name}")
         return self.envoys[key].start()
 
-    def _configured(self, flip: Flip) -> agent.Provisioned:
-        """istiod's answer for every proxy once it reflects `flip` (applied): for a flip, one
-        that differs from the overlay's; for the overlay, one that matches it again."""
+    def _configured(self, flip: Flip, undone: dict[str, list[str]] | None = None) -> agent.Provisioned:
+        """istiod's answer for every proxy once it reflects `flip` (applied): for the overlay, one
+        that matches its answer again; for a flip, one that differs from it and, for each proxy
+        the flip just undone had changed, from that flip's answer (so none still runs it, and the
+        overlay's answer need not be waited for in between)."""
         base = fingerprint(self.base)
+        stale = {proxy: answer for proxy, answer in (undone or {}).items() if answer != base[proxy]}
         out = self.work_dir / slug(flip.name)
         deadline = time.monotonic() + PUSH_TIMEOUT
         while True:
             configured = agent.configure(self.cluster, self.base.proxies, self.base.sds_dir.parent, out)
-            if (fingerprint(configured) == base) == (flip == BASE):
+            seen = fingerprint(configured)
+            if flip == BASE and seen == base:
+                return configured
+            if flip != BASE and seen != base and all(seen[proxy] != answer for proxy, answer in stale.items()):
+                self.answered = seen
                 return configured
             if time.monotonic() > deadline:
                 raise AssertionError(f"istiod's answer did not reflect {flip.name!r} within {PUSH_TIMEOUT:.0f} s")

@@ -7,24 +7,29 @@ LoadBalancer has an address; the HTTPRoute is Accepted with its backend resolved
 admits the identity istiod gave the gateway; a route retrying 503 is refused; istioctl analyze
 of the live cluster finds nothing.
 
-Serving the page through the gateway needs the data plane (Envoys run from what istiod generates
-for these pods, issue 18 items 0-3), which this cluster does not have yet. The hook is
-`gateway_address`: the pod IP and listener port the EndpointSlices give for the gateway's
-Service. What that test will assert: a GET there answers 200 with three books, the gateway's
-Envoy reaching the marketplace's sidecar over mTLS as cluster.local/ns/bookshop/sa/ingress-istio;
-and its twin, the AuthorizationPolicy `marketplace` back at the Istio gateway's principal,
-answers 403."""
+And the page served through it: the bookshop as this cluster's pods (shop_pods.py), the gateway's
+pod among them, its Envoy on what istiod sends that pod with the certificate its CA issued
+sa/ingress-istio; a GET to the pod IP and port the gateway Service's EndpointSlice lists answers
+200 with three books, over mTLS on both hops behind it. The twin: the AuthorizationPolicy
+`marketplace` admitting the Istio gateway's principal instead (as dev renders it) answers 403."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import pytest
 import yaml
 
+import agent
 import cluster
 import istio
+from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
+from cases import BOOKS, page_through
 from conftest import Overlay, rendered
+from inputs import BASE, Doc, Flip
+from shop_pods import ShopPods
+from test_identity import chain_of, uri_sans
 
 pytestmark = pytest.mark.parametrize("overlay", [cluster.GATEWAY_API_OVERLAY], indirect=True, scope="session")
 
@@ -208,3 +213,44 @@ def test_istioctl_analyze_on_the_live_cluster_reports_nothing(overlay: Overlay):
                             "--suppress", f"IST0133=EnvoyFilter {NAMESPACE}/edge-trace-context")
     assert report.returncode == 0 and not report.stdout.strip(), report.stdout
     assert "No validation issues found" in report.stderr, report.stderr
+
+
+# The principal dev's marketplace policy admits: the Istio install's ingress gateway.
+ISTIO_GATEWAY = agent.spiffe_id(istio.NAMESPACE, "istio-ingressgateway-service-account").removeprefix("spiffe://")
+
+
+def _admits_the_istio_gateway(docs: list[Doc]) -> list[Doc]:
+    docs = copy.deepcopy(docs)
+    [policy] = [d for d in docs if d["kind"] == "AuthorizationPolicy" and d["metadata"]["name"] == "marketplace"]
+    for rule in policy["spec"]["rules"]:
+        for source in rule["from"]:
+            source["source"]["principals"] = [ISTIO_GATEWAY]
+    return docs
+
+
+AT_THE_ISTIO_GATEWAY = Flip("marketplace: the Istio gateway's principal",
+                            "AuthorizationPolicy marketplace admitting the Istio gateway's account, "
+                            "not the one istiod gave this gateway", _admits_the_istio_gateway)
+
+
+@pytest.fixture(scope="module")
+def shop(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[ShopPods]:  # noqa: F811
+    deployed(overlay)
+    overlay.cluster.kubectl("rollout", "status", f"deployment/{DEPLOYED}", "-n", NAMESPACE, "--timeout=90s")
+    # Not the Istio install's gateway: with its Gateway gone, istiod gives it no listener.
+    with ShopPods(overlay.cluster, rendered(overlay), bin_dir, tmp_path_factory.mktemp("shop-pods"),
+                  frozenset({"marketplace", "recommendations", DEPLOYED})) as running:
+        yield running
+
+
+@pytest.mark.parametrize(("flip", "expected"), [(BASE, f"{BOOKS}, mTLS on both hops"), (AT_THE_ISTIO_GATEWAY, "403")],
+                         ids=["as rendered", "twin"])
+def test_the_page_through_the_automated_gateways_pod(overlay: Overlay, shop: ShopPods, flip: Flip, expected: str):
+    [proxy] = [p for p in shop.proxies.values() if p.service_account == DEPLOYED]
+    # The certificate its Envoy presents: istiod's CA issued it for the gateway's account.
+    assert uri_sans(chain_of(shop.base.sds_dir / proxy.base)[0]) == [agent.spiffe_id(NAMESPACE, DEPLOYED)]
+    address, port = gateway_address(overlay)
+    assert address == proxy.ip
+    shop.use(flip)
+    seen = page_through(shop, address, port)
+    assert seen.outcome == expected, f"{seen.outcome!r} ({seen.detail})"

@@ -2,9 +2,10 @@
 Envoys in the pods' network namespaces behind Istio's capture, configured by the real istiod
 and identified by its CA. The cases are tests/mesh/cases.py's, each under the overlay as
 rendered and, as its twin, under the same flip of one policy made through the API server.
-Here: the page through the ingress gateway's pod IP over mTLS on both hops, plaintext to either
-sidecar's pod, the trace of a page and a client's traceparent, and the marketplace's calls to
-recommendations (Recommend, health, reflection), made from inside its pod."""
+All of CASES: the page through the ingress gateway's pod IP over mTLS on both hops, plaintext
+to either sidecar's pod, the trace of a page and a client's traceparent, the marketplace's calls
+to recommendations (Recommend, health, reflection, a burst it sheds), made from inside its pod,
+and mesh-probe's (sa/default) to either service, made from inside the probe's."""
 
 from __future__ import annotations
 
@@ -13,25 +14,28 @@ from collections.abc import Iterator
 import pytest
 
 import agent
+import case_objects
 
 from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
-from cases import (BOOKS, CASES, DENIED, Case, health_as_marketplace, page_through_ingress, page_with_a_clients_traceparent,
-                   plaintext_to_marketplace, plaintext_to_recommendations, recommend_as_marketplace,
-                   reflection_as_marketplace, trace_of_a_page)
+from cases import (BOOKS, CASES, DENIED, Case, health_as_marketplace, marketplace_as_other_identity,
+                   page_through_ingress, page_with_a_clients_traceparent, plaintext_to_marketplace,
+                   plaintext_to_recommendations, recommend_as_marketplace, recommend_as_other_identity,
+                   recommendations_shedding_under_load, reflection_as_marketplace, trace_of_a_page)
 from conftest import Overlay, rendered
 from shop_pods import ShopPods
 
 ON_THE_PODS = (page_through_ingress, plaintext_to_marketplace, trace_of_a_page, page_with_a_clients_traceparent,
                recommend_as_marketplace, health_as_marketplace, reflection_as_marketplace,
-               plaintext_to_recommendations)
+               plaintext_to_recommendations, recommend_as_other_identity, marketplace_as_other_identity,
+               recommendations_shedding_under_load)
 # Grouped by flip as CASES is (the Envoys restart between groups).
 POD_CASES = [case for case in CASES if case.observe in ON_THE_PODS]
 
 
 @pytest.fixture(scope="module")
-def shop(overlay: Overlay, provisioned, bin_dir, tmp_path_factory) -> Iterator[ShopPods]:  # noqa: F811
-    with ShopPods(overlay.cluster, provisioned, rendered(overlay), bin_dir,
-                  tmp_path_factory.mktemp("shop-pods")) as running:
+def shop(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[ShopPods]:  # noqa: F811
+    with case_objects.made(overlay.cluster), ShopPods(overlay.cluster, rendered(overlay), bin_dir,
+                                                      tmp_path_factory.mktemp("shop-pods")) as running:
         yield running
 
 
@@ -40,12 +44,14 @@ def shop(overlay: Overlay, provisioned, bin_dir, tmp_path_factory) -> Iterator[S
 def test_case(shop: ShopPods, case: Case) -> None:
     shop.use(case.flip)
     seen = case.observe(shop)
+    print(f"{case.id}: {seen.outcome} ({seen.detail})")
     assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
 
 
 def test_each_case_here_has_its_twin() -> None:
     names = [case.name for case in POD_CASES]
     assert len(POD_CASES) == 2 * len(ON_THE_PODS) and all(names.count(name) == 2 for name in names)
+    assert POD_CASES == list(CASES), "a case of tests/mesh not run on the pods"
 
 
 @pytest.mark.parametrize("overlay", ["dev"], indirect=True)

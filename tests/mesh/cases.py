@@ -42,13 +42,17 @@ def _inbound_lines(mesh: LoopbackMesh, key: str, port: int, since: int) -> list[
 
 
 def page_through_ingress(mesh: LoopbackMesh) -> Observation:
-    """GET a page from the ingress Envoy, as a browser would; on a 200, whether both hops behind
-    it (gateway → marketplace, marketplace → recommendations) arrived over Istio mTLS: the
+    return page_through(mesh, mesh.plan.gateway_pod, GATEWAY_HTTP_PORT)
+
+
+def page_through(mesh: LoopbackMesh, address: str, port: int) -> Observation:
+    """GET a page from a gateway's listener, as a browser would; on a 200, whether both hops
+    behind it (gateway → marketplace, marketplace → recommendations) arrived over Istio mTLS: the
     inbound listeners' access lines carry the SNI Istio's client side sets on its mTLS
     connections, and STRICT leaves those listeners no other filter chain."""
     before = {key: len(mesh.envoys[key].access_log()) for key in ("marketplace", "recommendations")}
     for _ in range(PAGE_TRIES):
-        answer = clients.http_get(mesh.plan.gateway_pod, GATEWAY_HTTP_PORT, PAGE, "bookshop.test")
+        answer = clients.http_get(address, port, PAGE, "bookshop.test")
         if answer.code != "200" or _books(answer.body) == 3:
             break
     if answer.code != "200":
@@ -117,7 +121,7 @@ def plaintext_to_recommendations(mesh: LoopbackMesh) -> Observation:
 
 def marketplace_as_other_identity(mesh: LoopbackMesh) -> Observation:
     """A page asked of the marketplace directly, through mesh-probe's Envoy (identity `default`)."""
-    answer = clients.http_get(mesh.plan.probe_pod, HTTP_SERVICE_PORT, PAGE, MARKETPLACE_HOST)
+    answer = mesh.callers.http_get(mesh.plan.probe_pod, HTTP_SERVICE_PORT, PAGE, MARKETPLACE_HOST)
     if answer.code == "200":
         return Observation(f"200, {_books(answer.body)} books", "")
     return Observation(answer.code, answer.body.decode(errors="replace")[:80])

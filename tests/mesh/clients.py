@@ -100,6 +100,12 @@ class Callers:
         return codes
 
     @staticmethod
+    def http_get(address: str, port: int, path: str, host: str, headers: dict[str, str] | None = None) -> Answer:
+        """`http_get` below, for the cases whose GET another harness makes elsewhere (tests/cluster
+        makes the probe's from inside its pod)."""
+        return http_get(address, port, path, host, headers)
+
+    @staticmethod
     def health(target: str) -> Answer:
         """gRPC health of the server as a whole."""
         return _call(target, None, lambda channel: health_pb2_grpc.HealthStub(channel).Check(
