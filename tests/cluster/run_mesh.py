@@ -19,17 +19,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "support"), str(HERE.parent / "mesh")]
 
-import agent  # noqa: E402
 import cluster  # noqa: E402
 import istio  # noqa: E402
 from cases import Case, Observation  # noqa: E402
-from conftest import Overlay, rendered  # noqa: E402
+from conftest import Overlay  # noqa: E402
 from run_cases import exit_with, report  # noqa: E402
-from shop_pods import ShopPods  # noqa: E402
-from test_shop_pods import POD_CASES  # noqa: E402
+from test_shop_pods import POD_CASES, dev_shop  # noqa: E402
 
-# Each overlay's cases, the ones its test module runs.
-CASES_ON = {"dev": POD_CASES}
+# Each overlay's cases and how its shop runs, the ones its test module uses.
+CASES_ON = {"dev": (POD_CASES, dev_shop)}
 
 
 def run_overlay(name: str, args: argparse.Namespace) -> list[tuple[Case, Observation]]:
@@ -42,9 +40,9 @@ def run_overlay(name: str, args: argparse.Namespace) -> list[tuple[Case, Observa
         if overlay.applied.returncode or overlay.applied.rollout_failures:
             raise RuntimeError(f"{name} did not apply and roll out: {overlay.applied.stderr.strip()} "
                                f"{overlay.applied.rollout_failures}")
-        provisioned = agent.provision(running, folder / "agents")
-        with ShopPods(running, provisioned, rendered(overlay), args.bin_dir, folder / "shop-pods") as shop:
-            for case in CASES_ON[name]:
+        cases, shop_of = CASES_ON[name]
+        with shop_of(overlay, args.bin_dir, folder / "shop-pods") as shop:
+            for case in cases:
                 progress(f"{case.id} ...")
                 shop.use(case.flip)
                 results.append((case, case.observe(shop)))

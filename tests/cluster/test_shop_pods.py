@@ -10,6 +10,8 @@ and mesh-probe's (sa/default) to either service, made from inside the probe's.""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -32,10 +34,18 @@ ON_THE_PODS = (page_through_ingress, plaintext_to_marketplace, trace_of_a_page, 
 POD_CASES = [case for case in CASES if case.observe in ON_THE_PODS]
 
 
+@contextmanager
+def dev_shop(overlay: Overlay, bin_dir: Path, work_dir: Path) -> Iterator[ShopPods]:  # noqa: F811
+    """dev's bookshop as its pods, with the objects its cases need (case_objects.py); also
+    `cargo xtask mesh`'s (run_mesh.py)."""
+    with case_objects.made(overlay.cluster), ShopPods(overlay.cluster, rendered(overlay), bin_dir,
+                                                      work_dir) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def shop(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[ShopPods]:  # noqa: F811
-    with case_objects.made(overlay.cluster), ShopPods(overlay.cluster, rendered(overlay), bin_dir,
-                                                      tmp_path_factory.mktemp("shop-pods")) as running:
+    with dev_shop(overlay, bin_dir, tmp_path_factory.mktemp("shop-pods")) as running:
         yield running
 
 
