@@ -40,20 +40,18 @@ pub enum Output {
     Counted,
 }
 
-/// The process group of each child still running. Each child leads its own,
-/// so a terminal's Ctrl-C reaches xtask alone (`dev`'s services drain on one
-/// SIGTERM instead of exiting at once on their second signal), and a stop
-/// signal kills each group whole, with what the child started.
+/// The process group of each child still running: each leads its own, so a
+/// terminal's Ctrl-C reaches xtask alone (`dev`'s services then drain on one
+/// SIGTERM), and a stop kills a child with what it started.
 static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// Set by the first stop signal, for a command waiting on [`stop_signal`].
 static STOP: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
 
-/// Handles SIGINT and SIGTERM for the whole run, on a thread of its own. The
-/// first goes to a command waiting on [`stop_signal`] (`dev` stops its
-/// services cleanly); otherwise, or on a second, every child's group is killed
-/// and xtask exits as the signal would have made it (130, 143): a killed
-/// `cargo xtask bench` left its servers and h2load running.
+/// Handles SIGINT and SIGTERM for the whole run: the first goes to a command
+/// waiting on [`stop_signal`] (`dev`); otherwise, or on a second, every child's
+/// group is killed and xtask exits 130 or 143 (else a killed bench left its
+/// servers and h2load running).
 pub fn handle_signals() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
