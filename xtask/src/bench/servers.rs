@@ -291,13 +291,10 @@ impl Fleet {
     }
 }
 
-/// `binary`, with none of the caller's OpenTelemetry settings: each gets only its own.
+/// `binary`, with nothing of the caller's environment (`OTEL_*` above all):
+/// each gets only its own settings, as in the soak.
 fn command(binary: PathBuf) -> Command {
     let mut command = Command::new(binary);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("OTEL_") {
-            command.env_remove(key);
-        }
-    }
+    command.env_clear();
     command
 }
