@@ -30,7 +30,7 @@ use std::{
     task::{Context, Poll},
 };
 use tonic::{body::Body as GrpcBody, codegen::Bytes};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 const PATH: &str = "/recommendations.v1.Recommendations/Recommend";
 
@@ -164,7 +164,7 @@ fn run(scenario: &str, calls: u64) {
                     call(&mut service).await;
                 }
             } else {
-                let mut service = layers().layer(inner());
+                let mut service = layers().service(inner());
                 for _ in 0..calls {
                     call(&mut service).await;
                 }
@@ -197,7 +197,7 @@ fn main() {
                     let mut service = inner();
                     b.iter(|| runtime.block_on(call(&mut service)));
                 } else {
-                    let mut service = layers().layer(inner());
+                    let mut service = layers().service(inner());
                     b.iter(|| runtime.block_on(call(&mut service)));
                 }
             });

@@ -1,7 +1,7 @@
 //! The Prometheus registry every service starts from: the `process_*`
 //! collector and `build_info{service,version} 1`.
 
-use prometheus::{IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Registry, TextEncoder, register_int_gauge_vec_with_registry};
 
 /// The buckets of every latency histogram, in seconds: from half a millisecond (an
 /// in-process answer, a cached page) to ten seconds (well past any deadline we set).
@@ -19,15 +19,14 @@ pub fn registry(service: &str, version: &str) -> Registry {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("a new registry has no process collector yet");
-    let build_info = IntGaugeVec::new(
-        Opts::new("build_info", "Build information; the value is always 1."),
+    let build_info = register_int_gauge_vec_with_registry!(
+        "build_info",
+        "Build information; the value is always 1.",
         &["service", "version"],
-    )
-    .expect("build_info options are valid");
+        registry
+    );
+    let build_info = build_info.expect("a new registry has no build_info yet");
     build_info.with_label_values(&[service, version]).set(1);
-    registry
-        .register(Box::new(build_info))
-        .expect("a new registry has no build_info yet");
     registry
 }
 

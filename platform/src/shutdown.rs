@@ -15,7 +15,6 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 ///
 /// A second signal exits at once with 128 + its number (143, 130), logging
 /// the requests it abandons (tokio never restores a signal's default action).
-#[cfg(unix)]
 pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let listen = |kind: SignalKind, name: &'static str| {
@@ -49,25 +48,12 @@ pub fn signal() -> impl Future<Output = ()> + Send + 'static {
 }
 
 /// The next signal of a stream; one we cannot listen for never arrives.
-#[cfg(unix)]
 async fn recv(stream: Option<&mut tokio::signal::unix::Signal>) {
     match stream {
         Some(stream) => {
             stream.recv().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-/// Resolves on Ctrl-C (no SIGTERM off unix).
-#[cfg(not(unix))]
-pub fn signal() -> impl Future<Output = ()> + Send + 'static {
-    async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-        tracing::info!("received Ctrl-C");
     }
 }
 

@@ -211,18 +211,13 @@ where
 fn sampler(args: &TraceArgs) -> opentelemetry_sdk::trace::Sampler {
     use opentelemetry_sdk::trace::Sampler::*;
     let ratio = args.otel_traces_sampler_arg;
-    let (parent_based, sampler) = match args.otel_traces_sampler {
-        Sampler::AlwaysOn => (false, AlwaysOn),
-        Sampler::AlwaysOff => (false, AlwaysOff),
-        Sampler::TraceIdRatio => (false, TraceIdRatioBased(ratio)),
-        Sampler::ParentbasedAlwaysOn => (true, AlwaysOn),
-        Sampler::ParentbasedAlwaysOff => (true, AlwaysOff),
-        Sampler::ParentbasedTraceIdRatio => (true, TraceIdRatioBased(ratio)),
-    };
-    if parent_based {
-        ParentBased(Box::new(sampler))
-    } else {
-        sampler
+    match args.otel_traces_sampler {
+        Sampler::AlwaysOn => AlwaysOn,
+        Sampler::AlwaysOff => AlwaysOff,
+        Sampler::TraceIdRatio => TraceIdRatioBased(ratio),
+        Sampler::ParentbasedAlwaysOn => ParentBased(Box::new(AlwaysOn)),
+        Sampler::ParentbasedAlwaysOff => ParentBased(Box::new(AlwaysOff)),
+        Sampler::ParentbasedTraceIdRatio => ParentBased(Box::new(TraceIdRatioBased(ratio))),
     }
 }
 

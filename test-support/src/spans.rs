@@ -10,7 +10,11 @@ use opentelemetry_sdk::{
 };
 use std::sync::{Arc, Mutex};
 use tracing::subscriber::DefaultGuard;
-use tracing_subscriber::{Layer as _, filter::LevelFilter, layer::SubscriberExt as _};
+use tracing_subscriber::{
+    Layer as _,
+    filter::{LevelFilter, dynamic_filter_fn},
+    layer::SubscriberExt as _,
+};
 
 /// Keeps ended spans in memory; clones share them.
 #[derive(Clone, Debug, Default)]
@@ -74,8 +78,22 @@ pub struct Captured {
     _default: DefaultGuard,
 }
 
+/// Makes a silent global subscriber that is interested in every callsite
+/// "sometimes". Without it, a callsite first reached on a thread with no
+/// subscriber while a single test's one is alive gets tracing's cached
+/// "never" (tracing-core asks only the current thread's subscriber then),
+/// and a parallel test capturing spans sees none of that callsite's.
+pub fn keep_callsites_open() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let silent = tracing_subscriber::registry().with(dynamic_filter_fn(|_, _| false));
+        let _ = tracing::subscriber::set_global_default(silent);
+    });
+}
+
 impl Captured {
     pub fn install() -> Self {
+        keep_callsites_open();
         opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
         let spans = Spans::default();
         let provider = spans.provider();
@@ -105,5 +123,22 @@ impl Drop for Captured {
     fn drop(&mut self) {
         // Nothing to flush: the simple exporter has every ended span already.
         let _ = self.provider.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reached_on_two_threads() {
+        tracing::info_span!("reached on two threads").in_scope(|| {});
+    }
+
+    #[test]
+    fn a_span_first_reached_on_a_thread_without_a_subscriber_is_still_captured() {
+        let captured = Captured::install();
+        std::thread::spawn(reached_on_two_threads).join().unwrap();
+        reached_on_two_threads();
+        assert_eq!(captured.spans.named("reached on two threads").len(), 1);
     }
 }

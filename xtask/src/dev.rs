@@ -3,15 +3,12 @@
 //! Ctrl-C (or SIGTERM) or as soon as one of them dies.
 
 use crate::{
-    process::{Output, Process},
+    process::{self, Output, Process},
     workspace,
 };
 use clap::Args;
 use std::path::Path;
-use tokio::{
-    process::Command,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::process::Command;
 
 #[derive(Args)]
 pub struct DevArgs {
@@ -38,10 +35,6 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
     let start = |name: &str| {
         let mut command = Command::new(bin_dir.join(name));
-        // Their own process group: a terminal's Ctrl-C reaches xtask alone, which
-        // stops each with one SIGTERM (with the SIGINT too, SIGTERM was their
-        // second signal, and they exited at once with 143 instead of draining).
-        command.process_group(0);
         for (key, value) in LOCAL_DEFAULTS {
             if std::env::var_os(key).is_none() {
                 command.env(key, value);
@@ -49,15 +42,13 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
         }
         Process::spawn(name, &mut command, Output::Prefixed)
     };
+    let stop = process::stop_signal();
     // The marketplace connects lazily: this order only makes the logs read naturally.
     let [mut first, mut second] = [start("recommendations")?, start("marketplace")?];
     let port = std::env::var("HTTP_PORT").unwrap_or_else(|_| "8080".into());
     println!("xtask: the shop is at http://localhost:{port}/ (Ctrl-C stops both services)");
-    // SIGTERM too (a process manager's stop): xtask's exit alone would leave them running.
-    let mut terminate = signal(SignalKind::terminate())?;
     let exited = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = terminate.recv() => None,
+        () = stop => None,
         status = first.wait() => Some((first.name.clone(), status)),
         status = second.wait() => Some((second.name.clone(), status)),
     };

@@ -48,7 +48,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let command = Cli::parse().command;
-    let result = workspace::locate().and_then(|root| match command {
+    let result = process::handle_signals().and(workspace::locate());
+    let result = result.and_then(|root| match command {
         Command::Dev(args) => dev::run(args),
         Command::Test(args) => test::run(args),
         Command::Mutants(args) => mutants::run(args),

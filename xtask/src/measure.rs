@@ -7,7 +7,6 @@ use procfs::{
     Current,
     process::{ClearRefs, Process},
 };
-use std::process::Command;
 
 fn process(pid: u32) -> anyhow::Result<Process> {
     Process::new(pid as i32).with_context(|| format!("process {pid} is not running"))
@@ -52,8 +51,9 @@ pub fn machine() -> String {
 }
 
 /// The time now in UTC, to the minute (`2026-12-01 15:03`).
-pub fn utc_minute() -> anyhow::Result<String> {
-    crate::workspace::stdout(Command::new("date").args(["-u", "+%Y-%m-%d %H:%M"]))
+pub fn utc_minute() -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    now[..16].replace('T', " ")
 }
 
 /// The 1-minute load average: how busy the machine was besides the bench.

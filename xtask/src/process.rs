@@ -1,6 +1,7 @@
-//! The child processes `dev`, `bench` and `soak` run: started, found by their
-//! `listening` line, waited on until `/readyz` answers, and stopped as
-//! Kubernetes stops a pod: SIGTERM, then a bounded wait for exit code 0.
+//! The child processes `dev`, `bench` and `soak` run: started, each in a
+//! process group of its own, found by their `listening` line, waited on until
+//! `/readyz` answers, and stopped as Kubernetes stops a pod: SIGTERM, then a
+//! bounded wait for exit code 0. And xtask's one handling of SIGINT and SIGTERM.
 
 use crate::services::http_client;
 use anyhow::{Context, bail};
@@ -12,7 +13,7 @@ use std::{
     path::PathBuf,
     process::{ExitStatus, Stdio},
     sync::{
-        Arc, Mutex, OnceLock,
+        Arc, LazyLock, Mutex, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -20,6 +21,8 @@ use std::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncRead, BufReader},
     process::{Child, Command},
+    signal::unix::{SignalKind, signal},
+    sync::watch,
     task::JoinSet,
 };
 
@@ -37,10 +40,103 @@ pub enum Output {
     Counted,
 }
 
+/// The process group of each child still running: each leads its own, so a
+/// terminal's Ctrl-C reaches xtask alone (`dev`'s services then drain on one
+/// SIGTERM), and a stop kills a child with what it started.
+static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Set by the first stop signal, for a command waiting on [`stop_signal`].
+static STOP: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
+
+/// Handles SIGINT and SIGTERM for the whole run: the first goes to a command
+/// waiting on [`stop_signal`] (`dev`); otherwise, or on a second, every child's
+/// group is killed and xtask exits 130 or 143 (else a killed bench left its
+/// servers and h2load running).
+pub fn handle_signals() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (mut interrupt, mut terminate) = {
+        let _entered = runtime.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        )
+    };
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            loop {
+                let code = tokio::select! {
+                    _ = interrupt.recv() => 130,
+                    _ = terminate.recv() => 143,
+                };
+                if !*STOP.borrow() && STOP.send(true).is_ok() {
+                    continue;
+                }
+                kill_groups();
+                std::process::exit(code);
+            }
+        });
+    });
+    Ok(())
+}
+
+/// Resolves on the first SIGINT or SIGTERM from now on, which then stops
+/// nothing by itself; a second one still does.
+pub fn stop_signal() -> impl Future<Output = ()> {
+    let mut stop = STOP.subscribe();
+    async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// SIGKILL to every child's group.
+fn kill_groups() {
+    let groups = GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut kill = std::process::Command::new("kill");
+    kill.args(["-KILL", "--"]);
+    kill.args(groups.iter().map(|group| format!("-{group}")));
+    let _ = kill.stderr(Stdio::null()).status();
+}
+
+/// A child's group, listed in [`GROUPS`] while this lives.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let mut groups = GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
+        groups.retain(|group| *group != self.0);
+    }
+}
+
+/// Starts `command` leading a process group of its own, killed when dropped.
+fn spawn(command: &mut Command) -> std::io::Result<(Child, Group)> {
+    let child = command.process_group(0).kill_on_drop(true).spawn()?;
+    let pid = child.id().expect("a child just started has a pid");
+    GROUPS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(pid);
+    Ok((child, Group(pid)))
+}
+
+/// Runs `command` to its end in a group of its own, killed if the future is dropped.
+pub async fn output(command: &mut Command) -> std::io::Result<std::process::Output> {
+    let (child, _group) = spawn(command.stdout(Stdio::piped()))?;
+    child.wait_with_output().await
+}
+
+/// [`crate::workspace::stdout`], run by [`output`].
+pub async fn stdout(command: &mut Command) -> anyhow::Result<String> {
+    let output = output(command.stderr(Stdio::piped())).await;
+    crate::workspace::checked(command, output)
+}
+
 /// A running child, killed when dropped.
 pub struct Process {
     pub name: String,
     child: Child,
+    _group: Group,
     pub pid: u32,
     log: Option<PathBuf>,
     readers: JoinSet<()>,
@@ -68,14 +164,10 @@ impl Process {
             Output::Prefixed => (Stdio::piped(), Stdio::piped(), None),
             Output::Counted => (Stdio::piped(), Stdio::inherit(), None),
         };
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("cannot start {name} ({command:?})"))?;
-        let pid = child.id().context("a child just started has a pid")?;
+        let command = command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        let (mut child, group) =
+            spawn(command).with_context(|| format!("cannot start {name} ({command:?})"))?;
+        let pid = group.0;
         let seen = Arc::new(Seen::default());
         let mut readers = JoinSet::new();
         if let Some(stdout) = child.stdout.take() {
@@ -87,6 +179,7 @@ impl Process {
         Ok(Self {
             name: name.to_owned(),
             child,
+            _group: group,
             pid,
             log,
             readers,
@@ -195,5 +288,40 @@ async fn read(stream: impl AsyncRead + Unpin, seen: Arc<Seen>, prefix: Option<St
             println!("{name:>15} | {line}");
         }
         *seen.last_line.lock().expect("not poisoned") = line;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_kills_each_child_with_what_it_started() {
+        let mut shell = Command::new("sh");
+        shell.args(["-c", "sleep 600 & echo $!; wait"]);
+        let mut shell = Process::spawn("sh", &mut shell, Output::Counted).unwrap();
+        let seen = shell.seen.clone();
+        let started = async || {
+            let line = seen.last_line.lock().unwrap().clone();
+            line.parse::<i32>().map_err(|_| "no pid yet")
+        };
+        let sleep = shell.until(started).await.unwrap();
+        kill_groups();
+        let status = tokio::time::timeout(BOUND, shell.wait()).await.unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status.unwrap()),
+            Some(9)
+        );
+        // Reparented once its shell died, the sleep is reaped by whoever adopted it.
+        let started = Instant::now();
+        while procfs::process::Process::new(sleep)
+            .is_ok_and(|sleep| sleep.stat().is_ok_and(|stat| stat.state != 'Z'))
+        {
+            assert!(
+                started.elapsed() < BOUND,
+                "the sleep survived its group's kill"
+            );
+            tokio::time::sleep(POLL).await;
+        }
     }
 }

@@ -45,7 +45,6 @@ pub struct SoakArgs {
 
 pub fn run(args: SoakArgs) -> anyhow::Result<()> {
     let measured = soak(&workspace::target_dir()?, args.duration, args.rate)?;
-    println!("{}", measured.table());
     if !args.no_record {
         let document = workspace::root().join("BENCHMARKS.md");
         report::record(&document, &measured)?;
@@ -56,11 +55,10 @@ pub fn run(args: SoakArgs) -> anyhow::Result<()> {
 
 /// `cargo xtask test soak`: it prints, and never rewrites tracked files.
 pub fn test(_tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
-    let measured = soak(target_dir, TEST_DURATION, DEFAULT_RATE)?;
-    println!("{}", measured.table());
-    measured.verdict()
+    soak(target_dir, TEST_DURATION, DEFAULT_RATE)?.verdict()
 }
 
+/// Runs the soak and prints its table.
 fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Measured> {
     if duration <= MIN_WARM_UP {
         bail!("a soak of {MIN_WARM_UP:?} or less has no time left after its warm-up");
@@ -94,6 +92,7 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
             recommendations.process.stop().await,
         );
         let measured = measured?;
+        println!("{}", measured.table());
         stopped.0?;
         stopped.1?;
         Ok(measured)

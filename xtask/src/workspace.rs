@@ -73,6 +73,14 @@ pub fn cargo() -> Command {
 /// What `command` prints, trimmed; fails with what it said on stderr.
 pub fn stdout(command: &mut Command) -> anyhow::Result<String> {
     let output = command.output();
+    checked(command, output)
+}
+
+/// A finished command's stdout, trimmed, if it succeeded.
+pub fn checked(
+    command: impl std::fmt::Debug,
+    output: std::io::Result<std::process::Output>,
+) -> anyhow::Result<String> {
     let output = output.with_context(|| format!("cannot start {command:?}"))?;
     let (status, said) = (output.status, String::from_utf8_lossy(&output.stderr));
     ensure!(status.success(), "{command:?} failed ({status}): {said}");

@@ -12,14 +12,14 @@ pub use observe::{Observe, ObserveLayer};
 
 use crate::{panic::OnPanic, shed::ShedLayer, shutdown::InFlight};
 use axum::response::IntoResponse as _;
-use prometheus::{IntCounter, Registry, register_int_counter_with_registry};
+use prometheus::{Registry, register_int_counter_with_registry};
 use std::{future::ready, time::Duration};
 use tonic::Status;
 use tower::{
-    Layer, ServiceBuilder,
+    ServiceBuilder,
     layer::util::{Identity, Stack},
 };
-use tower_http::{catch_panic::CatchPanic, metrics::in_flight_requests::InFlightRequests};
+use tower_http::{catch_panic::CatchPanicLayer, metrics::InFlightRequestsLayer};
 
 /// Which end of a call a layer sits on: it names the metrics and sets the span kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,32 +37,13 @@ pub enum LayersError {
     Metrics(#[from] prometheus::Error),
 }
 
-/// The server middleware of [`server`]: in-flight count, observer, panics.
-#[derive(Debug, Clone)]
-pub struct ServerLayers {
-    in_flight: InFlight,
-    observe: ObserveLayer,
-    panics: IntCounter,
-}
+/// The server middleware of [`server`], outermost first: in-flight count,
+/// observer, panics (answered INTERNAL inside the call's span).
+pub type ServerLayers = ServiceBuilder<
+    Stack<CatchPanicLayer<Panics>, Stack<ObserveLayer, Stack<InFlightRequestsLayer, Identity>>>,
+>;
 
 type Panics = OnPanic<fn() -> http::Response<tonic::body::Body>>;
-
-impl<S> Layer<S> for ServerLayers {
-    type Service = InFlightRequests<Observe<CatchPanic<S, Panics>>>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        let panics = OnPanic {
-            panics: self.panics.clone(),
-            message: "a gRPC handler panicked",
-            answer: internal as fn() -> _,
-        };
-        ServiceBuilder::new()
-            .layer(self.in_flight.layer())
-            .layer(self.observe.clone())
-            .layer(panics.layer())
-            .service(inner)
-    }
-}
 
 fn internal() -> http::Response<tonic::body::Body> {
     Status::internal("internal error").into_http()
@@ -97,15 +78,23 @@ pub fn server_layers(
     descriptor_sets: &[&[u8]],
     in_flight: &InFlight,
 ) -> Result<ServerLayers, LayersError> {
-    Ok(ServerLayers {
-        in_flight: in_flight.clone(),
-        observe: ObserveLayer::register(Side::Server, registry, descriptor_sets)?,
+    let panics = OnPanic {
         panics: register_int_counter_with_registry!(
             "grpc_server_panics_total",
             "gRPC handlers that panicked; each call answered INTERNAL.",
             registry
         )?,
-    })
+        message: "a gRPC handler panicked",
+        answer: internal as fn() -> _,
+    };
+    Ok(ServiceBuilder::new()
+        .layer(in_flight.layer())
+        .layer(ObserveLayer::register(
+            Side::Server,
+            registry,
+            descriptor_sets,
+        )?)
+        .layer(panics.layer()))
 }
 
 /// The client middleware, to wrap a `Channel`: a CLIENT span whose context goes

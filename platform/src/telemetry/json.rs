@@ -7,7 +7,7 @@ use super::TraceParent;
 use std::{
     fmt::{self, Write as _},
     sync::{Arc, OnceLock},
-    time::{SystemTime, UNIX_EPOCH},
+    time::SystemTime,
 };
 use tracing::{
     Event, Level, Subscriber,
@@ -50,9 +50,9 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let metadata = event.metadata();
-        let mut time = [0; 27];
-        writer.write_str("{\"timestamp\":\"")?;
-        writer.write_str(timestamp(SystemTime::now(), &mut time))?;
+        // RFC 3339 in UTC with microseconds, as tracing-subscriber writes it.
+        let now = humantime::format_rfc3339_micros(SystemTime::now());
+        write!(writer, "{{\"timestamp\":\"{now}")?;
         writer.write_str(level_to_target(metadata.level()))?;
         Escaped(&mut writer).write_str(metadata.target())?;
         writer.write_char('"')?;
@@ -122,42 +122,6 @@ fn hex(bytes: &[u8], out: &mut [u8]) {
         pair[0] = DIGITS[usize::from(byte >> 4)];
         pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
-}
-
-/// `time` as RFC 3339 in UTC with microseconds, as tracing-subscriber writes
-/// it, without `fmt`'s padding for each of its seven numbers.
-fn timestamp(time: SystemTime, out: &mut [u8; 27]) -> &str {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (days, second_of_day) = (since.as_secs() / 86_400, since.as_secs() % 86_400);
-    // Howard Hinnant's civil_from_days, for days since 1970-01-01.
-    let z = days + 719_468;
-    let (era, day_of_era) = (z / 146_097, z % 146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 {
-        shifted_month + 3
-    } else {
-        shifted_month - 9
-    };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    out.copy_from_slice(b"0000-00-00T00:00:00.000000Z");
-    let mut put = |at: usize, width: usize, mut value: u64| {
-        for digit in out[at..at + width].iter_mut().rev() {
-            *digit = b'0' + (value % 10) as u8;
-            value /= 10;
-        }
-    };
-    put(0, 4, year);
-    put(5, 2, month);
-    put(8, 2, day);
-    put(11, 2, second_of_day / 3_600);
-    put(14, 2, second_of_day / 60 % 60);
-    put(17, 2, second_of_day % 60);
-    put(20, 6, u64::from(since.subsec_micros()));
-    std::str::from_utf8(out).unwrap_or_default()
 }
 
 /// Writes each field as `,"name":value`.
@@ -284,7 +248,7 @@ impl<W: fmt::Write> fmt::Write for Escaped<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn escaped(value: &str) -> String {
         let mut out = String::new();
@@ -303,7 +267,8 @@ mod tests {
             (4_102_444_800_000_000, "2100-01-01T00:00:00.000000Z"),
         ] {
             let time = UNIX_EPOCH + Duration::from_micros(micros);
-            assert_eq!(timestamp(time, &mut [0; 27]), expected);
+            let written = humantime::format_rfc3339_micros(time).to_string();
+            assert_eq!(written, expected);
         }
     }
 

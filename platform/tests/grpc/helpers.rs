@@ -66,6 +66,7 @@ impl Drop for TestApp {
 /// spans of this thread are captured: run tests on a current-thread runtime, so the
 /// server's tasks run here too.
 pub async fn spawn_app() -> TestApp {
+    bookshop_test_support::spans::keep_callsites_open();
     let logs = Logs::default();
     let spans = Spans::default();
     let provider = spans.provider();

@@ -60,8 +60,7 @@ impl H2load {
             .args(["--max-concurrent-streams", "1", "--threads", "1"])
             .arg("--log-file")
             .arg(&self.log)
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
+            .stderr(Stdio::inherit());
         match call {
             Call::Recommend => h2load
                 .arg("--data")
@@ -72,7 +71,7 @@ impl H2load {
             Call::Page => h2load.arg("--h1").arg(format!("http://{addr}/")),
         };
         let bound = self.bound;
-        let output = tokio::time::timeout(bound, h2load.output())
+        let output = tokio::time::timeout(bound, crate::process::output(&mut h2load))
             .await
             .map_err(|_| anyhow!("h2load did not finish its requests within {bound:?}"))?
             .context("cannot run h2load")?;

@@ -216,7 +216,7 @@ pub fn write(
     for binary in ["recommendations", "marketplace"] {
         sizes.push((binary, stripped_size(target_dir, binary)?));
     }
-    let (date, machine) = (measure::utc_minute()? + " UTC", measure::machine());
+    let (date, machine) = (measure::utc_minute() + " UTC", measure::machine());
     let (before, after) = (measured.load_before, measure::load_average());
     let header = format!(
         "Measured {date} on {machine} (load average {before} before, {after} after), `{}`: \

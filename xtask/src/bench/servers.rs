@@ -7,9 +7,8 @@ use super::{
 };
 use crate::{
     measure,
-    process::Output,
+    process::{self, Output},
     services::{self, Service},
-    workspace,
 };
 use anyhow::{Context, ensure};
 use std::{
@@ -244,10 +243,10 @@ impl Fleet {
     async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
         match call {
             Call::Recommend => {
-                let mut check = std::process::Command::new(self.bin("bench-tool"));
+                let mut check = Command::new(self.bin("bench-tool"));
                 let addr = format!("http://{addr}");
                 check.args(["check", "--calls", "30", "--addr", &addr]);
-                tokio::task::block_in_place(|| workspace::stdout(&mut check))?;
+                process::stdout(&mut check).await?;
             }
             Call::Page => {
                 for _ in 0..5 {
@@ -261,7 +260,7 @@ impl Fleet {
 
     /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings.
     pub async fn startup(&self, service: &'static str, runs: usize) -> anyhow::Result<Startup> {
-        let mut startup = std::process::Command::new(self.bin("bench-tool"));
+        let mut startup = Command::new(self.bin("bench-tool"));
         startup
             .args(["startup", "--service", service, "--runs", &runs.to_string()])
             .arg("--bin")
@@ -272,7 +271,7 @@ impl Fleet {
             startup.envs(self.find(Server::Recommendations(PROD))?.upstream());
         }
         // A second or so of fresh starts, while nothing else is measured.
-        let figures = tokio::task::block_in_place(|| workspace::stdout(&mut startup))?;
+        let figures = process::stdout(&mut startup).await?;
         let figures: serde_json::Value = serde_json::from_str(&figures)?;
         let median = |key: &str| -> anyhow::Result<f64> {
             let numbers = figures[key].as_array();
@@ -292,13 +291,10 @@ impl Fleet {
     }
 }
 
-/// `binary`, with none of the caller's OpenTelemetry settings: each gets only its own.
+/// `binary`, with nothing of the caller's environment (`OTEL_*` above all):
+/// each gets only its own settings, as in the soak.
 fn command(binary: PathBuf) -> Command {
     let mut command = Command::new(binary);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("OTEL_") {
-            command.env_remove(key);
-        }
-    }
+    command.env_clear();
     command
 }

@@ -90,26 +90,22 @@ impl Measured {
     }
 
     pub fn table(&self) -> String {
-        let Counts {
-            sent,
-            answered,
-            errors,
-            degraded,
-            skipped,
-            p50_ms,
-            p99_ms,
-            max_ms,
-            ..
-        } = &self.counts;
-        let (seconds, rate, fallbacks) = (self.duration.as_secs(), self.rate, self.fallbacks);
+        let (c, seconds, rate) = (&self.counts, self.duration.as_secs(), self.rate);
         let mut table = format!(
-            "soak: {seconds} s at {rate} pages/s: {sent} sent, {answered} answered, {errors} errors, {degraded} degraded ({fallbacks} counted by the marketplace), {skipped} ticks skipped; latency p50 {p50_ms:.2} ms, p99 {p99_ms:.2} ms, max {max_ms:.1} ms\n\n"
+            "soak: {seconds} s at {rate} pages/s: {} sent, {} answered, {} errors, {} degraded ({} counted by the marketplace), {} ticks skipped; latency p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms\n\n",
+            c.sent,
+            c.answered,
+            c.errors,
+            c.degraded,
+            self.fallbacks,
+            c.skipped,
+            c.p50_ms,
+            c.p99_ms,
+            c.max_ms
         );
-        table += "| service | RSS after warm-up | RSS at end | growth | fds after warm-up | fds at end |\n|---|--:|--:|--:|--:|--:|\n";
+        table += "| service | RSS and fds, after warm-up → at end |\n|---|---|\n";
         for (name, start, end) in self.usage {
-            let (from, to, growth) = (mib(start.rss_kib), mib(end.rss_kib), growth(start, end));
-            let (fds, fds_end, growth) = (start.fds, end.fds, growth * 100.0);
-            table += &format!("| {name} | {from} | {to} | {growth:+.1}% | {fds} | {fds_end} |\n");
+            table += &format!("| {name} | {} |\n", change(start, end));
         }
         table += &match self.failures().as_slice() {
             [] => "\nresult: pass".to_owned(),
@@ -119,32 +115,28 @@ impl Measured {
     }
 
     fn row(&self, date: &str, machine: &str) -> String {
-        let Counts {
-            sent,
-            errors,
-            degraded,
-            p50_ms,
-            p99_ms,
-            ..
-        } = &self.counts;
-        let [marketplace, recommendations] = self.usage.map(|(_, start, end)| {
-            let (from, to, growth) = (mib(start.rss_kib), mib(end.rss_kib), growth(start, end));
-            let growth = growth * 100.0;
-            format!(
-                "{from} → {to} ({growth:+.1}%), {} → {} fds",
-                start.fds, end.fds
-            )
-        });
-        let result = if self.failures().is_empty() {
-            "pass"
-        } else {
-            "**fail**"
-        };
-        let (seconds, rate) = (self.duration.as_secs(), self.rate);
+        let (c, seconds, rate) = (&self.counts, self.duration.as_secs(), self.rate);
+        let [marketplace, recommendations] = self.usage.map(|(_, start, end)| change(start, end));
+        let passed = self.failures().is_empty();
+        let result = if passed { "pass" } else { "**fail**" };
         format!(
-            "| {date} | {machine} | {seconds} s | {rate}/s | {sent} | {errors} | {degraded} | {p50_ms:.2} / {p99_ms:.2} | {marketplace} | {recommendations} | {result} |"
+            "| {date} | {machine} | {seconds} s | {rate}/s | {} | {} | {} | {:.2} / {:.2} | {marketplace} | {recommendations} | {result} |",
+            c.sent, c.errors, c.degraded, c.p50_ms, c.p99_ms
         )
     }
+}
+
+/// `12.0 MiB → 12.5 MiB (+4.2%), 20 → 21 fds`
+fn change(start: Usage, end: Usage) -> String {
+    let (from, to, growth) = (
+        mib(start.rss_kib),
+        mib(end.rss_kib),
+        growth(start, end) * 100.0,
+    );
+    format!(
+        "{from} → {to} ({growth:+.1}%), {} → {} fds",
+        start.fds, end.fds
+    )
 }
 
 const ROWS_KEPT: usize = 10;
@@ -156,7 +148,7 @@ const HEADER: &str = "| date (UTC) | machine | duration | rate | requests | erro
 
 /// Adds this run's row to the soak table of `document` (created if missing).
 pub fn record(document: &Path, measured: &Measured) -> anyhow::Result<()> {
-    let row = measured.row(&measure::utc_minute()?, &measure::machine());
+    let row = measured.row(&measure::utc_minute(), &measure::machine());
     benchmarks::update(document, "soak", SECTION, |old| table(old, &row))
 }
 
