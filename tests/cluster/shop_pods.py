@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,11 @@ from types import TracebackType
 
 import agent
 import cluster_flips
+import istio
 import podnet
 from controlplane import Client
 from envoys import Envoys
-from inputs import BASE, OTLP_PORT, Doc, Flip
+from inputs import BASE, Doc, Flip
 from jaeger import Jaeger
 from loopback_mesh import slug
 from pod_apps import PodApp
@@ -31,7 +33,6 @@ from pod_calls import InsidePod
 from pod_envoy import PodEnvoy
 
 GATEWAY_NAMESPACE = "istio-system"
-COLLECTOR = ("observability", "otel-collector")
 # How long istiod may take to push a change it watched (its debounce is 100 ms to 10 s).
 PUSH_TIMEOUT = 30.0
 
@@ -64,13 +65,32 @@ def role(proxy: agent.Proxy) -> str:
     return "gateway" if proxy.namespace == GATEWAY_NAMESPACE else proxy.name.rsplit("-", 2)[0]
 
 
+def keyed(proxies: list[agent.Proxy]) -> dict[str, agent.Proxy]:
+    """The pods to run, by key: each workload's first pod under its role, its other replicas
+    (prod runs three of each) as `role-2`, `role-3`, so that every endpoint istiod hands out
+    answers; one gateway pod only, as nothing but the test asks a gateway for pages."""
+    found: dict[str, agent.Proxy] = {}
+    for proxy in proxies:
+        key, count = role(proxy), sum(role(p) == role(proxy) for p in found.values())
+        if count and key == "gateway":
+            continue
+        found[f"{key}-{count + 1}" if count else key] = proxy
+    return found
+
+
+def stop_all(processes: list) -> None:
+    """Each stopped at once, not in turn: each app waits out its own shutdown delay."""
+    with ThreadPoolExecutor(max(len(processes), 1)) as pool:
+        list(pool.map(lambda process: process.stop(), processes))
+
+
 def collector_endpoint(cluster: Client) -> tuple[str, int]:
     """The ready pod IP and port behind the collector Service's OTLP/gRPC port, where the
     Envoys' upstream connections (which the capture lets through) and the apps' (which their
     Envoy forwards) arrive."""
-    namespace, name = COLLECTOR
+    (namespace, name), otlp_port = istio.otel_collector(cluster)
     service = cluster.get("service", name, "-n", namespace)["spec"]
-    port_name = next(p["name"] for p in service["ports"] if p["port"] == OTLP_PORT)
+    port_name = next(p["name"] for p in service["ports"] if p["port"] == otlp_port)
     slices = cluster.get("endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={name}")["items"]
     addresses = sorted(a for s in slices for e in s.get("endpoints") or [] if e["conditions"].get("ready")
                        for a in e["addresses"])
@@ -103,7 +123,7 @@ class ShopPods(Envoys):
         self.bin_dir = bin_dir
         self.work_dir = work_dir
         self.logs = work_dir / "logs"
-        self.proxies = {role(proxy): proxy for proxy in provisioned.proxies}
+        self.proxies = keyed(provisioned.proxies)
         services = cluster.get("services", "-A")["items"]
         self.plan = PodPlan({key: proxy.ip for key, proxy in self.proxies.items()},
                             {(s["metadata"]["namespace"], s["metadata"]["name"]): s["spec"].get("clusterIP")
@@ -132,9 +152,11 @@ class ShopPods(Envoys):
                 if podnet.cni_capture_args(pod) is not None:
                     self.pods[key].capture()
             self.callers = PodCallers(self.pods["marketplace"], self.work_dir / "stubs")
-            for key in ("recommendations", "marketplace"):
-                app = PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start()
-                self._stack.callback(app.stop)
+            apps: list[PodApp] = []
+            self._stack.callback(stop_all, apps)
+            for key in sorted(self.proxies, key=lambda key: role(self.proxies[key]), reverse=True):
+                if role(self.proxies[key]) != "gateway":
+                    apps.append(PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start())
             self.use(BASE)
         except BaseException:
             self.stop()
