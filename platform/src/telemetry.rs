@@ -4,8 +4,10 @@
 mod export;
 mod json;
 mod propagation;
+mod request_id;
 
 pub use propagation::{TraceParent, continue_trace, inject_trace};
+pub use request_id::{REQUEST_ID, pass_request_id, with_request_id};
 
 use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
 use anyhow::Context as _;

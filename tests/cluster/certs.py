@@ -49,6 +49,28 @@ def self_signed(host: str) -> tuple[bytes, bytes]:
                               serialization.NoEncryption()))
 
 
+def issued_for(host: str) -> tuple[bytes, bytes, bytes]:
+    """A throwaway CA, and a certificate for `host` it signed with that certificate's key (PEM):
+    what a platform's issuer (cert-manager, a company CA) puts in a TLS Secret, and the root its
+    clients trust."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"test CA for {host}")
+    window = dict(serial_number=x509.random_serial_number(), not_valid_before=now - BACKDATE,
+                  not_valid_after=now + VALIDITY)
+    ca = (x509.CertificateBuilder(subject_name=ca_name, issuer_name=ca_name, public_key=ca_key.public_key(), **window)
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    window["serial_number"] = x509.random_serial_number()
+    cert = (x509.CertificateBuilder(subject_name=_name(host), issuer_name=ca_name, public_key=key.public_key(), **window)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return (ca.public_bytes(serialization.Encoding.PEM), cert.public_bytes(serialization.Encoding.PEM),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()))
+
+
 class Keys:
     """The files the control plane's flags name, written into `folder`."""
 

@@ -106,16 +106,16 @@ def _scaled_to_minimum(cluster: Client, timeout: float = 90) -> list[tuple[str, 
 
 def provide_tls_secrets(cluster: Client, docs: list[dict]) -> None:
     """The TLS Secrets the overlay's Gateways name (`credentialName`), which the platform
-    provides (cert-manager or its CA), made here with a throwaway certificate for the host."""
+    provides (cert-manager or its CA), made here with a throwaway CA's certificate for the host;
+    the CA beside it (`tls/SECRET.ca.crt` in the cluster's folder), as a client's trust root."""
     for gateway in (d for d in docs if d["kind"] == "Gateway" and d["apiVersion"].startswith("networking.istio.io/")):
         for server in gateway["spec"]["servers"]:
             secret = server.get("tls", {}).get("credentialName")
             if secret and cluster.kubectl("get", "secret", secret, "-n", istio.NAMESPACE, check=False).returncode:
-                cert, key = certs.self_signed(server["hosts"][0])
                 folder = cluster.folder / "tls"
                 folder.mkdir(exist_ok=True)
-                (folder / "tls.crt").write_bytes(cert)
-                (folder / "tls.key").write_bytes(key)
+                for name, pem in zip((f"{secret}.ca.crt", "tls.crt", "tls.key"), certs.issued_for(server["hosts"][0])):
+                    (folder / name).write_bytes(pem)
                 cluster.kubectl("create", "secret", "tls", secret, "-n", istio.NAMESPACE,
                                 "--cert", folder / "tls.crt", "--key", folder / "tls.key")
                 cluster.progress(f"made the TLS Secret {istio.NAMESPACE}/{secret} the platform provides")
@@ -123,23 +123,32 @@ def provide_tls_secrets(cluster: Client, docs: list[dict]) -> None:
 
 def provide_collector(cluster: Client, docs: list[dict]) -> None:
     """The trace collector the mesh's `otel` provider and the apps send to, when the overlay does
-    not deploy it (prod: docs/mesh.md, "What the cluster must provide"): a Service at that name,
-    as a platform's collector would have, with no pods behind it (nothing here reads spans)."""
-    providers = istio.mesh_config(cluster).get("extensionProviders", [])
-    host = next(p["opentelemetry"] for p in providers if p["name"] == "otel")
-    name, namespace = host["service"].split(".")[:2]
+    not deploy it (prod: docs/mesh.md, "What the cluster must provide"): a Deployment of it and a
+    Service at that name, as a platform's collector would have (kwok runs its pod: the tests
+    that read spans stand a real Jaeger at its pod IP, as for dev's)."""
+    (namespace, name), port = istio.otel_collector(cluster)
     if any(d["kind"] == "Service" and d["metadata"]["name"] == name
            and d["metadata"].get("namespace") == namespace for d in docs):
         return
+    labels = {"app.kubernetes.io/name": name}
+    # Restricted, as any workload should be; never pulled (kwok runs no container).
+    container = {"name": "collector", "image": "otel/opentelemetry-collector:0.120.0",
+                 "ports": [{"name": "grpc-otlp", "containerPort": port}],
+                 "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
+                                     "capabilities": {"drop": ["ALL"]},
+                                     "seccompProfile": {"type": "RuntimeDefault"}}}
     # Outside the mesh, as the repository's own observability namespace; the port named for
     # its protocol, as Istio asks (IST0118).
     cluster.apply(yaml.safe_dump_all([
         {"apiVersion": "v1", "kind": "Namespace",
          "metadata": {"name": namespace, "labels": {"istio-injection": "disabled"}}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+         "spec": {"selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}},
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
-         "spec": {"ports": [{"name": "grpc-otlp", "port": host["port"]}]}},
+         "spec": {"selector": labels, "ports": [{"name": "grpc-otlp", "port": port}]}},
     ]))
-    cluster.progress(f"made the Service {namespace}/{name} of the collector the platform provides")
+    cluster.progress(f"made the collector {namespace}/{name} the platform provides")
 
 
 def provide_gateway_api_crds(cluster: Client, docs: list[dict]) -> None:

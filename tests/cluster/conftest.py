@@ -72,7 +72,8 @@ def provisioned(overlay: Overlay) -> agent.Provisioned:
 # The mesh's proof on the pods (capture, identities, istiod's configuration, the cases, the
 # Gateway API ingress): marked `mesh`, which `cargo xtask test mesh` runs and
 # `cargo xtask test cluster` leaves out (pytest -m).
-MESH_MODULES = {"test_podnet", "test_identity", "test_istiod_xds", "test_shop_pods", "test_gateway_api"}
+MESH_MODULES = {"test_podnet", "test_identity", "test_istiod_xds", "test_shop_pods", "test_prod_pods",
+                "test_gateway_api"}
 
 
 def pytest_itemcollected(item) -> None:
@@ -82,11 +83,13 @@ def pytest_itemcollected(item) -> None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list) -> None:
-    """test_gateway_api.py's cluster (its own `overlay` parameter) last. pytest groups a session
-    fixture's tests by parameter index, and that module's one parameter has index 0, as dev's:
-    without this its cluster would come up between two of dev's tests, and dev's twice."""
-    items.sort(key=lambda item: getattr(item, "callspec", None) is not None
-               and item.callspec.params.get("overlay") == cluster.GATEWAY_API_OVERLAY)
+    """The tests grouped by cluster, in OVERLAYS' order, test_gateway_api.py's (its own `overlay`
+    parameter) last. pytest groups a session fixture's tests by parameter index, and a module's
+    own parameter list starts at index 0, as dev's: without this, test_gateway_api.py's or
+    test_prod_pods.py's cluster would come up between two of dev's tests, and dev's twice."""
+    order = (*cluster.OVERLAYS, cluster.GATEWAY_API_OVERLAY)
+    items.sort(key=lambda item: order.index(item.callspec.params["overlay"])
+               if getattr(item, "callspec", None) is not None and "overlay" in item.callspec.params else -1)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -156,3 +156,12 @@ def mesh_config(cluster: ControlPlane) -> dict:
     """The mesh config istiod reads: the `mesh` key of the install's `istio` ConfigMap."""
     config = cluster.get("configmap", "istio", "-n", NAMESPACE)
     return yaml.safe_load(config["data"]["mesh"])
+
+
+def otel_collector(cluster: ControlPlane) -> tuple[tuple[str, str], int]:
+    """(namespace, name) and port of the Service the mesh's `otel` tracing provider sends to:
+    dev's Jaeger, the platform's collector in prod."""
+    providers = mesh_config(cluster).get("extensionProviders", [])
+    otel = next(p["opentelemetry"] for p in providers if p["name"] == "otel")
+    name, namespace = otel["service"].split(".")[:2]
+    return (namespace, name), otel["port"]

@@ -21,10 +21,11 @@ from types import TracebackType
 import agent
 import case_objects
 import cluster_flips
+import istio
 import podnet
 from controlplane import Client
 from envoys import Envoys
-from inputs import BASE, OTLP_PORT, Doc, Flip
+from inputs import BASE, Doc, Flip
 from jaeger import Jaeger
 from loopback_mesh import slug
 from pod_apps import PodApp, stop_together
@@ -33,7 +34,6 @@ from pod_calls import InsidePod
 from pod_envoy import PodEnvoy
 
 GATEWAY_NAMESPACE = "istio-system"
-COLLECTOR = ("observability", "otel-collector")
 # How long istiod may take to push a change it watched (its debounce is 100 ms to 10 s).
 PUSH_TIMEOUT = 30.0
 
@@ -72,13 +72,26 @@ def role(proxy: agent.Proxy) -> str:
     return "gateway" if proxy.namespace == GATEWAY_NAMESPACE else proxy.name.rsplit("-", 2)[0]
 
 
+def keyed(proxies: list[agent.Proxy]) -> dict[str, agent.Proxy]:
+    """The pods to run, by key: each workload's first pod under its role, its other replicas
+    (prod runs three of each) as `role-2`, `role-3`, so that every endpoint istiod hands out
+    answers; one gateway pod only, as nothing but the test asks a gateway for pages."""
+    found: dict[str, agent.Proxy] = {}
+    for proxy in proxies:
+        key, count = role(proxy), sum(role(p) == role(proxy) for p in found.values())
+        if count and key == "gateway":
+            continue
+        found[f"{key}-{count + 1}" if count else key] = proxy
+    return found
+
+
 def collector_endpoint(cluster: Client) -> tuple[str, int]:
     """The ready pod IP and port behind the collector Service's OTLP/gRPC port, where the
     Envoys' upstream connections (which the capture lets through) and the apps' (which their
     Envoy forwards) arrive."""
-    namespace, name = COLLECTOR
+    (namespace, name), otlp_port = istio.otel_collector(cluster)
     service = cluster.get("service", name, "-n", namespace)["spec"]
-    port_name = next(p["name"] for p in service["ports"] if p["port"] == OTLP_PORT)
+    port_name = next(p["name"] for p in service["ports"] if p["port"] == otlp_port)
     slices = cluster.get("endpointslices", "-n", namespace, "-l", f"kubernetes.io/service-name={name}")["items"]
     addresses = sorted(a for s in slices for e in s.get("endpoints") or [] if e["conditions"].get("ready")
                        for a in e["addresses"])
@@ -138,7 +151,7 @@ class ShopPods(Envoys):
                                         lambda proxy: self.roles is None or role(proxy) in self.roles)
             self.cluster.progress(f"{len(self.base.proxies)} proxies' certificates and configuration from istiod "
                                   f"in {time.monotonic() - start:.1f} s")
-            self.proxies = {role(proxy): proxy for proxy in self.base.proxies}
+            self.proxies = keyed(self.base.proxies)
             services = self.cluster.get("services", "-A")["items"]
             self.plan = PodPlan({key: proxy.ip for key, proxy in self.proxies.items()},
                                 {(s["metadata"]["namespace"], s["metadata"]["name"]): s["spec"].get("clusterIP")
@@ -157,8 +170,10 @@ class ShopPods(Envoys):
             apps: list[PodApp] = []
             # Stopped together, as a kubelet stops pods: each waits out its own shutdown delay.
             self._stack.callback(stop_together, apps)
-            for key in ("recommendations", "marketplace"):
-                apps.append(PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start())
+            # Recommendations' replicas first, so the marketplace's first calls find them.
+            for key in sorted(self.proxies, key=lambda key: role(self.proxies[key]), reverse=True):
+                if role(self.proxies[key]) in ("recommendations", "marketplace"):
+                    apps.append(PodApp(self.cluster, self.pods[key], self.bin_dir, self.inside[key]).start())
             self.use(BASE)
             self.cluster.progress(f"pods attached, apps and Envoys ready {time.monotonic() - start:.1f} s "
                                   "after the certificates were first asked for")

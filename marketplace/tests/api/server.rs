@@ -138,6 +138,26 @@ async fn the_grpc_client_asks_for_three_books_with_a_grpc_timeout() {
     assert!(request.metadata().get("grpc-timeout").is_some());
 }
 
+/// Istio's sidecars decide whether to trace a call by its `x-request-id`: the
+/// page's own goes on to recommendations, and a page without one sends none.
+#[tokio::test]
+async fn the_call_to_recommendations_carries_the_pages_request_id() {
+    let mut upstream = FakeRecommendationsServer::start().await;
+    upstream.release();
+    let app = spawn_app_with(config_for(upstream.addr, 5000)).await;
+    let client = reqwest::Client::new();
+    for id in [Some("7d0c5a1e-page"), None] {
+        let mut page = client.get(&app.http_url);
+        if let Some(id) = id {
+            page = page.header("x-request-id", id);
+        }
+        assert_eq!(page.send().await.unwrap().status(), StatusCode::OK);
+        let request = upstream.next_request().await;
+        let sent = request.metadata().get("x-request-id");
+        assert_eq!(sent.map(|v| v.to_str().unwrap()), id);
+    }
+}
+
 #[tokio::test]
 async fn the_grpc_client_degrades_when_nothing_listens_upstream() {
     let refused = RefusedPort::bind();

@@ -135,7 +135,10 @@ where
         let span = span(side, &method);
         match side {
             Side::Server => crate::telemetry::continue_trace(&span, request.headers()),
-            Side::Client => crate::telemetry::inject_trace(&span, request.headers_mut()),
+            Side::Client => {
+                crate::telemetry::inject_trace(&span, request.headers_mut());
+                crate::telemetry::pass_request_id(request.headers_mut());
+            }
         }
         // Not entered here: the handler runs when the future is polled, in the span.
         let inner = self.inner.call(request);

@@ -3,7 +3,7 @@
 //! `traceresponse` header, so a person (or a test) can find a page's trace.
 
 use super::{HttpServerMetrics, OTHER_METHOD, UNMATCHED_ROUTE, known_method, route_of};
-use crate::telemetry::{TraceParent, continue_trace};
+use crate::telemetry::{REQUEST_ID, TraceParent, continue_trace, with_request_id};
 use axum::{
     extract::{MatchedPath, Request, State},
     http::HeaderValue,
@@ -31,7 +31,9 @@ pub(super) async fn observe(
     let route = route_of(&request).cloned();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let id = request.headers().get(REQUEST_ID).cloned();
+    let serve = next.run(request).instrument(span.clone());
+    let mut response = with_request_id(id, serve).await;
 
     let elapsed = started.elapsed();
     let status = response.status();

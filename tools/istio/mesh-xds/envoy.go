@@ -4,12 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -94,6 +97,39 @@ func rdsRouteNames(listeners []*anypb.Any) ([]string, error) {
 	return sortedKeys(names), nil
 }
 
+// adsSecretNames are the SDS secrets the listeners and clusters name with an ADS config source
+// (`sds_config: {ads: {}}`): those istiod serves on the proxy's own ADS stream, as it does a
+// gateway's credentialName (`kubernetes://NAME`), rather than pilot-agent's SDS server.
+func adsSecretNames(lists ...[]*anypb.Any) ([]string, error) {
+	names := map[string]bool{}
+	var visit func(node any)
+	visit = func(node any) {
+		switch v := node.(type) {
+		case map[string]any:
+			if source, ok := v["sds_config"].(map[string]any); ok {
+				if _, ads := source["ads"]; ads {
+					names[str(v, "name")] = true
+				}
+			}
+			for _, child := range v {
+				visit(child)
+			}
+		case []any:
+			for _, child := range v {
+				visit(child)
+			}
+		}
+	}
+	for _, list := range lists {
+		rendered, err := jsonList(list)
+		if err != nil {
+			return nil, err
+		}
+		visit(rendered)
+	}
+	return sortedKeys(names), nil
+}
+
 // bootstrap turns what a proxy received over ADS into a static Envoy bootstrap for upstream
 // Envoy; differences lists every change.
 type bootstrap struct {
@@ -143,8 +179,19 @@ func buildBootstrap(nodeJSON map[string]any, got *resources, sdsDir string) (map
 			return nil, nil, err
 		}
 	}
+	answered := map[string]bool{}
+	for _, s := range got.Secrets {
+		answered[secretName(s)] = true
+	}
 	for _, name := range sortedKeys(b.secrets) {
-		b.note("SDS secret %q: served from the file %s (path_config_source) instead of pilot-agent's SDS server over the sds-grpc cluster", name, b.secretPath(name))
+		switch {
+		case !slices.Contains(got.SecretNames, name):
+			b.note("SDS secret %q: served from the file %s (path_config_source) instead of pilot-agent's SDS server over the sds-grpc cluster", name, b.secretPath(name))
+		case answered[name]:
+			b.note("SDS secret %q: istiod's answer on the ADS stream written to the file %s (path_config_source), read from there instead of over ADS", name, b.secretPath(name))
+		default:
+			b.note("SDS secret %q: istiod sent nothing for it within %s (no such Secret, or the proxy may not read it), so %s holds no resource and what uses it has no certificate", name, secretWait, b.secretPath(name))
+		}
 	}
 	out := map[string]any{
 		"node": nodeJSON,
@@ -167,7 +214,13 @@ func buildBootstrap(nodeJSON map[string]any, got *resources, sdsDir string) (map
 }
 
 func (b *bootstrap) secretPath(name string) string {
-	return filepath.Join(b.sdsDir, name+".yaml")
+	return secretFile(b.sdsDir, name)
+}
+
+// secretFile is where the secret `name` is read from: a file of the proxy's SDS directory
+// (`kubernetes://bookshop-tls` as `kubernetes___bookshop-tls.yaml`).
+func secretFile(sdsDir, name string) string {
+	return filepath.Join(sdsDir, strings.NewReplacer(":", "_", "/", "_").Replace(name)+".yaml")
 }
 
 // staticCluster replaces EDS with the load assignment Istio computed for the cluster.
@@ -298,4 +351,48 @@ func str(m map[string]any, key string) string {
 func listOf(v any) []any {
 	l, _ := v.([]any)
 	return l
+}
+
+// secretName is the name of a Secret resource istiod sent.
+func secretName(a *anypb.Any) string {
+	s := &tlsv3.Secret{}
+	if err := a.UnmarshalTo(s); err != nil {
+		return ""
+	}
+	return s.Name
+}
+
+// writeADSSecrets writes each secret istiod sent over ADS as the file-based SDS resource the
+// bootstrap reads (key material: 0600, as istio-agent's own files), and for each one it did
+// not send, a file with no resource: Envoy rejects that update and starts without the secret,
+// as a gateway's Envoy does once its initial fetch of an unanswered secret times out (a file
+// that does not exist would fail the whole bootstrap instead).
+func writeADSSecrets(got *resources, sdsDir string) error {
+	if len(got.SecretNames) == 0 {
+		return nil
+	}
+	if err := os.MkdirAll(sdsDir, 0o755); err != nil {
+		return err
+	}
+	resources := map[string][]any{}
+	for _, name := range got.SecretNames {
+		resources[name] = []any{}
+	}
+	for _, a := range got.Secrets {
+		resource, err := jsonOf(a)
+		if err != nil {
+			return err
+		}
+		resources[secretName(a)] = []any{resource}
+	}
+	for name, list := range resources {
+		data, err := json.Marshal(map[string]any{"resources": list})
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(secretFile(sdsDir, name), data, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -24,7 +24,8 @@
 // For each Pod with a status.podIP (label istio=ingressgateway: a gateway, else a sidecar)
 // it writes into --out:
 //
-//	<namespace>.<pod>.xds.json          what Istio generated, as protojson with @type
+//	<namespace>.<pod>.xds.json          what Istio generated, as protojson with @type (of the
+//	                                    secrets served over ADS, only the names it sent)
 //	<namespace>.<pod>.bootstrap.json    a static bootstrap for upstream Envoy (no admin block)
 //	<namespace>.<pod>.differences.txt   every change from the former to the latter, and why
 //	istio.log                           the warnings and errors of Istio's code
@@ -32,7 +33,9 @@
 //
 // The bootstrap of a pod reads each secret Istio's config names (`default`: the workload's
 // certificate and key, `ROOTCA`: the trust anchors) from --sds-dir/<namespace>.<pod>/<name>.yaml,
-// a file-based SDS resource (DiscoveryResponse-shaped YAML or JSON with one Secret).
+// a file-based SDS resource (DiscoveryResponse-shaped YAML or JSON with one Secret). A secret
+// the config says to fetch over ADS (a gateway's credentialName, `kubernetes://NAME`) mesh-xds
+// asks istiod for on the same stream and writes there itself (`kubernetes___NAME.yaml`).
 //
 // Exits 1 with one line on stderr on any error.
 package main
@@ -45,6 +48,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -212,6 +216,9 @@ func writeProxy(pod *corev1.Pod, n *core.Node, got *resources, sdsDir, out strin
 	if err := writeJSON(base+".bootstrap.json", boot); err != nil {
 		return err
 	}
+	if err := writeADSSecrets(got, filepath.Join(sdsDir, pod.Namespace+"."+pod.Name)); err != nil {
+		return err
+	}
 	text := "# How " + filepath.Base(base) + ".bootstrap.json differs from what Istio generated (" + filepath.Base(base) + ".xds.json)\n"
 	for _, line := range append(notes, differences...) {
 		text += line + "\n"
@@ -233,6 +240,15 @@ func writeXDS(path string, nodeJSON map[string]any, got *resources) error {
 	}
 	if doc["routes"], err = jsonList(got.Routes); err != nil {
 		return err
+	}
+	// Of the secrets served over ADS, only which ones istiod sent: no key in this file.
+	if len(got.SecretNames) > 0 {
+		sent := []string{}
+		for _, s := range got.Secrets {
+			sent = append(sent, secretName(s))
+		}
+		sort.Strings(sent)
+		doc["secrets"] = sent
 	}
 	return writeJSON(path, doc)
 }

@@ -175,10 +175,20 @@ type resources struct {
 	Endpoints []*anypb.Any
 	Listeners []*anypb.Any
 	Routes    []*anypb.Any
+	// The secrets the config says to fetch over ADS (a gateway's credentialName,
+	// `kubernetes://NAME`), and those of them istiod answered.
+	SecretNames []string
+	Secrets     []*anypb.Any
 }
 
+// secretWait bounds the wait for istiod's secrets: it sends nothing at all for a Secret that
+// is absent or that the proxy may not read (pilot/pkg/xds/sds.go), as Envoy's listener would
+// then go on without it after its initial fetch timeout.
+const secretWait = 5 * time.Second
+
 // fetch asks the discovery server on `conn` for a proxy's configuration the way Envoy does: CDS, then
-// EDS for the EDS clusters, LDS, then RDS for the routes the listeners name.
+// EDS for the EDS clusters, LDS, then RDS for the routes the listeners name, then the secrets
+// the listeners and clusters name with an ADS config source (a gateway's credentialName).
 func fetch(conn *grpc.ClientConn, n *core.Node, timeout time.Duration) (*resources, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -233,6 +243,15 @@ func fetch(conn *grpc.ClientConn, n *core.Node, timeout time.Duration) (*resourc
 		if out.Routes, err = ask(routeType, routeNames); err != nil {
 			return nil, err
 		}
+	}
+	if out.SecretNames, err = adsSecretNames(out.Listeners, out.Clusters); err != nil || len(out.SecretNames) == 0 {
+		return out, err
+	}
+	// The last request on the stream: ending the stream is how the wait is bounded.
+	timer := time.AfterFunc(secretWait, cancel)
+	defer timer.Stop()
+	if out.Secrets, err = ask(secretType, out.SecretNames); err != nil && ctx.Err() == nil {
+		return nil, err
 	}
 	return out, nil
 }
