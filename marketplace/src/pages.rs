@@ -18,8 +18,6 @@ use platform::{
 use serde::Serialize;
 use std::{sync::Arc, time::Duration};
 use tera::{Context, Tera};
-use tower::ServiceBuilder;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 /// How many books a page shows.
 const BOOKS_PER_PAGE: u32 = 3;
@@ -159,19 +157,20 @@ pub fn with_middleware(
 ) -> Router {
     // Nothing is loaded from elsewhere; the one stylesheet is inline.
     let csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-    let headers = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(
+    let headers = [
+        (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(csp),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
+        ),
+        (
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
+        ),
+        (
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
-        ));
+        ),
+    ];
     let page_state = state.clone();
     // The shop's error page; `error_page` falls back to a bare 500 if even the
     // template cannot be rendered.
