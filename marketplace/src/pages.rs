@@ -75,7 +75,7 @@ impl AppState {
     fn render(&self, status: StatusCode, template: &str, mut context: Context) -> Response {
         // The handler runs inside the request's SERVER span (platform::http).
         if let Some(ids) = TraceParent::of(&tracing::Span::current()) {
-            let trace_id = ids.trace_id.to_string();
+            let trace_id = ids.trace_id_hex();
             if let (Some(base), true) = (&self.jaeger_ui, ids.sampled) {
                 context.insert("trace_url", &format!("{base}/trace/{trace_id}"));
             }
