@@ -22,6 +22,9 @@ use tera::{Context, Tera};
 /// How many books a page shows.
 const BOOKS_PER_PAGE: u32 = 3;
 
+/// Room for a rendered page (about 10 kB), so rendering it grows no buffer.
+const PAGE_BYTES: usize = 16 * 1024;
+
 /// Embedded, so the binary needs no files beside it. The `.html` names turn
 /// tera's autoescaping on.
 const TEMPLATES: [(&str, &str); 3] = [
@@ -81,8 +84,11 @@ impl AppState {
             }
             context.insert("trace_id", &trace_id);
         }
-        match self.templates.render(template, &context) {
-            Ok(html) => (status, Html(html)).into_response(),
+        // Into bytes: `render` would check the whole page is UTF-8 (it is,
+        // template and escaped values alike) to hand back a String.
+        let mut html = Vec::with_capacity(PAGE_BYTES);
+        match self.templates.render_to(template, &context, &mut html) {
+            Ok(()) => (status, Html(html)).into_response(),
             Err(err) => {
                 tracing::error!(%err, template, "cannot render page");
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()
