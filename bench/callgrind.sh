@@ -19,7 +19,10 @@ work=${CALLGRIND_KEEP:-$(mktemp -d)}
 mkdir -p "$work"
 cleanup() { kill $(jobs -p) 2>/dev/null || true; [ -n "${CALLGRIND_KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
-port=50071 admin=50072 sink=50073 http=50074 http_admin=50075
+# Five ports from a random base below the ephemeral range: other runs on a
+# shared machine may hold fixed ones.
+base=$((20000 + RANDOM % 12000))
+port=$base admin=$((base + 1)) sink=$((base + 2)) http=$((base + 3)) http_admin=$((base + 4))
 "$bin/bench-tool" otlp-sink --port "$sink" >"$work/sink.log" &
 calls=2000
 
@@ -56,7 +59,7 @@ total() { grep -h '^totals:' "$work/$1.out".* | tail -1 | cut -d' ' -f2; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-service=(ADMIN_PORT=$admin LOG_FORMAT=json SHUTDOWN_DELAY_SECONDS=0)
+service=(LOG_FORMAT=json SHUTDOWN_DELAY_SECONDS=0)
 off=(RUST_LOG=warn OTEL_SDK_DISABLED=true)
 prod=(RUST_LOG=info OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink"
   OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
@@ -65,9 +68,9 @@ pids=()
 if [ "$mode" = recommend ]; then
   # The dump after zeroing holds the 2000 calls (with their 3 categories' checks).
   start bare_tonic -- "$bin/bare-tonic" --port "$port"; count rpcs "$calls"
-  start tracing_off "${service[@]}" GRPC_PORT=$port "${off[@]}" -- "$bin/recommendations"
+  start tracing_off "${service[@]}" ADMIN_PORT=$admin GRPC_PORT=$port "${off[@]}" -- "$bin/recommendations"
   count rpcs "$calls"
-  start prod "${service[@]}" GRPC_PORT=$port "${prod[@]}" -- "$bin/recommendations"
+  start prod "${service[@]}" ADMIN_PORT=$admin GRPC_PORT=$port "${prod[@]}" -- "$bin/recommendations"
   count rpcs "$calls"
   base=$(($(total bare_tonic) / calls))
   for label in bare_tonic tracing_off prod; do
@@ -79,9 +82,9 @@ elif [ "$mode" = page ]; then
   # page LABEL ENV...: the marketplace -> recommendations chain with ENV.
   page() {
     local label=$1; shift
-    start "${label}_back" "${service[@]}" GRPC_PORT=$port "$@" -- "$bin/recommendations"
+    start "${label}_back" "${service[@]}" ADMIN_PORT=$admin GRPC_PORT=$port "$@" -- "$bin/recommendations"
     # A deadline callgrind's pace cannot miss: a degraded page is cheaper, and fails.
-    start "${label}_front" "${service[@]/$admin/$http_admin}" HTTP_PORT=$http \
+    start "${label}_front" "${service[@]}" ADMIN_PORT=$http_admin HTTP_PORT=$http \
       RECOMMENDATIONS_HOST=127.0.0.1 RECOMMENDATIONS_PORT=$port RECOMMENDATIONS_TIMEOUT_MS=10000 \
       "$@" -- "$bin/marketplace"
     count pages "$calls"
