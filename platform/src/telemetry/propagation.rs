@@ -29,6 +29,12 @@ pub fn inject_trace(span: &Span, headers: &mut HeaderMap) {
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
+    // New on every call: HTTP/2's header compression would add each one to its
+    // table, where it evicts the entries that do repeat and is compared with
+    // every later one. Sensitive values are sent as never-indexed literals.
+    if let Some(traceparent) = headers.get_mut("traceparent") {
+        traceparent.set_sensitive(true);
+    }
 }
 
 /// The ids of one span, written as a W3C `traceparent` (level 2) value:
@@ -99,6 +105,23 @@ mod tests {
         assert_eq!(parent.trace_id_hex(), parent.trace_id.to_string());
         parent.sampled = false;
         assert!(parent.to_string().ends_with("-00"));
+    }
+
+    #[test]
+    fn the_traceparent_sent_is_never_indexed_by_http2_compression() {
+        let _captured = bookshop_test_support::spans::Captured::install();
+        let span = tracing::info_span!("client call");
+        let mut headers = HeaderMap::new();
+        inject_trace(&span, &mut headers);
+        let sent = &headers["traceparent"];
+        assert_eq!(
+            sent.to_str().unwrap(),
+            TraceParent::of(&span).unwrap().to_string()
+        );
+        assert!(
+            sent.is_sensitive(),
+            "h2 sends sensitive values as never-indexed literals"
+        );
     }
 
     #[test]
