@@ -18,11 +18,12 @@ use platform::{
 use serde::Serialize;
 use std::{sync::Arc, time::Duration};
 use tera::{Context, Tera};
-use tower::ServiceBuilder;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 /// How many books a page shows.
 const BOOKS_PER_PAGE: u32 = 3;
+
+/// Room for a rendered page (about 10 kB), so rendering it grows no buffer.
+const PAGE_BYTES: usize = 16 * 1024;
 
 /// Embedded, so the binary needs no files beside it. The `.html` names turn
 /// tera's autoescaping on.
@@ -77,14 +78,17 @@ impl AppState {
     fn render(&self, status: StatusCode, template: &str, mut context: Context) -> Response {
         // The handler runs inside the request's SERVER span (platform::http).
         if let Some(ids) = TraceParent::of(&tracing::Span::current()) {
-            let trace_id = ids.trace_id.to_string();
+            let trace_id = ids.trace_id_hex();
             if let (Some(base), true) = (&self.jaeger_ui, ids.sampled) {
                 context.insert("trace_url", &format!("{base}/trace/{trace_id}"));
             }
             context.insert("trace_id", &trace_id);
         }
-        match self.templates.render(template, &context) {
-            Ok(html) => (status, Html(html)).into_response(),
+        // Into bytes: `render` would check the whole page is UTF-8 (it is,
+        // template and escaped values alike) to hand back a String.
+        let mut html = Vec::with_capacity(PAGE_BYTES);
+        match self.templates.render_to(template, &context, &mut html) {
+            Ok(()) => (status, Html(html)).into_response(),
             Err(err) => {
                 tracing::error!(%err, template, "cannot render page");
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()
@@ -159,19 +163,20 @@ pub fn with_middleware(
 ) -> Router {
     // Nothing is loaded from elsewhere; the one stylesheet is inline.
     let csp = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
-    let headers = ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::overriding(
+    let headers = [
+        (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(csp),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
+        ),
+        (
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
+        ),
+        (
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
-        ));
+        ),
+    ];
     let page_state = state.clone();
     // The shop's error page; `error_page` falls back to a bare 500 if even the
     // template cannot be rendered.

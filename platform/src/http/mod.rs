@@ -16,14 +16,13 @@ pub use serve::{ConnectionLimits, MIN_HEADER_BYTES, serve};
 use crate::{panic::OnPanic, shed::ShedLayer, shutdown::InFlight};
 use axum::{
     Router,
-    extract::{MatchedPath, Request},
-    http::{Method, StatusCode, header},
+    extract::MatchedPath,
+    http::{HeaderName, HeaderValue, Method, StatusCode, header},
     middleware,
     response::{IntoResponse, Response},
-    routing::Route,
 };
-use std::{convert::Infallible, future::ready, sync::Arc};
-use tower::{Layer, Service};
+use std::{future::ready, sync::Arc};
+use tower::ServiceBuilder;
 
 /// Seconds a shed client is asked to wait before trying again.
 pub const RETRY_AFTER_SECONDS: u32 = 1;
@@ -44,16 +43,15 @@ pub struct Layers {
 }
 
 /// `router` with every layer on, in the order of docs/design.md: in-flight
-/// count, observer, `headers` (the service's response headers), load shedding,
-/// panics. `Router::layer`, not `route_layer`: the fallback's 404s get them too.
-pub fn with_layers<L>(router: Router, layers: Layers, headers: L) -> Router
-where
-    L: Layer<Route> + Clone + Send + Sync + 'static,
-    L::Service: Service<Request> + Clone + Send + Sync + 'static,
-    <L::Service as Service<Request>>::Response: IntoResponse + 'static,
-    <L::Service as Service<Request>>::Error: Into<Infallible> + 'static,
-    <L::Service as Service<Request>>::Future: Send + 'static,
-{
+/// count, observer, `headers` (the service's response headers, set over any
+/// the answer has), load shedding, panics. `Router::layer`, not `route_layer`:
+/// the fallback's 404s get them too. One `Router::layer` for the whole stack:
+/// axum boxes each call's layer, and clones the boxes for every request.
+pub fn with_layers(
+    router: Router,
+    layers: Layers,
+    headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
+) -> Router {
     let page = layers.panic_page;
     let panics = OnPanic {
         panics: layers.metrics.panics(),
@@ -69,16 +67,24 @@ where
         let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS.to_string())];
         ready((StatusCode::SERVICE_UNAVAILABLE, retry, busy).into_response())
     });
-    // The layer added last is outermost.
-    router
-        .layer(panics.layer())
-        .layer(shed)
-        .layer(headers)
-        .layer(middleware::from_fn_with_state(
-            layers.metrics,
-            observe::observe,
-        ))
-        .layer(layers.in_flight.layer())
+    let headers: Arc<[(HeaderName, HeaderValue)]> = headers.into_iter().collect();
+    let set_headers = move |mut response: Response| {
+        for (name, value) in headers.iter() {
+            response.headers_mut().insert(name, value.clone());
+        }
+        response
+    };
+    router.layer(
+        ServiceBuilder::new()
+            .layer(layers.in_flight.layer())
+            .layer(middleware::from_fn_with_state(
+                layers.metrics,
+                observe::observe,
+            ))
+            .map_response(set_headers)
+            .layer(shed)
+            .layer(panics.layer()),
+    )
 }
 
 /// The route template a request matched; `None` for the fallback's.
@@ -132,7 +138,7 @@ mod tests {
         let app = with_layers(
             Router::new().route("/", get(|| async { "home" })),
             layers,
-            tower::layer::util::Identity::new(),
+            [],
         );
 
         let response = app

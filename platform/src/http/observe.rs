@@ -47,7 +47,7 @@ pub(super) async fn observe(
         span.record("otel.status_code", "ERROR");
     }
     if let Some(ids) = TraceParent::of(&span) {
-        let value = HeaderValue::try_from(ids.to_string())
+        let value = HeaderValue::from_bytes(&ids.text())
             .expect("hex digits and dashes are a valid header value");
         response.headers_mut().insert(TRACERESPONSE, value);
     }

@@ -116,7 +116,7 @@ fn level_to_target(level: &Level) -> &'static str {
 }
 
 /// `bytes` in lowercase hex, into `out` (twice as long).
-fn hex(bytes: &[u8], out: &mut [u8]) {
+pub(super) fn hex(bytes: &[u8], out: &mut [u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
         pair[0] = DIGITS[usize::from(byte >> 4)];

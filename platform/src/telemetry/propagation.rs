@@ -2,6 +2,7 @@
 //! request headers, sending ours out in them, and naming a span's trace in the
 //! `traceparent` format.
 
+use super::json::hex;
 use http::HeaderMap;
 use opentelemetry::{
     Context, global,
@@ -28,6 +29,12 @@ pub fn inject_trace(span: &Span, headers: &mut HeaderMap) {
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
+    // New on every call: HTTP/2's header compression would add each one to its
+    // table, where it evicts the entries that do repeat and is compared with
+    // every later one. Sensitive values are sent as never-indexed literals.
+    if let Some(traceparent) = headers.get_mut("traceparent") {
+        traceparent.set_sensitive(true);
+    }
 }
 
 /// The ids of one span, written as a W3C `traceparent` (level 2) value:
@@ -55,12 +62,28 @@ impl TraceParent {
             sampled: ids.is_sampled(),
         })
     }
+
+    /// The `traceparent` value's bytes, without `fmt`'s padding machinery
+    /// (a page writes one in a header and its trace id in the footer).
+    pub(crate) fn text(&self) -> [u8; 55] {
+        let mut text = *b"00-................................-................-00";
+        hex(&self.trace_id.to_bytes(), &mut text[3..35]);
+        hex(&self.span_id.to_bytes(), &mut text[36..52]);
+        if self.sampled {
+            text[54] = b'1';
+        }
+        text
+    }
+
+    /// The trace id in lowercase hex, as trace UIs show it.
+    pub fn trace_id_hex(&self) -> String {
+        String::from_utf8_lossy(&self.text()[3..35]).into_owned()
+    }
 }
 
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let flags = u8::from(self.sampled);
-        write!(f, "00-{}-{}-{flags:02x}", self.trace_id, self.span_id)
+        f.write_str(&String::from_utf8_lossy(&self.text()))
     }
 }
 
@@ -79,8 +102,26 @@ mod tests {
             parent.to_string(),
             "00-0af7651916cd43dd8448eb211c80319c-00f067aa0ba902b7-01"
         );
+        assert_eq!(parent.trace_id_hex(), parent.trace_id.to_string());
         parent.sampled = false;
         assert!(parent.to_string().ends_with("-00"));
+    }
+
+    #[test]
+    fn the_traceparent_sent_is_never_indexed_by_http2_compression() {
+        let _captured = bookshop_test_support::spans::Captured::install();
+        let span = tracing::info_span!("client call");
+        let mut headers = HeaderMap::new();
+        inject_trace(&span, &mut headers);
+        let sent = &headers["traceparent"];
+        assert_eq!(
+            sent.to_str().unwrap(),
+            TraceParent::of(&span).unwrap().to_string()
+        );
+        assert!(
+            sent.is_sensitive(),
+            "h2 sends sensitive values as never-indexed literals"
+        );
     }
 
     #[test]
