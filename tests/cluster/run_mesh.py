@@ -24,10 +24,11 @@ import istio  # noqa: E402
 from cases import Case, Observation  # noqa: E402
 from conftest import Overlay  # noqa: E402
 from run_cases import exit_with, report  # noqa: E402
+from test_prod_pods import PROD_CASES, prod_shop  # noqa: E402
 from test_shop_pods import POD_CASES, dev_shop  # noqa: E402
 
 # Each overlay's cases and how its shop runs, the ones its test module uses.
-CASES_ON = {"dev": (POD_CASES, dev_shop)}
+CASES_ON = {"dev": (POD_CASES, dev_shop), "prod": (PROD_CASES, prod_shop)}
 
 
 def run_overlay(name: str, args: argparse.Namespace) -> list[tuple[Case, Observation]]:

@@ -23,14 +23,16 @@ import copy
 import math
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
 from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
-from cases import PAGE_TRIES, TRACE_TIMEOUT, _books
+from cases import PAGE_TRIES, TRACE_TIMEOUT, Case, Observation, _books
 from conftest import Overlay, rendered
 from inputs import BASE, Doc, Flip, find
 from loopback import wait_until
@@ -52,6 +54,9 @@ SIGMAS = 4.5
 # The pages under the provider flip: at the apps' own 10% for traces that start in them, the
 # chance that none of 100 is sampled (and the flip shows nothing) is 0.9**100, 3e-5.
 FLIP_PAGES = 100
+# How long the collector case waits for the mesh's spans once the apps' are in (all of it when
+# none come: the provider flipped elsewhere).
+MESH_SPANS_TIMEOUT = 15.0
 # Where prod's tracing provider pointed before one collector name served mesh and apps alike.
 ELSEWHERE = "jaeger-collector.observability.svc.cluster.local"
 
@@ -98,14 +103,29 @@ MESH_ELSEWHERE = Flip("provider elsewhere", f"the mesh config's otel provider at
 
 @dataclass
 class Prod:
+    """What prod's cases observe: the shop, its HTTPS edge, and the objects its flips change."""
     shop: ShopPods
     edge: Edge
     docs: list[Doc]  # as rendered, plus the platform's objects the flips change
-    secret: str
+
+    def use(self, flip: Flip = BASE) -> Prod:
+        self.shop.use(flip)
+        return self
 
 
-@pytest.fixture(scope="module")
-def prod(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[Prod]:  # noqa: F811
+def _without_the_secret(docs: list[Doc]) -> list[Doc]:
+    secret = _https_server(docs)["tls"]["credentialName"]
+    return [d for d in docs if not (d["kind"] == "Secret" and d["metadata"]["name"] == secret)]
+
+
+NO_SECRET = Flip("no TLS Secret", f"the Gateway's credentialName Secret ({GATEWAY_NAMESPACE}) deleted",
+                 _without_the_secret)
+
+
+@contextmanager
+def prod_shop(overlay: Overlay, bin_dir: Path, work_dir: Path) -> Iterator[Prod]:  # noqa: F811
+    """prod's bookshop as its pods, and where a browser reaches its HTTPS server; also
+    `cargo xtask mesh`'s (run_mesh.py)."""
     cluster = overlay.cluster
     secret = _https_server(rendered(overlay))["tls"]["credentialName"]
     # The platform's objects the flips change, as the API server holds them: the TLS Secret and
@@ -116,9 +136,15 @@ def prod(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[Prod]:  # noqa
     https = _https_server(docs)
     service = cluster.get("service", GATEWAY, "-n", GATEWAY_NAMESPACE)["spec"]
     port = next(p["targetPort"] for p in service["ports"] if p["port"] == https["port"]["number"])
-    with ShopPods(cluster, docs, bin_dir, tmp_path_factory.mktemp("prod-pods")) as shop:
+    with ShopPods(cluster, docs, bin_dir, work_dir) as shop:
         edge = Edge(shop.plan.gateway_pod, port, https["hosts"][0], cluster.folder / "tls" / f"{secret}.ca.crt")
-        yield Prod(shop, edge, docs, secret)
+        yield Prod(shop, edge, docs)
+
+
+@pytest.fixture(scope="module")
+def prod(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[Prod]:  # noqa: F811
+    with prod_shop(overlay, bin_dir, tmp_path_factory.mktemp("prod-pods")) as running:
+        yield running
 
 
 def _inbound(prod: Prod, app: str, since: dict[str, int]) -> list[dict]:
@@ -129,19 +155,30 @@ def _inbound(prod: Prod, app: str, since: dict[str, int]) -> list[dict]:
             if str(line.get("downstream_local_address", "")).startswith(f"{shop.pod_ip(key)}:")]
 
 
-def test_a_page_over_https_is_served_with_the_secrets_certificate(prod: Prod) -> None:
+def _handshake(prod: Prod, server_name: str | None = None) -> Observation | None:
+    """None if the handshake verifies against the test CA under `server_name` (the host by
+    default), else what the browser sees."""
+    seen = handshake(prod.edge, server_name)
+    if seen == "verified":
+        return None
+    return Observation(NO_HANDSHAKE if seen.startswith("handshake failed") else seen, seen)
+
+
+def page_over_https(prod: Prod) -> Observation:
     """The handshake verifies against the test CA under the host's name; the page is 200 with
     3 books; the gateway logged it on its HTTPS listener with that SNI; both hops behind it came
     in over Istio mTLS (the inbound lines carry the SNI Istio's client side sets, and STRICT
     leaves those listeners no other filter chain)."""
-    shop = prod.shop.use(BASE)
-    assert handshake(prod.edge) == "verified"
+    if refused := _handshake(prod):
+        return refused
+    shop = prod.shop
     since = {key: len(envoy.access_log()) for key, envoy in shop.envoys.items()}
     for _ in range(PAGE_TRIES):
         [answer] = pages(prod.edge, 1)
         if answer.code != "200" or _books(answer.body) == 3:
             break
-    assert (answer.code, _books(answer.body)) == ("200", 3), answer.body[:200]
+    if (answer.code, _books(answer.body)) != ("200", 3):
+        return Observation(f"{answer.code}, {_books(answer.body)} books", answer.body[:200].decode(errors="replace"))
 
     def logged() -> tuple[list, list, list] | None:
         edge = [line for line in shop.envoys["gateway"].access_log()[since["gateway"]:]
@@ -149,66 +186,17 @@ def test_a_page_over_https_is_served_with_the_secrets_certificate(prod: Prod) ->
         hops = (edge, _inbound(prod, "marketplace", since), _inbound(prod, "recommendations", since))
         return hops if all(hops) else None
     edge, marketplace, recommendations = wait_until("the page's access lines", logged, timeout=15)
-    assert {line["requested_server_name"] for line in edge} == {prod.edge.host}
-    for hop in (marketplace, recommendations):
-        assert all(str(line["requested_server_name"]).startswith("outbound_.") for line in hop), hop
+    names = {line["requested_server_name"] for line in edge}
+    mtls = all(str(line["requested_server_name"]).startswith("outbound_.") for hop in (marketplace, recommendations)
+               for line in hop)
+    detail = f"SNI at the gateway {sorted(names)}; inbound SNIs {[line['requested_server_name'] for line in marketplace + recommendations]}"
+    return Observation(HTTPS_PAGE if names == {prod.edge.host} and mtls else "200, 3 books, not as expected", detail)
 
 
-def test_another_host_gets_no_handshake(prod: Prod) -> None:
+def page_for_another_host(prod: Prod) -> Observation:
     """The HTTPS server is for the Gateway's host only: another name as SNI matches no filter
     chain, and the gateway closes the connection before any certificate."""
-    prod.shop.use(BASE)
-    assert handshake(prod.edge, "shop.example.org").startswith("handshake failed")
-
-
-def test_without_the_secret_the_gateway_has_no_certificate(prod: Prod) -> None:
-    """The Secret deleted through the API server: istiod sends the gateway nothing for it, and
-    the same page's handshake fails. So the certificate the page verified came from the Secret,
-    through istiod."""
-    flip = Flip("no TLS Secret", f"the Secret {prod.secret} ({GATEWAY_NAMESPACE}) deleted",
-                lambda docs: [d for d in docs if not (d["kind"] == "Secret" and d["metadata"]["name"] == prod.secret)])
-    try:
-        prod.shop.use(flip)
-        assert handshake(prod.edge).startswith("handshake failed")
-    finally:
-        prod.shop.use(BASE)
-
-
-@dataclass
-class Sample:
-    pages: int
-    sampled: list[str]  # the trace ids of the pages sampled
-    problems: dict[str, str]  # trace id: why it is not one whole trace
-    services: set[str]  # every service whose spans those traces hold
-    stray: set[str]  # traces of pages in Jaeger since the pages began that no sampled page has
-
-
-def _sample(prod: Prod, count: int, *, judge: bool) -> Sample:
-    """`count` pages over HTTPS; if `judge`, each sampled page's trace as Jaeger holds it."""
-    shop, start = prod.shop, time.time()
-    answers = pages(prod.edge, count)
-    assert all(a.code == "200" for a in answers), sorted({a.code for a in answers})
-    ids = [i for i in map(sampled, answers) if i]
-    if not judge:
-        return Sample(count, ids, {}, set(), set())
-    proxies = {role(proxy): proxy for proxy in reversed(shop.proxies.values())}
-    root = tracing_service(shop.base.xds(proxies["gateway"]))
-    services = {tracing_service(shop.base.xds(proxy)) for proxy in proxies.values()} | {"marketplace", "recommendations"}
-
-    def judged() -> dict[str, str]:
-        return {i: why for i in ids if (why := whole(shop.jaeger.trace(i), services, root))}
-    try:
-        wait_until("every sampled page's whole trace in Jaeger", lambda: not judged(), timeout=TRACE_TIMEOUT)
-    except AssertionError:
-        pass
-    problems = judged()
-    traces = [t for service in services for t in shop.jaeger.traces(service, start)]
-    seen = {service_of(t, span) for t in traces if t["traceID"] in ids for span in t["spans"]}
-    # A page's trace holds the gateway's or an app's spans; a sidecar's alone is not a page's
-    # (it samples, at the mesh's ratio, the apps' OTLP exports through it, which carry no trace).
-    pages_of = {root, "marketplace", "recommendations"}
-    stray = {t["traceID"] for t in traces if pages_of & {service_of(t, span) for span in t["spans"]}} - set(ids)
-    return Sample(count, ids, problems, seen, stray)
+    return _handshake(prod, "shop.example.org") or Observation("verified", "shop.example.org")
 
 
 def _bound(percent: float, count: int) -> tuple[float, float]:
@@ -217,45 +205,44 @@ def _bound(percent: float, count: int) -> tuple[float, float]:
     return count * p - spread, count * p + spread
 
 
-@pytest.fixture(scope="module")
-def sample(prod: Prod) -> Sample:
-    prod.shop.use(BASE)
-    return _sample(prod, PAGES, judge=True)
+def _services(prod: Prod) -> tuple[str, set[str], set[str]]:
+    """The gateway's tracing service name, the mesh's (gateway's and sidecars'), and the apps'."""
+    proxies = {role(proxy): proxy for proxy in reversed(prod.shop.proxies.values())}
+    mesh = {tracing_service(prod.shop.base.xds(proxy)) for proxy in proxies.values()}
+    return tracing_service(prod.shop.base.xds(proxies["gateway"])), mesh, {"marketplace", "recommendations"}
 
 
-def test_the_gateway_samples_prods_ratio_of_pages_each_one_whole_trace(prod: Prod, sample: Sample) -> None:
-    percent = _telemetry_percent(prod.docs)
-    low, high = _bound(percent, PAGES)
-    assert low <= len(sample.sampled) <= high, f"{len(sample.sampled)} of {PAGES} sampled, outside [{low:.1f}, {high:.1f}]"
-    assert sample.problems == {}
-    assert sample.stray == set(), "traces in Jaeger that no sampled page has"
-
-
-def test_at_devs_ratio_the_sampled_fraction_leaves_the_bound(prod: Prod) -> None:
-    try:
-        prod.shop.use(DEV_RATIO)
-        flipped = _sample(prod, PAGES, judge=False)
-    finally:
-        prod.shop.use(BASE)
+def pages_sampled(prod: Prod) -> Observation:
+    """PAGES pages over HTTPS: how many the gateway sampled (their `traceresponse`), against the
+    binomial bound of prod's ratio; within it, every sampled page one whole trace in Jaeger
+    (the gateway its only root, every parent there, both sidecars and both apps in it) and no
+    other page's trace there."""
+    start = time.time()
+    answers = pages(prod.edge, PAGES)
+    if codes := sorted({a.code for a in answers} - {"200"}):
+        return Observation(f"answers {codes}", "")
+    ids = [i for i in map(sampled, answers) if i]
     low, high = _bound(_telemetry_percent(prod.docs), PAGES)
-    assert not low <= len(flipped.sampled) <= high, f"{len(flipped.sampled)} of {PAGES}"
-    assert len(flipped.sampled) == PAGES * DEV_PERCENT / 100
+    if not low <= len(ids) <= high:
+        return Observation(f"{len(ids)} of {PAGES} sampled, outside the bound", f"[{low:.1f}, {high:.1f}]")
+    root, mesh, apps = _services(prod)
+    jaeger = prod.shop.jaeger
 
-
-def test_mesh_and_apps_send_to_the_collector_prods_names_give(overlay: Overlay, prod: Prod, sample: Sample) -> None:
-    """The tracing provider of production's install and every app's OTLP endpoint name the same
-    Service and port; Jaeger listens on that Service's endpoint; and the sampled pages' traces
-    hold spans of the gateway, both sidecars and both apps, so each sent its spans there."""
-    (namespace, name), port = otel_collector(overlay.cluster)
-    for key, network in prod.shop.pods.items():
-        if role(prod.shop.proxies[key]) != "gateway":
-            env = container_env(overlay.cluster, network.pod, app_container(network.pod))
-            endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
-            assert (endpoint.hostname, endpoint.port) == (f"{name}.{namespace}.svc.cluster.local", port), key
-    address, target = collector_endpoint(overlay.cluster)
-    assert prod.shop.jaeger.otlp_endpoint == f"http://{address}:{target}"
-    mesh = {tracing_service(prod.shop.base.xds(proxy)) for proxy in prod.shop.proxies.values()}
-    assert sample.services >= mesh | {"marketplace", "recommendations"}, sample.services
+    def judged() -> dict[str, str]:
+        return {i: why for i in ids if (why := whole(jaeger.trace(i), mesh | apps, root))}
+    try:
+        wait_until("every sampled page's whole trace in Jaeger", lambda: not judged(), timeout=TRACE_TIMEOUT)
+    except AssertionError:
+        pass
+    if problems := judged():
+        return Observation(f"{len(problems)} of {len(ids)} sampled pages not one whole trace", str(problems)[:500])
+    # A page's trace holds the gateway's or an app's spans; a sidecar's alone is not a page's
+    # (it samples, at the mesh's ratio, the apps' OTLP exports through it, which carry no trace).
+    traces = [t for service in mesh | apps for t in jaeger.traces(service, start)]
+    stray = {t["traceID"] for t in traces if ({root} | apps) & {service_of(t, span) for span in t["spans"]}} - set(ids)
+    if stray:
+        return Observation(f"{len(stray)} traces of pages no sampled page has", str(sorted(stray))[:500])
+    return Observation(SAMPLED, f"{len(ids)} of {PAGES} sampled, within [{low:.1f}, {high:.1f}]")
 
 
 def _with_both_apps(jaeger, ids: list[str]) -> list[dict] | None:
@@ -265,20 +252,71 @@ def _with_both_apps(jaeger, ids: list[str]) -> list[dict] | None:
     return traces if all(t and apps <= {service_of(t, s) for s in t["spans"]} for t in traces) else None
 
 
-def test_with_the_provider_elsewhere_no_mesh_span_arrives(prod: Prod) -> None:
-    """The mesh config's provider at another name: istiod finds no such Service and gives the
-    proxies no tracer, so the collector gets the apps' spans only (traces the marketplace starts
-    at its own ratio), none of the gateway's or the sidecars'."""
-    try:
-        prod.shop.use(MESH_ELSEWHERE)
-        start = time.time()
-        ids = [i for i in map(sampled, pages(prod.edge, FLIP_PAGES)) if i]
-        assert ids, "no page sampled by the marketplace itself"
-        jaeger = prod.shop.jaeger
-        traces = wait_until("the apps' spans of the sampled pages", lambda: _with_both_apps(jaeger, ids), timeout=TRACE_TIMEOUT)
-        mesh = {tracing_service(prod.shop.base.xds(proxy)) for proxy in prod.shop.proxies.values()}
-        services = {service_of(t, span) for t in traces for span in t["spans"]}
-        later = [t["traceID"] for service in mesh for t in jaeger.traces(service, start)]
-    finally:
-        prod.shop.use(BASE)
-    assert not services & mesh and later == [], (services, later)
+def spans_at_the_collector(prod: Prod) -> Observation:
+    """FLIP_PAGES pages: whose spans the sampled ones' traces hold at the collector's Jaeger, and
+    whether any mesh span arrived there since (with the provider elsewhere, istiod gives the
+    proxies no tracer, and only the apps' spans of the traces the marketplace starts at its own
+    ratio arrive)."""
+    start = time.time()
+    ids = [i for i in map(sampled, pages(prod.edge, FLIP_PAGES)) if i]
+    if not ids:
+        return Observation("no page sampled", "")
+    jaeger = prod.shop.jaeger
+    wait_until("the apps' spans of the sampled pages", lambda: _with_both_apps(jaeger, ids), timeout=TRACE_TIMEOUT)
+    _, mesh, apps = _services(prod)
+
+    def holding() -> set[str]:
+        return {service_of(t, span) for t in map(jaeger.trace, ids) for span in t["spans"]}
+    try:  # the proxies flush their spans on their own schedule, after the apps'
+        wait_until("the mesh's spans of those pages", lambda: holding() >= mesh, timeout=MESH_SPANS_TIMEOUT)
+    except AssertionError:
+        pass
+    services = holding()
+    later = {service for service in mesh if jaeger.traces(service, start)}
+    if services >= mesh | apps:
+        return Observation(ALL_SPANS, f"{len(ids)} pages sampled; services {sorted(services)}")
+    if not services & mesh and not later:
+        return Observation(APP_SPANS, f"{len(ids)} pages sampled; services {sorted(services)}")
+    return Observation(f"spans of {sorted(services)}", f"mesh services with traces since: {sorted(later)}")
+
+
+HTTPS_PAGE = "200, 3 books over TLS for the Gateway's host, mTLS on both hops"
+NO_HANDSHAKE = "no TLS handshake"
+SAMPLED = f"within {SIGMAS} sigmas of the gateway's ratio, each sampled page one whole trace"
+ALL_SPANS = "the gateway's, both sidecars' and both apps' spans"
+APP_SPANS = "the apps' spans only"
+
+# Grouped by flip (the Envoys restart between groups); each twin under its flip.
+PROD_CASES = (
+    Case("a page over HTTPS through prod's Gateway", BASE, page_over_https, HTTPS_PAGE),
+    Case("a page over HTTPS for another host (SNI)", BASE, page_for_another_host, NO_HANDSHAKE),
+    Case(f"{PAGES} pages: those the gateway samples", BASE, pages_sampled, SAMPLED),
+    Case("the collector prod names", BASE, spans_at_the_collector, ALL_SPANS),
+    Case("a page over HTTPS through prod's Gateway", NO_SECRET, page_over_https, NO_HANDSHAKE),
+    Case(f"{PAGES} pages: those the gateway samples", DEV_RATIO, pages_sampled,
+         f"{PAGES} of {PAGES} sampled, outside the bound"),
+    Case("the collector prod names", MESH_ELSEWHERE, spans_at_the_collector, APP_SPANS),
+)
+
+
+@pytest.mark.parametrize("case", PROD_CASES, ids=[case.id for case in PROD_CASES])
+def test_case(prod: Prod, case: Case) -> None:
+    prod.use(case.flip)
+    seen = case.observe(prod)
+    print(f"{case.id}: {seen.outcome} ({seen.detail})")
+    assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
+
+
+def test_the_apps_and_the_mesh_name_one_collector(overlay: Overlay, prod: Prod) -> None:
+    """The tracing provider of production's install and every app's OTLP endpoint name the same
+    Service and port, and Jaeger listens on that Service's endpoint: where the collector case
+    reads the spans is where prod sends them."""
+    prod.use(BASE)
+    (namespace, name), port = otel_collector(overlay.cluster)
+    for key, network in prod.shop.pods.items():
+        if role(prod.shop.proxies[key]) != "gateway":
+            env = container_env(overlay.cluster, network.pod, app_container(network.pod))
+            endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
+            assert (endpoint.hostname, endpoint.port) == (f"{name}.{namespace}.svc.cluster.local", port), key
+    address, target = collector_endpoint(overlay.cluster)
+    assert prod.shop.jaeger.otlp_endpoint == f"http://{address}:{target}"
