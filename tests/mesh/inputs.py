@@ -1,6 +1,6 @@
 """What Istio's translation is fed: the dev overlay as rendered, plus the objects a cluster and
-`istioctl install` would add and the loopback needs (docs/mesh.md, "Proving the mesh without a
-cluster", lists each one), plus the policy flips the twin cases run under.
+`istioctl install` would add and the loopback needs (docs/mesh.md, "The loopback harness",
+lists each one), plus the policy flips the twin cases run under.
 
 Nothing here touches the policies under test (PeerAuthentication, AuthorizationPolicies,
 VirtualServices, DestinationRules, Gateway, Telemetry, EnvoyFilter) except a flip, which changes
