@@ -6,8 +6,9 @@ use crate::{
     tools::{Tool, Tools},
     workspace,
 };
+use anyhow::Context as _;
 use clap::Args;
-use std::{fmt::Write as _, fs, path::Path};
+use std::{fmt::Write as _, fs, path::PathBuf};
 
 const CARGO_MUTANTS: Tool = Tool::cargo("cargo-mutants", "27.1.0");
 
@@ -19,23 +20,56 @@ pub struct MutantsArgs {
     more: Vec<String>,
 }
 
+/// cargo-mutants tests every mutant with the same packages, so the run has two
+/// passes: a service's files by that service's own tests (the config's
+/// `test_workspace = false`), and platform's files by platform's tests plus the
+/// services' real-server ones, which are what catch a change to shutdown,
+/// readiness or the settings' exit codes (each pass: its name, its arguments).
+/// cargo-mutants times its baseline build on the mutated package alone, so the
+/// platform pass names its build timeout: a mutant there rebuilds both services.
+const PASSES: [(&str, &[&str]); 2] = [
+    ("services", &["--exclude", "platform/**"]),
+    (
+        "platform",
+        &[
+            "--exclude",
+            "recommendations/**",
+            "--exclude",
+            "marketplace/**",
+            "--test-package",
+            "platform,recommendations,marketplace",
+            "--build-timeout",
+            "300",
+        ],
+    ),
+];
+
 pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     tools.ensure(&[CARGO_MUTANTS])?;
     let out = target_dir.join("mutants");
-    // Settings come from .cargo/mutants.toml; a line per mutant shows progress.
-    let outcome = workspace::run(
-        tools
-            .command("cargo-mutants")?
-            .args(["mutants", "--caught", "--unviable", "--output"])
-            .arg(&out)
-            .args(&args.more)
-            // Mutated builds stay out of the shared cache; no debug info makes them faster.
-            .env("CARGO_TARGET_DIR", out.join("target"))
-            .env("CARGO_PROFILE_DEV_DEBUG", "0"),
-    );
-    let results = out.join("mutants.out");
+    let mut outcome = Ok(());
+    let mut results = Vec::new();
+    for (pass, pass_args) in PASSES {
+        let dir = out.join(pass);
+        // Settings come from .cargo/mutants.toml; a line per mutant shows progress.
+        let ran = workspace::run(
+            tools
+                .command("cargo-mutants")?
+                .args(["mutants", "--caught", "--unviable", "--output"])
+                .arg(&dir)
+                .args(pass_args)
+                .args(&args.more)
+                // Mutated builds stay out of the shared cache, in one dir for both
+                // passes; no debug info makes them faster.
+                .env("CARGO_TARGET_DIR", out.join("target"))
+                .env("CARGO_PROFILE_DEV_DEBUG", "0"),
+        );
+        // A failed pass (a missed mutant) does not stop the next one.
+        outcome = outcome.and(ran);
+        results.push(dir.join("mutants.out"));
+    }
     let config = fs::read_to_string(workspace::root().join(".cargo/mutants.toml"))?;
     let document = workspace::root().join("docs/mutants.md");
     let command = workspace::command_line();
@@ -45,23 +79,34 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
             eprintln!("xtask: result in {}", document.display());
         }
         // cargo-mutants' own error (a failing baseline, say) says more.
-        Err(err) => eprintln!("xtask: no result in {}: {err:#}", results.display()),
+        Err(err) => eprintln!("xtask: no result in {}: {err:#}", out.display()),
     }
     // Non-zero when a mutant is missed or times out.
     outcome
 }
 
-/// docs/mutants.md from cargo-mutants' output directory and the config's
+/// docs/mutants.md from the passes' output directories and the config's
 /// excluded (equivalent) mutants.
-fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Result<String> {
-    let outcome: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(results.join("outcomes.json"))?)?;
-    let count = |key: &str| outcome[key].as_u64().unwrap_or(0);
+fn report(results: &[PathBuf], config: &str, date: &str, command: &str) -> anyhow::Result<String> {
+    let mut outcomes = Vec::new();
+    for dir in results {
+        let text = fs::read_to_string(dir.join("outcomes.json"))
+            .with_context(|| format!("cannot read {}", dir.display()))?;
+        outcomes.push(serde_json::from_str::<serde_json::Value>(&text)?);
+    }
+    let count = |key: &str| -> u64 { outcomes.iter().filter_map(|o| o[key].as_u64()).sum() };
+    // The passes run one after the other: the run took the sum of their times.
+    let minutes: f64 = outcomes.iter().filter_map(elapsed_seconds).sum::<f64>() / 60.0;
     let mut md = format!(
         "# Mutation testing\n\n\
-         Written by `{command}` ({date} UTC, cargo-mutants {}, {}) over the files \
-         `.cargo/mutants.toml` names: {} mutants, {} caught, {} missed, {} timeouts, {} unviable.\n",
-        outcome["cargo_mutants_version"].as_str().unwrap_or("?"),
+         Written by `{command}` ({date} UTC, cargo-mutants {}, {}, {minutes:.0} min) over the files \
+         `.cargo/mutants.toml` names: {} mutants, {} caught, {} missed, {} timeouts, {} unviable.\n\n\
+         A service's files are tested by its own tests; platform's by its own and both \
+         services' (their real servers are what a change to shutdown or readiness breaks).\n",
+        outcomes
+            .first()
+            .and_then(|o| o["cargo_mutants_version"].as_str())
+            .unwrap_or("?"),
         measure::machine(),
         count("total_mutants"),
         count("caught"),
@@ -70,7 +115,10 @@ fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Re
         count("unviable"),
     );
     for (title, file) in [("Missed", "missed.txt"), ("Timeouts", "timeout.txt")] {
-        let lines = fs::read_to_string(results.join(file)).unwrap_or_default();
+        let mut lines = String::new();
+        for dir in results {
+            lines += &fs::read_to_string(dir.join(file)).unwrap_or_default();
+        }
         if !lines.trim().is_empty() {
             let _ = write!(md, "\n## {title}\n\n");
             for line in lines.lines() {
@@ -89,6 +137,13 @@ fn report(results: &Path, config: &str, date: &str, command: &str) -> anyhow::Re
         let _ = writeln!(md, "| `{pattern}` | {reason} |");
     }
     Ok(md)
+}
+
+/// How long a pass took, from the start and end times in its outcomes.
+fn elapsed_seconds(outcome: &serde_json::Value) -> Option<f64> {
+    let time = |key: &str| humantime::parse_rfc3339_weak(outcome[key].as_str()?).ok();
+    let took = time("end_time")?.duration_since(time("start_time")?).ok()?;
+    Some(took.as_secs_f64())
 }
 
 /// The `exclude_re` entries of mutants.toml, each with the comment above it.
@@ -132,22 +187,39 @@ mod tests {
     fn the_report_counts_outcomes_and_lists_survivors_and_equivalent_mutants() {
         let dir = std::env::temp_dir().join(format!("xtask-mutants-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
-        let outcomes = r#"{"total_mutants": 5, "caught": 3, "missed": 1, "timeout": 1, "unviable": 0, "success": 0, "cargo_mutants_version": "27.1.0"}"#;
-        fs::write(dir.join("outcomes.json"), outcomes).unwrap();
+        let passes = [dir.join("services"), dir.join("platform")];
+        for pass in &passes {
+            fs::create_dir_all(pass).unwrap();
+        }
+        let outcomes = r#"{"total_mutants": 5, "caught": 3, "missed": 1, "timeout": 1, "unviable": 0, "success": 0, "cargo_mutants_version": "27.1.0", "start_time": "2026-12-07T14:16:39.890275395Z", "end_time": "2026-12-07T14:36:39.890275395Z"}"#;
+        fs::write(passes[0].join("outcomes.json"), outcomes).unwrap();
         fs::write(
-            dir.join("missed.txt"),
+            passes[0].join("missed.txt"),
             "a.rs:1:1: replace f -> bool with true\n",
         )
         .unwrap();
-        fs::write(dir.join("timeout.txt"), "b.rs:2:2: replace g with ()\n").unwrap();
+        fs::write(
+            passes[0].join("timeout.txt"),
+            "b.rs:2:2: replace g with ()\n",
+        )
+        .unwrap();
+        let outcomes = r#"{"total_mutants": 2, "caught": 1, "missed": 1, "timeout": 0, "unviable": 0, "start_time": "2026-12-07T14:36:40Z", "end_time": "2026-12-07T14:46:40Z"}"#;
+        fs::write(passes[1].join("outcomes.json"), outcomes).unwrap();
+        fs::write(passes[1].join("missed.txt"), "c.rs:3:3: delete !\n").unwrap();
         let config = "exclude_re = [\n    # Same output.\n    \"h\",\n]\n";
-        let report = report(&dir, config, "2026-12-07 06:00", "cargo xtask mutants").unwrap();
+        let report = report(&passes, config, "2026-12-07 06:00", "cargo xtask mutants").unwrap();
         fs::remove_dir_all(&dir).unwrap();
         assert!(
-            report.contains("5 mutants, 3 caught, 1 missed, 1 timeouts, 0 unviable"),
+            report.contains("30 min) over the files"),
+            "the passes' times add up: {report}"
+        );
+        assert!(
+            report.contains("7 mutants, 4 caught, 2 missed, 1 timeouts, 0 unviable"),
             "{report}"
         );
-        assert!(report.contains("## Missed\n\n- `a.rs:1:1: replace f -> bool with true`"));
+        assert!(report.contains(
+            "## Missed\n\n- `a.rs:1:1: replace f -> bool with true`\n- `c.rs:3:3: delete !`"
+        ));
         assert!(report.contains("## Timeouts\n\n- `b.rs:2:2: replace g with ()`"));
         assert!(report.contains("| `h` | Same output. |"));
     }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod health_and_reflection;
+mod help;
 mod helpers;
 mod limits;
 mod properties;
