@@ -49,6 +49,8 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     let tools = Tools::new(&target_dir);
     tools.ensure(&[CARGO_MUTANTS])?;
     let out = target_dir.join("mutants");
+    // cargo-mutants makes its output dir but not the dir above it (a fresh target dir).
+    fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut outcome = Ok(());
     let mut results = Vec::new();
     for (pass, pass_args) in PASSES {
