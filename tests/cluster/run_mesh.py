@@ -21,14 +21,14 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "support"), str(HERE.parent / "mesh
 
 import cluster  # noqa: E402
 import istio  # noqa: E402
-from cases import Case, Observation  # noqa: E402
+from cases import CASES, Case, Observation  # noqa: E402
 from conftest import Overlay  # noqa: E402
 from run_cases import exit_with, report  # noqa: E402
 from test_prod_pods import PROD_CASES, prod_shop  # noqa: E402
-from test_shop_pods import POD_CASES, dev_shop  # noqa: E402
+from test_shop_pods import dev_shop  # noqa: E402
 
 # Each overlay's cases and how its shop runs, the ones its test module uses.
-CASES_ON = {"dev": (POD_CASES, dev_shop), "prod": (PROD_CASES, prod_shop)}
+CASES_ON = {"dev": (CASES, dev_shop), "prod": (PROD_CASES, prod_shop)}
 
 
 def run_overlay(name: str, args: argparse.Namespace) -> list[tuple[Case, Observation]]:
@@ -45,8 +45,7 @@ def run_overlay(name: str, args: argparse.Namespace) -> list[tuple[Case, Observa
         with shop_of(overlay, args.bin_dir, folder / "shop-pods") as shop:
             for case in cases:
                 progress(f"{case.id} ...")
-                shop.use(case.flip)
-                results.append((case, case.observe(shop)))
+                results.append((case, case.run(shop)))
     return results
 
 

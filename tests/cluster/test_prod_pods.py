@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
-from cases import PAGE_TRIES, TRACE_TIMEOUT, Case, Observation, _books
+from cases import PAGE_TRIES, TRACE_TIMEOUT, Case, Observation, _books, check
 from conftest import Overlay, rendered
 from inputs import BASE, Doc, Flip, find
 from loopback import wait_until
@@ -61,8 +61,13 @@ MESH_SPANS_TIMEOUT = 15.0
 ELSEWHERE = "jaeger-collector.observability.svc.cluster.local"
 
 
+def _gateway_tracing(docs: list[Doc]) -> dict:
+    """The tracing stanza of the gateway's Telemetry, where the root sampling ratio is."""
+    return find(docs, "Telemetry", "ingressgateway", GATEWAY_NAMESPACE)["spec"]["tracing"][0]
+
+
 def _telemetry_percent(docs: list[Doc]) -> float:
-    return find(docs, "Telemetry", "ingressgateway", GATEWAY_NAMESPACE)["spec"]["tracing"][0]["randomSamplingPercentage"]
+    return _gateway_tracing(docs)["randomSamplingPercentage"]
 
 
 def _applicable(doc: Doc) -> Doc:
@@ -79,7 +84,7 @@ def _https_server(docs: list[Doc]) -> dict:
 def _with_percent(percent: float):
     def change(docs: list[Doc]) -> list[Doc]:
         docs = copy.deepcopy(docs)
-        find(docs, "Telemetry", "ingressgateway", GATEWAY_NAMESPACE)["spec"]["tracing"][0]["randomSamplingPercentage"] = percent
+        _gateway_tracing(docs)["randomSamplingPercentage"] = percent
         return docs
     return change
 
@@ -126,14 +131,13 @@ NO_SECRET = Flip("no TLS Secret", f"the Gateway's credentialName Secret ({GATEWA
 def prod_shop(overlay: Overlay, bin_dir: Path, work_dir: Path) -> Iterator[Prod]:  # noqa: F811
     """prod's bookshop as its pods, and where a browser reaches its HTTPS server; also
     `cargo xtask mesh`'s (run_mesh.py)."""
-    cluster = overlay.cluster
-    secret = _https_server(rendered(overlay))["tls"]["credentialName"]
+    cluster, docs = overlay.cluster, rendered(overlay)
+    https = _https_server(docs)
+    secret = https["tls"]["credentialName"]
     # The platform's objects the flips change, as the API server holds them: the TLS Secret and
     # the install's mesh config.
-    platform = [_applicable(cluster.get("secret", secret, "-n", GATEWAY_NAMESPACE)),
-                _applicable(cluster.get("configmap", "istio", "-n", GATEWAY_NAMESPACE))]
-    docs = rendered(overlay) + platform
-    https = _https_server(docs)
+    docs += [_applicable(cluster.get("secret", secret, "-n", GATEWAY_NAMESPACE)),
+             _applicable(cluster.get("configmap", "istio", "-n", GATEWAY_NAMESPACE))]
     service = cluster.get("service", GATEWAY, "-n", GATEWAY_NAMESPACE)["spec"]
     port = next(p["targetPort"] for p in service["ports"] if p["port"] == https["port"]["number"])
     with ShopPods(cluster, docs, bin_dir, work_dir) as shop:
@@ -301,10 +305,7 @@ PROD_CASES = (
 
 @pytest.mark.parametrize("case", PROD_CASES, ids=[case.id for case in PROD_CASES])
 def test_case(prod: Prod, case: Case) -> None:
-    prod.use(case.flip)
-    seen = case.observe(prod)
-    print(f"{case.id}: {seen.outcome} ({seen.detail})")
-    assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
+    check(case, prod)
 
 
 def test_the_apps_and_the_mesh_name_one_collector(overlay: Overlay, prod: Prod) -> None:

@@ -5,7 +5,8 @@ rendered and, as its twin, under the same flip of one policy made through the AP
 All of CASES: the page through the ingress gateway's pod IP over mTLS on both hops, plaintext
 to either sidecar's pod, the trace of a page and a client's traceparent, the marketplace's calls
 to recommendations (Recommend, health, reflection, a burst it sheds), made from inside its pod,
-and mesh-probe's (sa/default) to either service, made from inside the probe's."""
+and mesh-probe's (sa/default) to either service, made from inside the probe's. That each case has
+its twin, with another outcome, tests/mesh/test_mesh.py checks."""
 
 from __future__ import annotations
 
@@ -19,20 +20,9 @@ import agent
 import case_objects
 
 from bookshop import bin_dir  # noqa: F401 (the session fixture, shared with the other suites)
-from cases import (BOOKS, CASES, DENIED, Case, health_as_marketplace, marketplace_as_other_identity,
-                   page_through_ingress, page_with_a_clients_traceparent, plaintext_to_marketplace,
-                   plaintext_to_recommendations, recommend_as_marketplace, recommend_as_other_identity,
-                   recommendations_shedding_under_load, reflection_as_marketplace, trace_of_a_page)
+from cases import BOOKS, CASES, DENIED, Case, check, page_through_ingress, recommend_as_marketplace
 from conftest import Overlay, rendered
 from shop_pods import ShopPods
-
-ON_THE_PODS = (page_through_ingress, plaintext_to_marketplace, trace_of_a_page, page_with_a_clients_traceparent,
-               recommend_as_marketplace, health_as_marketplace, reflection_as_marketplace,
-               plaintext_to_recommendations, recommend_as_other_identity, marketplace_as_other_identity,
-               recommendations_shedding_under_load)
-# Grouped by flip as CASES is (the Envoys restart between groups).
-POD_CASES = [case for case in CASES if case.observe in ON_THE_PODS]
-
 
 @contextmanager
 def dev_shop(overlay: Overlay, bin_dir: Path, work_dir: Path) -> Iterator[ShopPods]:  # noqa: F811
@@ -50,18 +40,9 @@ def shop(overlay: Overlay, bin_dir, tmp_path_factory) -> Iterator[ShopPods]:  # 
 
 
 @pytest.mark.parametrize("overlay", ["dev"], indirect=True)
-@pytest.mark.parametrize("case", POD_CASES, ids=[case.id for case in POD_CASES])
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_case(shop: ShopPods, case: Case) -> None:
-    shop.use(case.flip)
-    seen = case.observe(shop)
-    print(f"{case.id}: {seen.outcome} ({seen.detail})")
-    assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
-
-
-def test_each_case_here_has_its_twin() -> None:
-    names = [case.name for case in POD_CASES]
-    assert len(POD_CASES) == 2 * len(ON_THE_PODS) and all(names.count(name) == 2 for name in names)
-    assert POD_CASES == list(CASES), "a case of tests/mesh not run on the pods"
+    check(case, shop)
 
 
 @pytest.mark.parametrize("overlay", ["dev"], indirect=True)

@@ -250,6 +250,20 @@ class Case:
     def id(self) -> str:
         return f"{self.name} [{self.flip.name}]"
 
+    def run(self, target: Any) -> Observation:
+        """The case on `target` (the loopback mesh, the cluster's pods): its flip put in place
+        (`use`), then what came back."""
+        target.use(self.flip)
+        return self.observe(target)
+
+
+def check(case: Case, target: Any) -> None:
+    """A case as a test: run on `target`, what it saw printed (pytest -s), its outcome the
+    expected one."""
+    seen = case.run(target)
+    print(f"{case.id}: {seen.outcome} ({seen.detail})")
+    assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
+
 
 BOOKS = "200, 3 books"
 DENIED = "PERMISSION_DENIED"

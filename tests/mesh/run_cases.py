@@ -41,8 +41,7 @@ def main() -> int:
     with LoopbackMesh(args.bin_dir.resolve(), out) as mesh:
         for case in CASES:
             print(f"mesh: {case.id} ...", file=sys.stderr, flush=True)
-            mesh.use(case.flip)
-            results.append((case, case.observe(mesh)))
+            results.append((case, case.run(mesh)))
     failed = report("loopback", results, out)
     for flip in dict.fromkeys(case.flip for case in CASES):
         print(f"{flip.name}: {flip.what} -> {out / slug(flip.name)}")

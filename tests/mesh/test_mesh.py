@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from cases import CASES, Case
+from cases import CASES, Case, check
 from inputs import BASE
 from loopback_mesh import LoopbackMesh
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_case(mesh: LoopbackMesh, case: Case) -> None:
-    mesh.use(case.flip)
-    seen = case.observe(mesh)
-    assert seen.outcome == case.expected, f"{case.id}: {seen.outcome!r} ({seen.detail})"
+    check(case, mesh)
 
 
 def test_every_case_has_a_twin_with_another_outcome() -> None:

