@@ -47,30 +47,26 @@ pub struct BenchArgs {
     /// Fresh starts each startup figure is the median of.
     #[arg(skip = 5_usize)]
     startup_runs: usize,
-    /// The command as the table names it.
-    #[arg(skip)]
-    command: String,
 }
 
-pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(args.rounds >= 1, "--rounds must be at least 1");
     ensure!(args.scale > 0.0, "--scale must be positive");
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     tools.ensure(TOOLS)?;
-    args.command = workspace::command_line();
     bench(&tools, &target_dir, &args)
 }
 
 /// `cargo xtask test bench`: every scenario once, at a tenth; the answers checked, the budgets only reported.
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
+    let (rounds, scale, bound_seconds, no_update, startup_runs) = (1, 0.1, 60, true, 2);
     let settings = BenchArgs {
-        rounds: 1,
-        scale: 0.1,
-        bound_seconds: 60,
-        no_update: true,
-        startup_runs: 2,
-        command: "cargo xtask test bench".into(),
+        rounds,
+        scale,
+        bound_seconds,
+        no_update,
+        startup_runs,
     };
     bench(tools, target_dir, &settings)
 }
@@ -134,8 +130,7 @@ const SERVERS: [Server; 11] = {
 
 fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let work = target_dir.join("bench");
-    let bin_dir = target_dir.join("release");
+    let (work, bin_dir) = (target_dir.join("bench"), target_dir.join("release"));
     let body = build(&bin_dir, &work)?;
     let measured = workspace::block_on(async {
         let load_before = measure::load_average();
@@ -157,12 +152,8 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
             load_before,
         })
     })?;
-    let (document, plot) = report::write(tools, settings, target_dir, measured)?;
-    let (document, plot) = (document.display(), plot.display());
-    eprintln!(
-        "bench: table in {document}, plot in {plot}, in {:.0?}",
-        started.elapsed()
-    );
+    report::write(tools, settings, target_dir, measured)?;
+    eprintln!("bench: done in {:.0?}", started.elapsed());
     Ok(())
 }
 
@@ -187,13 +178,11 @@ async fn rounds(
     h2load: H2load,
 ) -> anyhow::Result<Vec<Sample>> {
     for server in SERVERS {
-        let warmed = h2load
-            .run(server.call(), fleet.find(server)?.main, 16, WARMUP_REQUESTS)
-            .await;
+        let main = fleet.find(server)?.main;
+        let warmed = h2load.run(server.call(), main, 16, WARMUP_REQUESTS).await;
         warmed.with_context(|| format!("warming up {}", server.label()))?;
     }
-    let mut samples = Vec::new();
-    let rounds = settings.rounds;
+    let (mut samples, rounds) = (Vec::new(), settings.rounds);
     let total = rounds * CONCURRENCIES.len() * SERVERS.len();
     for round in 0..rounds {
         for call in [Call::Recommend, Call::Page] {
@@ -206,16 +195,11 @@ async fn rounds(
                     let sample = fleet.sample(server, &h2load, concurrency, n).await;
                     let sample =
                         sample.with_context(|| format!("{label} at concurrency {concurrency}"))?;
-                    let (run, seconds) = (sample.run, n as f64 / sample.run.per_second);
+                    let (run, cpu, done) = (sample.run, sample.cpu_per_10k, samples.len() + 1);
+                    let (seconds, name, nth) = (n as f64 / run.per_second, call.name(), round + 1);
+                    let (per_second, p50, p99) = (run.per_second, run.p50_ms, run.p99_ms);
                     eprintln!(
-                        "bench: [{:>2}/{total}] round {}/{rounds} {:<9} c={concurrency:<2} {label:<58} {n} in {seconds:.2} s, {:>7.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU {:.2} s/10k",
-                        samples.len() + 1,
-                        round + 1,
-                        call.name(),
-                        run.per_second,
-                        run.p50_ms,
-                        run.p99_ms,
-                        sample.cpu_per_10k,
+                        "bench: [{done:>2}/{total}] round {nth}/{rounds} {name:<9} c={concurrency:<2} {label:<58} {n} in {seconds:.2} s, {per_second:>7.0} req/s, p50 {p50:.3} ms, p99 {p99:.3} ms, CPU {cpu:.2} s/10k"
                     );
                     samples.push(sample);
                 }

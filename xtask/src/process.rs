@@ -56,13 +56,9 @@ pub fn handle_signals() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (mut interrupt, mut terminate) = {
-        let _entered = runtime.enter();
-        (
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        )
-    };
+    let [interrupt, terminate] =
+        runtime.block_on(async { [SignalKind::interrupt(), SignalKind::terminate()].map(signal) });
+    let (mut interrupt, mut terminate) = (interrupt?, terminate?);
     std::thread::spawn(move || {
         runtime.block_on(async {
             loop {

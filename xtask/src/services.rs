@@ -4,7 +4,7 @@
 
 use crate::process::{Output, Process};
 use anyhow::{Context, ensure};
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tokio::process::Command;
 
 /// What a degraded page says (docs/design.md: the "unavailable" notice).
@@ -16,6 +16,14 @@ pub struct Service {
     pub main: SocketAddr,
     /// None for a baseline, which has no admin listener.
     pub admin: Option<SocketAddr>,
+}
+
+/// `binary`, with nothing of the caller's environment (`OTEL_*` above all): each
+/// process of the bench and the soak gets only its own settings.
+pub fn command(binary: PathBuf) -> Command {
+    let mut command = Command::new(binary);
+    command.env_clear();
+    command
 }
 
 impl Service {
@@ -50,8 +58,7 @@ impl Service {
             .as_str()
             .and_then(|addr| addr.parse().ok())
             .with_context(|| format!("no {field} in the listening line {line}"))?;
-        let main = SocketAddr::from(([127, 0, 0, 1], logged.port()));
-        let admin = None;
+        let (main, admin) = (SocketAddr::from(([127, 0, 0, 1], logged.port())), None);
         Ok(Self {
             process,
             main,
@@ -69,8 +76,13 @@ impl Service {
 
     /// The degraded pages a marketplace served, as it counts them itself.
     pub async fn fallbacks(&self) -> anyhow::Result<f64> {
-        let admin = self.admin.context("no admin listener")?;
-        let metrics = get(admin, "/metrics").await?;
+        let url = format!(
+            "http://{}/metrics",
+            self.admin.context("no admin listener")?
+        );
+        let answer = http_client().build()?.get(&url).send().await;
+        let answer = answer.and_then(reqwest::Response::error_for_status);
+        let metrics = answer.with_context(|| format!("GET {url}"))?.text().await?;
         counter(&metrics, "marketplace_recommendations_fallback_total")
     }
 }
@@ -86,15 +98,17 @@ pub fn http_client() -> reqwest::ClientBuilder {
         .timeout(Duration::from_secs(5))
 }
 
-pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let url = format!("http://{addr}{path}");
-    let answer = http_client().build()?.get(&url).send().await;
-    let answer = answer.and_then(reqwest::Response::error_for_status);
-    Ok(answer.with_context(|| format!("GET {url}"))?.text().await?)
+/// One page: full (`true`) or degraded (`false`); an error for anything else.
+pub async fn page(client: &reqwest::Client, url: &str) -> anyhow::Result<bool> {
+    let response = client.get(url).send().await?;
+    let status = response.status();
+    let html = response.text().await.context("reading the page")?;
+    ensure!(status == reqwest::StatusCode::OK, "{status}");
+    full_page(&html)
 }
 
 /// A page: `true` with its three books, `false` degraded, an error otherwise.
-pub fn full_page(html: &str) -> anyhow::Result<bool> {
+fn full_page(html: &str) -> anyhow::Result<bool> {
     if html.contains(DEGRADED) {
         return Ok(false);
     }
@@ -110,14 +124,12 @@ fn counter(metrics: &str, name: &str) -> anyhow::Result<f64> {
         if let Some(rest) = line.strip_prefix(name)
             && (rest.starts_with('{') || rest.starts_with(' '))
         {
-            let value = rest.rsplit(' ').next().unwrap_or_default();
-            let value = value.parse::<f64>();
+            let value = rest.rsplit(' ').next().unwrap_or_default().parse::<f64>();
             total += value.with_context(|| format!("unexpected metrics line {line:?}"))?;
         }
     }
     Ok(total)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

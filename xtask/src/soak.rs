@@ -4,8 +4,14 @@
 mod load;
 mod report;
 
-use crate::{measure, process::Output, services::Service, tools::Tools, workspace};
-use anyhow::{Context, bail, ensure};
+use crate::{
+    measure,
+    process::Output,
+    services::{self, Service},
+    tools::Tools,
+    workspace,
+};
+use anyhow::{Context, ensure};
 use clap::Args;
 use load::Counters;
 use report::{Measured, Usage};
@@ -60,18 +66,19 @@ pub fn test(_tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
 
 /// Runs the soak and prints its table.
 fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Measured> {
-    if duration <= MIN_WARM_UP {
-        bail!("a soak of {MIN_WARM_UP:?} or less has no time left after its warm-up");
-    }
+    let at_least = MIN_WARM_UP;
+    ensure!(
+        duration > at_least,
+        "a soak of {at_least:?} or less has no time left after its warm-up"
+    );
     workspace::build_release()?;
     let (bin_dir, log_dir) = (target_dir.join("release"), target_dir.join("soak"));
-    std::fs::create_dir_all(&log_dir)
-        .with_context(|| format!("cannot create {}", log_dir.display()))?;
+    let created = std::fs::create_dir_all(&log_dir);
+    created.with_context(|| format!("cannot create {}", log_dir.display()))?;
     workspace::block_on(async {
-        // Only the soak's own settings, nothing from the caller's environment.
         let start = async |name: &str, main_port: &str, upstream: Option<&Service>| {
-            let mut command = tokio::process::Command::new(bin_dir.join(name));
-            command.env_clear().env("RUST_LOG", "info");
+            let mut command = services::command(bin_dir.join(name));
+            command.env("RUST_LOG", "info");
             command.envs(upstream.iter().flat_map(|upstream| upstream.upstream()));
             let log = Output::File(log_dir.join(format!("{name}.log")));
             let service = Service::start(name, &mut command, main_port, log).await?;
@@ -86,15 +93,11 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
         let measured = hold(&mut services, duration, rate).await;
         // Both are stopped whatever happened; a failed stop is reported
         // after the measurement's own error, if any.
-        let [marketplace, recommendations] = services;
-        let stopped = (
-            marketplace.process.stop().await,
-            recommendations.process.stop().await,
-        );
+        let [marketplace, recommendations] = services.map(|service| service.process.stop());
+        let stopped = (marketplace.await, recommendations.await);
         let measured = measured?;
         println!("{}", measured.table());
-        stopped.0?;
-        stopped.1?;
+        stopped.0.and(stopped.1)?;
         Ok(measured)
     })
 }
@@ -133,16 +136,11 @@ async fn hold(
         }
         last = Some(now);
         if tick % PROGRESS_EVERY == 0 {
-            let counts = counters.lock().expect("not poisoned");
+            let c = counters.lock().expect("not poisoned");
+            let (at, of) = (started.elapsed().as_secs_f64(), duration.as_secs());
+            let ([market, rec], pages, errors, degraded) = (now, c.answered, c.errors, c.degraded);
             eprintln!(
-                "xtask: soak {:>4.0}/{} s: {} pages, {} errors, {} degraded; marketplace {}, recommendations {}",
-                started.elapsed().as_secs_f64(),
-                duration.as_secs(),
-                counts.answered,
-                counts.errors,
-                counts.degraded,
-                now[0],
-                now[1],
+                "xtask: soak {at:>4.0}/{of} s: {pages} pages, {errors} errors, {degraded} degraded; marketplace {market}, recommendations {rec}"
             );
         }
     }

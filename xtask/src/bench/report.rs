@@ -2,14 +2,10 @@
 //! baseline of the same call and concurrency, the budgets, the Markdown
 //! BENCHMARKS.md keeps and the JSON the plot is drawn from.
 
-use super::{BenchArgs, CONCURRENCIES, PROD, Server, load::Run};
+use super::{BenchArgs, CONCURRENCIES, PROD, SERVERS, Server, load::Run};
 use crate::{benchmarks, measure, tools::Tools, workspace};
 use serde_json::json;
-use std::{
-    fmt::Write as _,
-    fs,
-    path::{Path, PathBuf},
-};
+use std::{fmt::Write as _, fs, path::Path};
 
 /// One scenario of one round, or the medians over the rounds.
 #[derive(Debug, Clone)]
@@ -62,18 +58,19 @@ fn rows(servers: &[Server], samples: &[Sample], concurrencies: &[usize]) -> Vec<
         let of: Vec<&Sample> = samples.iter().filter(same).collect();
         let pick = |f: &dyn Fn(&Sample) -> f64| measure::median(of.iter().map(|s| f(s)).collect());
         let processes = of.first().map_or(0, |s| s.peak_rss_mib.len());
+        let run = Run {
+            per_second: pick(&|s| s.run.per_second),
+            p50_ms: pick(&|s| s.run.p50_ms),
+            p99_ms: pick(&|s| s.run.p99_ms),
+        };
+        let (cpu_per_10k, processes) = (pick(&|s| s.cpu_per_10k), 0..processes);
+        let peak_rss_mib = processes.map(|i| pick(&|s| s.peak_rss_mib[i])).collect();
         Sample {
             server,
             concurrency,
-            run: Run {
-                per_second: pick(&|s| s.run.per_second),
-                p50_ms: pick(&|s| s.run.p50_ms),
-                p99_ms: pick(&|s| s.run.p99_ms),
-            },
-            cpu_per_10k: pick(&|s| s.cpu_per_10k),
-            peak_rss_mib: (0..processes)
-                .map(|i| pick(&|s| s.peak_rss_mib[i]))
-                .collect(),
+            run,
+            cpu_per_10k,
+            peak_rss_mib,
         }
     };
     let mut rows = Vec::new();
@@ -84,10 +81,14 @@ fn rows(servers: &[Server], samples: &[Sample], concurrencies: &[usize]) -> Vec<
         let baseline = *baseline.expect("every call has a baseline");
         for &concurrency in concurrencies {
             let (ours, base) = (medians(server, concurrency), medians(baseline, concurrency));
+            let (ratio, p99_ratio) = (
+                ours.run.per_second / base.run.per_second,
+                ours.run.p99_ms / base.run.p99_ms,
+            );
             rows.push(Row {
-                ratio: ours.run.per_second / base.run.per_second,
-                p99_ratio: ours.run.p99_ms / base.run.p99_ms,
                 medians: ours,
+                ratio,
+                p99_ratio,
             });
         }
     }
@@ -141,32 +142,25 @@ impl Report {
         let mut md = format!("{}\n\n", self.header);
         md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
-        for Row {
-            medians,
-            ratio,
-            p99_ratio,
-        } in &self.rows
-        {
-            let (server, run) = (medians.server, medians.run);
+        for row in &self.rows {
+            let (server, run, c) = (row.medians.server, row.medians.run, row.medians.concurrency);
             let label = match server.baseline() {
                 true => format!("**{}** (baseline)", server.label()),
                 false => server.label(),
             };
-            let rss: Vec<String> = medians
+            let (call, per_second, p50, p99) =
+                (server.call().name(), run.per_second, run.p50_ms, run.p99_ms);
+            let (ratio, p99_ratio, cpu) = (row.ratio, row.p99_ratio, row.medians.cpu_per_10k);
+            let rss: Vec<String> = row
+                .medians
                 .peak_rss_mib
                 .iter()
                 .map(|m| format!("{m:.1}"))
                 .collect();
+            let rss = rss.join(" + ");
             let _ = writeln!(
                 md,
-                "| {label} | {} | {} | {:.0} | {ratio:.2} | {:.3} | {:.3} | {p99_ratio:.2} | {:.3} | {} |",
-                server.call().name(),
-                medians.concurrency,
-                run.per_second,
-                run.p50_ms,
-                run.p99_ms,
-                medians.cpu_per_10k,
-                rss.join(" + "),
+                "| {label} | {call} | {c} | {per_second:.0} | {ratio:.2} | {p50:.3} | {p99:.3} | {p99_ratio:.2} | {cpu:.3} | {rss} |"
             );
         }
         md += "\nPeak RSS of a chain is each process's, front first; CPU is the sum of its processes.\n\n";
@@ -210,22 +204,21 @@ pub fn write(
     settings: &BenchArgs,
     target_dir: &Path,
     measured: Measured,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let work = &target_dir.join("bench");
-    let mut sizes = Vec::new();
-    for binary in ["recommendations", "marketplace"] {
-        sizes.push((binary, stripped_size(target_dir, binary)?));
-    }
+) -> anyhow::Result<()> {
+    let (work, root) = (target_dir.join("bench"), workspace::root());
+    let sizes = ["recommendations", "marketplace"]
+        .map(|binary| Ok((binary, stripped_size(target_dir, binary)?)));
+    let sizes = sizes.into_iter().collect::<anyhow::Result<_>>()?;
     let (date, machine) = (measure::utc_minute() + " UTC", measure::machine());
     let (before, after) = (measured.load_before, measure::load_average());
+    let (command, rounds) = (workspace::command_line(), settings.rounds);
     let header = format!(
-        "Measured {date} on {machine} (load average {before} before, {after} after), `{}`: \
-         {} interleaved round(s), medians; ratios are to the baseline of \
-         the same call at the same concurrency, in the same run.",
-        settings.command, settings.rounds
+        "Measured {date} on {machine} (load average {before} before, {after} after), `{command}`: \
+         {rounds} interleaved round(s), medians; ratios are to the baseline of \
+         the same call at the same concurrency, in the same run."
     );
-    let rows = rows(&super::SERVERS, &measured.samples, &CONCURRENCIES);
-    let (startups, root) = (measured.startups, workspace::root());
+    let rows = rows(&SERVERS, &measured.samples, &CONCURRENCIES);
+    let startups = measured.startups;
     let report = Report {
         header,
         rows,
@@ -246,7 +239,12 @@ pub fn write(
     let script = root.join("bench/plot.py");
     workspace::run(tools.command("python")?.arg(script).arg(&json).arg(&plot))?;
     benchmarks::update(&document, "bench", "", |_| markdown)?;
-    Ok((document, plot))
+    eprintln!(
+        "bench: table in {}, plot in {}",
+        document.display(),
+        plot.display()
+    );
+    Ok(())
 }
 
 fn stripped_size(target_dir: &Path, binary: &str) -> anyhow::Result<u64> {

@@ -114,18 +114,15 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the sink, then the chain of each of `servers`, upstreams first.
     pub async fn start(bin_dir: &Path, servers: &[Server]) -> anyhow::Result<Self> {
-        let mut sink = command(bin_dir.join("bench-tool"));
+        let mut sink = services::command(bin_dir.join("bench-tool"));
         let sink = Service::listening("otlp sink", sink.arg("otlp-sink"), "grpc_addr").await?;
-        let bin_dir = bin_dir.to_path_buf();
+        let (bin_dir, running) = (bin_dir.to_path_buf(), Vec::new());
         let mut fleet = Fleet {
             bin_dir,
             sink,
-            running: Vec::new(),
+            running,
         };
-        for server in servers
-            .iter()
-            .flat_map(|server| server.chain().into_iter().rev())
-        {
+        for server in servers.iter().flat_map(|s| s.chain().into_iter().rev()) {
             if fleet.find(server).is_err() {
                 let service = fleet.start_one(server).await?;
                 fleet.running.push((server, service));
@@ -135,24 +132,21 @@ impl Fleet {
     }
 
     pub fn find(&self, server: Server) -> anyhow::Result<&Service> {
-        let mut running = self.running.iter();
-        let found = running.find_map(|(s, service)| (*s == server).then_some(service));
-        found.with_context(|| format!("{server:?} was not started"))
-    }
-
-    fn bin(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
+        let found = self.running.iter().find(|(s, _)| *s == server);
+        Ok(&found
+            .with_context(|| format!("{server:?} was not started"))?
+            .1)
     }
 
     async fn start_one(&self, server: Server) -> anyhow::Result<Service> {
         let name = server.label();
         let (binary, main_port, telemetry) = match server {
             Server::BareTonic => {
-                let mut bare = command(self.bin("bare-tonic"));
+                let mut bare = services::command(self.bin_dir.join("bare-tonic"));
                 return Service::listening(&name, &mut bare, "grpc_addr").await;
             }
             Server::BareAxum | Server::BareChain => {
-                let mut bare = command(self.bin("bare-axum"));
+                let mut bare = services::command(self.bin_dir.join("bare-axum"));
                 if server == Server::BareChain {
                     let upstream = self.find(Server::BareTonic)?.main;
                     bare.args(["--upstream", &format!("http://{upstream}")]);
@@ -162,7 +156,7 @@ impl Fleet {
             Server::Recommendations(t) => ("recommendations", "GRPC_PORT", t),
             Server::Marketplace(t) => ("marketplace", "HTTP_PORT", t),
         };
-        let mut command = command(self.bin(binary));
+        let mut command = services::command(self.bin_dir.join(binary));
         command.envs(telemetry.env(self.sink.main));
         if let Server::Marketplace(t) = server {
             command.envs(self.find(Server::Recommendations(t))?.upstream());
@@ -190,13 +184,13 @@ impl Fleet {
         for &pid in &pids {
             measure::reset_peak(pid)?;
         }
-        let (call, addr, cpu_before) = (server.call(), self.find(server)?.main, cpu()?);
+        let (call, addr, cpu_before): (_, _, f64) =
+            (server.call(), self.find(server)?.main, cpu()?);
         let run = h2load.run(call, addr, concurrency, requests).await?;
         let cpu_per_10k = (cpu()? - cpu_before) / requests as f64 * 10_000.0;
         let peak_rss_kib = pids.iter().map(|&pid| measure::peak_rss_kib(pid));
-        let peak_rss_mib = peak_rss_kib
-            .map(|kib| Ok(kib? as f64 / 1024.0))
-            .collect::<anyhow::Result<_>>()?;
+        let peak_rss_mib = peak_rss_kib.map(|kib| Ok(kib? as f64 / 1024.0));
+        let peak_rss_mib = peak_rss_mib.collect::<anyhow::Result<_>>()?;
         for (_, service) in self.running.iter_mut().filter(|(s, _)| chain.contains(s)) {
             service.process.alive()?;
         }
@@ -243,14 +237,15 @@ impl Fleet {
     async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
         match call {
             Call::Recommend => {
-                let mut check = Command::new(self.bin("bench-tool"));
+                let mut check = Command::new(self.bin_dir.join("bench-tool"));
                 let addr = format!("http://{addr}");
                 check.args(["check", "--calls", "30", "--addr", &addr]);
                 process::stdout(&mut check).await?;
             }
             Call::Page => {
+                let (client, url) = (services::http_client().build()?, format!("http://{addr}/"));
                 for _ in 0..5 {
-                    let full = services::full_page(&services::get(addr, "/").await?)?;
+                    let full = services::page(&client, &url).await?;
                     ensure!(full, "GET / showed the fallback notice");
                 }
             }
@@ -258,21 +253,21 @@ impl Fleet {
         Ok(())
     }
 
-    /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings.
+    /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings,
+    /// while nothing else is measured.
     pub async fn startup(&self, service: &'static str, runs: usize) -> anyhow::Result<Startup> {
-        let mut startup = Command::new(self.bin("bench-tool"));
+        let mut startup = Command::new(self.bin_dir.join("bench-tool"));
         startup
             .args(["startup", "--service", service, "--runs", &runs.to_string()])
             .arg("--bin")
-            .arg(self.bin(service))
+            .arg(self.bin_dir.join(service))
             .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")])
             .envs(PROD.env(self.sink.main));
         if service == "marketplace" {
             startup.envs(self.find(Server::Recommendations(PROD))?.upstream());
         }
-        // A second or so of fresh starts, while nothing else is measured.
-        let figures = process::stdout(&mut startup).await?;
-        let figures: serde_json::Value = serde_json::from_str(&figures)?;
+        let figures: serde_json::Value =
+            serde_json::from_str(&process::stdout(&mut startup).await?)?;
         let median = |key: &str| -> anyhow::Result<f64> {
             let numbers = figures[key].as_array();
             let numbers = numbers.with_context(|| format!("no {key} from bench-tool startup"))?;
@@ -289,12 +284,4 @@ impl Fleet {
             idle_rss_mib,
         })
     }
-}
-
-/// `binary`, with nothing of the caller's environment (`OTEL_*` above all):
-/// each gets only its own settings, as in the soak.
-fn command(binary: PathBuf) -> Command {
-    let mut command = Command::new(binary);
-    command.env_clear();
-    command
 }
