@@ -1,7 +1,7 @@
-//! Installs the outside tools the checks use, each only when a step needs it,
-//! under the cargo target dir so later runs reuse them: a Python venv (pinned
-//! in `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned
-//! `tools/*/go.mod`, pinned cargo subcommands and, as root on Debian, apt packages.
+//! Installs the outside tools the checks use, each only when a step needs it, under the
+//! cargo target dir so later runs reuse them: a Python venv (pinned in
+//! `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned `tools/*/go.mod`,
+//! pinned cargo subcommands and, as root on Debian, apt packages.
 
 use crate::workspace;
 use anyhow::{Context, bail};
@@ -14,8 +14,6 @@ use std::{
 
 /// buf, for `buf lint` and `buf breaking` on the proto contract.
 const BUF: &str = "@bufbuild/buf@1.75.0";
-/// The Go modules (under `tools/`) that pin the upstream tools the tests build.
-const GO_TOOLS: &str = "tools";
 
 /// Something a step needs from outside the workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,9 +80,8 @@ pub struct Tools {
 impl Tools {
     /// Where the tools live; nothing is installed until `ensure`.
     pub fn new(target_dir: &Path) -> Self {
-        Self {
-            dir: target_dir.join("tools"),
-        }
+        let dir = target_dir.join("tools");
+        Self { dir }
     }
 
     /// Installs each of `needed` that is missing or out of date.
@@ -115,10 +112,11 @@ impl Tools {
     /// A command for an installed tool, run from the workspace root with the
     /// tools first on PATH (pytest starts hadolint, istioctl… by name).
     pub fn command(&self, program: &str) -> anyhow::Result<Command> {
-        let mut path: Vec<PathBuf> = self.bin_dirs().into();
-        path.extend(std::env::split_paths(
-            &std::env::var_os("PATH").unwrap_or_default(),
-        ));
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = self
+            .bin_dirs()
+            .into_iter()
+            .chain(std::env::split_paths(&path));
         let mut command = Command::new(self.path(program)?);
         command
             .current_dir(workspace::root())
@@ -130,9 +128,8 @@ impl Tools {
     /// requires (tools/istio/go.mod lists it): what istio/gateway-api is validated against and
     /// what the cluster step installs before applying it.
     pub fn gateway_api_crds(&self) -> anyhow::Result<PathBuf> {
-        Ok(self
-            .go_module("istio", "sigs.k8s.io/gateway-api")?
-            .join("config/crd/standard"))
+        let module = self.go_module("istio", "sigs.k8s.io/gateway-api")?;
+        Ok(module.join("config/crd/standard"))
     }
 
     /// The source directory of a module that `tools/<tools_module>/go.mod`
@@ -158,12 +155,10 @@ impl Tools {
         }
         files.sort();
         let mut requirements = Vec::new();
-        for file in files {
-            if file.is_file() {
-                let read = fs::read(&file).with_context(|| format!("cannot read {file:?}"));
-                requirements.extend(read?);
-                pip.arg("-r").arg(file);
-            }
+        for file in files.into_iter().filter(|file| file.is_file()) {
+            let read = fs::read(&file).with_context(|| format!("cannot read {file:?}"));
+            requirements.extend(read?);
+            pip.arg("-r").arg(file);
         }
         let stamp = venv.join("installed-requirements.txt");
         stamped(&stamp, &requirements, || {
@@ -203,11 +198,11 @@ impl Tools {
     }
 
     /// `go` with its module and build caches under the tools dir, in one
-    /// tools module, never switching toolchains behind our back.
+    /// tools module (under `tools/`), never switching toolchains behind our back.
     pub fn go(&self, module: &str) -> anyhow::Result<Command> {
         require_command("go", "Go 1.26 or later (https://go.dev/doc/install)")?;
         let mut go = Command::new("go");
-        go.current_dir(workspace::root().join(GO_TOOLS).join(module))
+        go.current_dir(workspace::root().join("tools").join(module))
             .env("GOMODCACHE", self.dir.join("go/mod"))
             .env("GOCACHE", self.dir.join("go/cache"))
             .envs([("GOTOOLCHAIN", "local"), ("GOFLAGS", "-mod=readonly")]);
@@ -220,25 +215,20 @@ impl Tools {
     fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
         let found = GO_PROGRAMS.iter().find(|(t, ..)| *t == tool);
         let (_, module, programs) = *found.expect("a Go tool");
-        let mut sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
+        let mut sources = module_sources(&workspace::root().join("tools").join(module))?;
         // A program added to the list is built even when the module's files did not change.
-        for (_, package) in programs {
-            sources.extend(package.as_bytes());
-        }
+        sources.extend(programs.iter().flat_map(|(_, package)| package.as_bytes()));
         let (bin, first) = (self.dir.join("bin"), programs[0].0);
-        let stamp = bin.join(format!("{first}.built-from"));
-        stamped(&stamp, &sources, || {
+        stamped(&bin.join(format!("{first}.built-from")), &sources, || {
             let names: Vec<&str> = programs.iter().map(|(name, _)| *name).collect();
             let names = names.join(", ");
             eprintln!(
-                "xtask: building {names} from {GO_TOOLS}/{module} (the first build takes many minutes)"
+                "xtask: building {names} from tools/{module} (the first build takes many minutes)"
             );
             // With several packages, -o names a folder, and each binary is named after its package.
             let out = format!("{}/", bin.display());
-            let ldflags = format!(
-                "-s -w{}",
-                crate::cluster::kubernetes_version_flags(self.go(module))
-            );
+            let stamp = crate::cluster::kubernetes_version_flags(self.go(module));
+            let ldflags = format!("-s -w{stamp}");
             let mut go = self.go(module)?;
             go.args(["build", "-trimpath", "-ldflags", &ldflags, "-o", &out]);
             workspace::run(go.args(programs.iter().map(|(_, package)| *package)))
@@ -265,18 +255,14 @@ fn stamped(
 /// Every file of a tools module (go.mod, go.sum, our own Go programs), in a
 /// stable order: a change to any of them rebuilds the module's tools.
 fn module_sources(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir) {
+    let walk = walkdir::WalkDir::new(dir).sort_by_file_name();
+    let mut sources = Vec::new();
+    for entry in walk {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         if !entry.file_type().is_dir() {
-            files.push(entry.into_path());
+            sources.extend(entry.path().strip_prefix(dir)?.to_string_lossy().as_bytes());
+            sources.extend(fs::read(entry.path())?);
         }
-    }
-    files.sort();
-    let mut sources = Vec::new();
-    for file in files {
-        sources.extend(file.strip_prefix(dir)?.to_string_lossy().as_bytes());
-        sources.extend(fs::read(&file)?);
     }
     Ok(sources)
 }
@@ -296,8 +282,9 @@ fn install_debian(command: &str, package: &str) -> anyhow::Result<()> {
     eprintln!("xtask: installing the Debian package {package} (for {command})");
     workspace::run(Command::new("apt-get").args(["update", "-qq"]))?;
     let install = ["install", "-y", "-qq", "--no-install-recommends", package];
+    let mut apt_get = Command::new("apt-get");
     workspace::run(
-        Command::new("apt-get")
+        apt_get
             .args(install)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
