@@ -25,7 +25,11 @@ const SANITIZER: &str = "--sanitizer=none";
 const FALLBACK_CASES: &str = "5000";
 
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
-    if !nightly_available() {
+    let mut rustc = Command::new("rustup");
+    let version = rustc
+        .args(["run", "nightly", "rustc", "--version"])
+        .output();
+    if !version.is_ok_and(|output| output.status.success()) {
         if std::env::var("CI").is_ok_and(|ci| ci == "true") {
             bail!(
                 "no nightly toolchain, which cargo-fuzz needs; CI fuzzes for real: run `rustup toolchain install nightly --profile minimal`"
@@ -34,17 +38,22 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
         eprintln!(
             "xtask: no nightly toolchain (`rustup toolchain list`), which cargo-fuzz needs: running the proptest properties with {FALLBACK_CASES} cases each instead"
         );
-        return workspace::run(
-            workspace::cargo()
-                .args(["test", "--locked", "--package", "recommendations"])
-                .args(["--package", "marketplace", "--test", "api"])
-                .args(["--", "properties::"])
-                .env("PROPTEST_CASES", FALLBACK_CASES),
-        );
+        let mut properties = workspace::cargo();
+        properties
+            .args(["test", "--locked", "--package", "recommendations"])
+            .args([
+                "--package",
+                "marketplace",
+                "--test",
+                "api",
+                "--",
+                "properties::",
+            ])
+            .env("PROPTEST_CASES", FALLBACK_CASES);
+        return workspace::run(&mut properties);
     }
     tools.ensure(&[CARGO_FUZZ])?;
-    let cargo_fuzz = tools.path("cargo-fuzz")?;
-    let builds = target_dir.join("fuzz");
+    let (cargo_fuzz, builds) = (tools.path("cargo-fuzz")?, target_dir.join("fuzz"));
     let fuzz = |command: &str| {
         let mut fuzz = nightly(&cargo_fuzz);
         fuzz.args(["fuzz", command, SANITIZER, "--target-dir"])
@@ -56,25 +65,21 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
         // New inputs go to a scratch copy; the committed corpus is only read
         // (libFuzzer writes to the first directory only).
         let scratch = builds.join("corpus").join(target);
-        fs::create_dir_all(&scratch)
-            .with_context(|| format!("cannot create {}", scratch.display()))?;
+        let created = fs::create_dir_all(&scratch);
+        created.with_context(|| format!("cannot create {}", scratch.display()))?;
         let seeds = workspace::root().join("fuzz/corpus").join(target);
         let committed = count_files(&seeds)?;
         ensure!(committed > 0, "{} holds no inputs", seeds.display());
         eprintln!(
             "xtask: fuzzing {target} for {SECONDS_PER_TARGET} s from {committed} committed inputs"
         );
-        let run = workspace::run(
-            fuzz("run")
-                .arg(target)
-                .arg(&scratch)
-                .arg(&seeds)
-                .arg("--")
-                .arg(format!("-max_total_time={SECONDS_PER_TARGET}"))
-                .arg(format!("-timeout={INPUT_TIMEOUT_SECONDS}"))
-                .arg("-print_final_stats=1"),
-        );
-        run.with_context(|| {
+        let mut run = fuzz("run");
+        run.arg(target).arg(&scratch).arg(&seeds).arg("--").args([
+            format!("-max_total_time={SECONDS_PER_TARGET}"),
+            format!("-timeout={INPUT_TIMEOUT_SECONDS}"),
+            "-print_final_stats=1".into(),
+        ]);
+        workspace::run(&mut run).with_context(|| {
             format!(
                 "fuzz target {target} failed: its input is in fuzz/artifacts/{target}/ (above); add it to fuzz/corpus/{target}/ and as a regression test"
             )
@@ -83,14 +88,6 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
         eprintln!("xtask: {target}: no failure; {found} inputs in {scratch}");
     }
     Ok(())
-}
-
-fn nightly_available() -> bool {
-    let mut rustc = Command::new("rustup");
-    let version = rustc
-        .args(["run", "nightly", "rustc", "--version"])
-        .output();
-    version.is_ok_and(|output| output.status.success())
 }
 
 /// `program` under the nightly toolchain: `rustup run` puts nightly's cargo
