@@ -69,8 +69,7 @@ impl Step {
             Step::Deploy => &[Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
             Step::Observability => &[Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
             Step::Ui => &[Tool::Python, CHROMIUM, CHROMEDRIVER],
-            Step::Mesh => crate::mesh::TOOLS,
-            Step::Cluster => crate::cluster::TOOLS,
+            Step::Mesh | Step::Cluster => crate::cluster::TOOLS,
             // istioctl and mesh-xds: the recommendations cluster is Istio's own translation.
             Step::Reliability => &[Tool::Python, Tool::Istioctl],
             Step::Bench => crate::bench::TOOLS,

@@ -132,10 +132,9 @@ impl Fleet {
     }
 
     pub fn find(&self, server: Server) -> anyhow::Result<&Service> {
-        let found = self.running.iter().find(|(s, _)| *s == server);
-        Ok(&found
-            .with_context(|| format!("{server:?} was not started"))?
-            .1)
+        let mut running = self.running.iter();
+        let found = running.find_map(|(s, service)| (*s == server).then_some(service));
+        found.with_context(|| format!("{server:?} was not started"))
     }
 
     async fn start_one(&self, server: Server) -> anyhow::Result<Service> {
@@ -176,16 +175,11 @@ impl Fleet {
         let chain = server.chain();
         let pids = chain.iter().map(|&s| Ok(self.find(s)?.process.pid));
         let pids = pids.collect::<anyhow::Result<Vec<u32>>>()?;
-        let cpu = || {
-            pids.iter()
-                .map(|&pid| measure::cpu_seconds(pid))
-                .sum::<anyhow::Result<f64>>()
-        };
+        let cpu = || -> anyhow::Result<f64> { pids.iter().map(|&p| measure::cpu_seconds(p)).sum() };
         for &pid in &pids {
             measure::reset_peak(pid)?;
         }
-        let (call, addr, cpu_before): (_, _, f64) =
-            (server.call(), self.find(server)?.main, cpu()?);
+        let (call, addr, cpu_before) = (server.call(), self.find(server)?.main, cpu()?);
         let run = h2load.run(call, addr, concurrency, requests).await?;
         let cpu_per_10k = (cpu()? - cpu_before) / requests as f64 * 10_000.0;
         let peak_rss_kib = pids.iter().map(|&pid| measure::peak_rss_kib(pid));
