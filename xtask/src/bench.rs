@@ -40,8 +40,7 @@ pub struct BenchArgs {
     /// The most seconds one scenario may take before the bench fails.
     #[arg(long, default_value_t = 60)]
     bound_seconds: u64,
-    /// Leave BENCHMARKS.md and docs/bench.png alone (results stay under the
-    /// target dir's bench/).
+    /// Leave BENCHMARKS.md and docs/bench.png alone (results stay under the target dir's bench/).
     #[arg(long)]
     no_update: bool,
     /// Fresh starts each startup figure is the median of.
@@ -60,21 +59,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// `cargo xtask test bench`: every scenario once, at a tenth; the answers checked, the budgets only reported.
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
-    let (rounds, scale, bound_seconds, no_update, startup_runs) = (1, 0.1, 60, true, 2);
     let settings = BenchArgs {
-        rounds,
-        scale,
-        bound_seconds,
-        no_update,
-        startup_runs,
+        rounds: 1,
+        scale: 0.1,
+        bound_seconds: 60,
+        no_update: true,
+        startup_runs: 2,
     };
     bench(tools, target_dir, &settings)
 }
 
 const CONCURRENCIES: [usize; 3] = [1, 16, 64];
 
-/// Requests per scenario at scale 1: enough for a stable p99 (≥ 100 samples
-/// past it) and a second or more of load where the rate is high.
+/// Requests per scenario at scale 1: ≥ 100 samples past the p99, a second or more of load.
 fn requests(call: Call, concurrency: usize) -> usize {
     match (call, concurrency) {
         (Call::Recommend, 1) => 10_000,
@@ -140,10 +137,8 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
             fleet.startup("recommendations", runs).await?,
             fleet.startup("marketplace", runs).await?,
         ];
-        let (bound, log) = (
-            Duration::from_secs(settings.bound_seconds),
-            work.join("h2load.log"),
-        );
+        let bound = Duration::from_secs(settings.bound_seconds);
+        let log = work.join("h2load.log");
         let samples = rounds(&mut fleet, settings, H2load { bound, body, log }).await?;
         fleet.check(WARMUP_REQUESTS as u64).await?;
         anyhow::Ok(Measured {
@@ -157,8 +152,8 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
     Ok(())
 }
 
-/// Two builds: in one with `bench`, its dependencies' features would be unified into the
-/// services', which would then not be what the Dockerfiles build. Returns h2load's request.
+/// Two builds, else `bench`'s features would be unified into the services' (not what the
+/// Dockerfiles build). Returns h2load's request.
 fn build(bin_dir: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     workspace::build_release()?;
     let bench = ["build", "--release", "--locked", "--package", "bench"];

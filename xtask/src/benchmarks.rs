@@ -4,9 +4,8 @@
 use anyhow::Context;
 use std::{fs, path::Path};
 
-/// Rewrites `document`'s section of `command` (`bench`, `soak`) with what
-/// `body` makes of its present content ("" when there is none yet; then the
-/// section is appended after `intro`, the document created if need be).
+/// Rewrites `document`'s section of `command` with what `body` makes of its content ("" when
+/// there is none yet: then it is appended after `intro`, the document created if need be).
 pub fn splice(
     document: &str,
     command: &str,

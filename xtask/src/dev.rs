@@ -17,8 +17,7 @@ pub struct DevArgs {
     release: bool,
 }
 
-/// Unless the environment sets them: readable logs, and no shutdown delay
-/// (no load balancer drains here).
+/// Unless the environment sets them: readable logs, no shutdown delay (nothing drains here).
 const LOCAL_DEFAULTS: [(&str, &str); 2] = [("LOG_FORMAT", "text"), ("SHUTDOWN_DELAY_SECONDS", "0")];
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {

@@ -11,15 +11,14 @@ use anyhow::{Context, bail, ensure};
 use std::{fs, path::Path, process::Command};
 
 /// Installed once a nightly toolchain is there to run it.
-const CARGO_FUZZ: Tool = Tool::cargo("cargo-fuzz", "0.13.2");
+const CARGO_FUZZ: Tool = Tool::Cargo("cargo-fuzz", "0.13.2");
 
 /// `fuzz/fuzz_targets/<name>.rs`, corpus in `fuzz/corpus/<name>`.
 const TARGETS: [&str; 3] = ["validation", "query", "catalog"];
 const SECONDS_PER_TARGET: u32 = 30;
 /// One input running longer than this is a hang, reported like a crash.
 const INPUT_TIMEOUT_SECONDS: u32 = 10;
-/// No AddressSanitizer: our crates forbid `unsafe`, so the fuzzers look for panics and
-/// wrong answers, and an uninstrumented build compiles in half the time and runs faster.
+/// No AddressSanitizer: our crates forbid `unsafe`, and without it a build takes half the time.
 const SANITIZER: &str = "--sanitizer=none";
 /// Cases per proptest property when cargo-fuzz cannot run.
 const FALLBACK_CASES: &str = "5000";
@@ -62,8 +61,7 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     };
     workspace::run(&mut fuzz("build"))?;
     for target in TARGETS {
-        // New inputs go to a scratch copy; the committed corpus is only read
-        // (libFuzzer writes to the first directory only).
+        // New inputs go to a scratch copy (libFuzzer writes to the first directory only).
         let scratch = builds.join("corpus").join(target);
         let created = fs::create_dir_all(&scratch);
         created.with_context(|| format!("cannot create {}", scratch.display()))?;
@@ -90,8 +88,7 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `program` under the nightly toolchain: `rustup run` puts nightly's cargo
-/// first on PATH, which cargo-fuzz runs by name.
+/// `program` under nightly: `rustup run` puts nightly's cargo first on PATH for cargo-fuzz.
 fn nightly(program: &Path) -> Command {
     let mut command = Command::new("rustup");
     command
@@ -102,8 +99,7 @@ fn nightly(program: &Path) -> Command {
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTUP_TOOLCHAIN")
-        // The release profile's fat LTO and one codegen unit serve the services;
-        // here they only slow every build (10 min instead of 6) for 30 s of fuzzing.
+        // Fat LTO and one codegen unit would make a build 10 min instead of 6, for 30 s of fuzzing.
         .env("CARGO_PROFILE_RELEASE_LTO", "false")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     command

@@ -32,8 +32,7 @@ pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
         .with_context(|| format!("no VmHWM for process {pid}"))
 }
 
-/// Resident memory in KiB and open descriptors; an error once the process has
-/// exited (an exited child is a zombie: no VmRSS, no fd entries).
+/// Resident memory in KiB and open descriptors; an error once it has exited (a zombie).
 pub fn usage(pid: u32) -> anyhow::Result<(u64, usize)> {
     let process = process(pid)?;
     let rss = process.status()?.vmrss.context("no VmRSS: exited")?;

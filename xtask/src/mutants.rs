@@ -11,7 +11,7 @@ use clap::Args;
 use serde_json::Value;
 use std::{fmt::Write as _, fs, path::PathBuf};
 
-const CARGO_MUTANTS: Tool = Tool::cargo("cargo-mutants", "27.1.0");
+const CARGO_MUTANTS: Tool = Tool::Cargo("cargo-mutants", "27.1.0");
 
 #[derive(Args)]
 pub struct MutantsArgs {
@@ -21,12 +21,9 @@ pub struct MutantsArgs {
     more: Vec<String>,
 }
 
-/// cargo-mutants tests every mutant with the same packages, so the run has two passes (name,
-/// arguments): a service's files by its own tests (the config's `test_workspace = false`), and
-/// platform's by its tests plus the services' real-server ones, which catch a change to
-/// shutdown, readiness or the settings' exit codes. cargo-mutants times its baseline build on
-/// the mutated package alone, so the platform pass names its build timeout: a mutant there
-/// rebuilds both services.
+/// Two passes (name, arguments), as every mutant is tested with the same packages: a service's
+/// files by its own tests, platform's also by the services' real-server tests (which catch a
+/// change to shutdown or readiness), with a build timeout as a mutant there rebuilds both.
 const PASSES: [(&str, &[&str]); 2] = [
     ("services", &["--exclude", "platform/**"]),
     (
@@ -83,8 +80,7 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// docs/mutants.md from the passes' output directories and the config's
-/// excluded (equivalent) mutants.
+/// docs/mutants.md from the passes' outputs and the config's excluded (equivalent) mutants.
 fn report(results: &[PathBuf], config: &str, date: &str, command: &str) -> anyhow::Result<String> {
     let mut outcomes = Vec::new();
     for dir in results {

@@ -40,9 +40,8 @@ pub enum Output {
     Counted,
 }
 
-/// The process group of each child still running: each leads its own, so a
-/// terminal's Ctrl-C reaches xtask alone (`dev`'s services then drain on one
-/// SIGTERM), and a stop kills a child with what it started.
+/// The group each running child leads, so a terminal's Ctrl-C reaches xtask alone (`dev`'s
+/// services then drain on one SIGTERM), and a stop kills a child with what it started.
 static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 fn groups() -> MutexGuard<'static, Vec<u32>> {
@@ -52,10 +51,8 @@ fn groups() -> MutexGuard<'static, Vec<u32>> {
 /// Set by the first stop signal, for a command waiting on [`stop_signal`].
 static STOP: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
 
-/// Handles SIGINT and SIGTERM for the whole run: the first goes to a command
-/// waiting on [`stop_signal`] (`dev`); otherwise, or on a second, every child's
-/// group is killed and xtask exits 130 or 143 (else a killed bench left its
-/// servers and h2load running).
+/// SIGINT and SIGTERM: the first goes to a command waiting on [`stop_signal`] (`dev`); else, or
+/// on a second, every child's group is killed (not left running) and xtask exits 130 or 143.
 pub fn handle_signals() -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_current_thread();
     let runtime = runtime.enable_all().build()?;
@@ -80,8 +77,7 @@ pub fn handle_signals() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM from now on, which then stops
-/// nothing by itself; a second one still does.
+/// Resolves on the first SIGINT or SIGTERM from now on, which then stops nothing by itself.
 pub fn stop_signal() -> impl Future<Output = ()> {
     let mut stop = STOP.subscribe();
     async move {
@@ -239,8 +235,7 @@ impl Process {
         self.child.wait().await
     }
 
-    /// SIGTERM (through kill(1)) unless it has exited; then it must exit 0
-    /// within [`BOUND`], or it is killed. Its last lines are read before this returns.
+    /// SIGTERM unless it has exited, then exit 0 within [`BOUND`] (else killed), last lines read.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_none() {
             let mut kill = Command::new("kill");

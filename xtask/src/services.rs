@@ -1,6 +1,5 @@
-//! The servers `bench` and `soak` run on loopback: the two services on ports
-//! picked here, the bench's baselines on the ports their `listening` line
-//! names, and what is read from them (pages, metrics).
+//! The servers `bench` and `soak` run on loopback (the services on ports picked here, the
+//! baselines on those their `listening` line names), and what is read from them.
 
 use crate::process::{Output, Process};
 use anyhow::{Context, ensure};
@@ -27,8 +26,8 @@ pub fn command(binary: PathBuf) -> Command {
 }
 
 impl Service {
-    /// Starts a service on the ports picked here (at `RUST_LOG=warn` it logs no
-    /// `listening`), with JSON logs and no shutdown delay (nothing drains on loopback).
+    /// Starts a service on ports picked here (at `RUST_LOG=warn` it logs no `listening`), with
+    /// JSON logs and no shutdown delay (nothing drains on loopback).
     pub async fn start(
         name: &str,
         command: &mut Command,

@@ -91,8 +91,7 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
         let marketplace = start("marketplace", "HTTP_PORT", Some(&recommendations)).await?;
         let mut services = [marketplace, recommendations];
         let measured = hold(&mut services, duration, rate).await;
-        // Both are stopped whatever happened; a failed stop is reported
-        // after the measurement's own error, if any.
+        // Both are stopped whatever happened; a failed stop is reported after the run's error.
         let [marketplace, recommendations] = services.map(|service| service.process.stop());
         let stopped = (marketplace.await, recommendations.await);
         let measured = measured?;
@@ -113,12 +112,10 @@ async fn hold(
     let load = load::drive(services[0].main, rate, duration, counters.clone());
     let load = tokio::spawn(load);
     let warm_up = (duration / WARM_UP_FRACTION).max(MIN_WARM_UP);
-    // The baseline: the highest memory seen in warm-up (a leak grows past it;
-    // every pooled connection opening at once is not growth), and the
-    // descriptors at its end.
+    // The baseline: the highest memory in warm-up (a leak grows past it; pooled connections
+    // opening at once are not growth), and the descriptors at its end.
     let (mut baseline, mut warmed) = ([Usage::default(); 2], false);
-    // The end is the last sample under load, like the baseline: the client's
-    // pooled connections are open in both.
+    // The end is the last sample under load: the client's connections are open, as in warm-up.
     let mut last = None;
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     for tick in 1.. {

@@ -161,9 +161,8 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
 /// The contract: the proto files and buf's configuration (not the crate's Rust).
 const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
 
-/// Compares the contract with the previous one: `main`'s when ours differs (a branch,
-/// uncommitted work), else the one before `main`'s newest change to it (CI checks out `main`;
-/// HEAD~1 would miss a change two commits ago). Passes only for a single version.
+/// Compares the contract with `main`'s when ours differs, else with the one before `main`'s
+/// newest change to it (HEAD~1 would miss an older change). Passes for a single version.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
     if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
         eprintln!("xtask: this clone is shallow; fetching the history of `origin`");

@@ -43,8 +43,7 @@ pub fn target_dir() -> anyhow::Result<PathBuf> {
     ))
 }
 
-/// The cargo that runs xtask (it sets `CARGO`), so one toolchain builds all; run
-/// from the workspace root once it is located.
+/// The cargo that runs xtask (it sets `CARGO`), so one toolchain builds all, in the workspace.
 pub fn cargo() -> Command {
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     if let Some(root) = ROOT.get() {

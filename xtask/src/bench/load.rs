@@ -110,9 +110,8 @@ impl H2load {
     }
 }
 
-/// The rate from h2load's summary, once it says every request got a 2xx:
-/// `finished in 1.23s, 48700.12 req/s, …`, `requests: 100 total, … 100 succeeded, 0 failed, …`,
-/// `status codes: 100 2xx, 0 3xx, …`.
+/// The rate from h2load's summary (`finished in 1.23s, 48700.12 req/s, …`), once it says every
+/// request succeeded (`requests: … 100 succeeded, …`) with a 2xx (`status codes: 100 2xx, …`).
 fn per_second(summary: &str, requests: usize) -> anyhow::Result<f64> {
     // The number before `what` in a comma-separated part of a line.
     let figure = |what: &str| {

@@ -163,8 +163,8 @@ impl Fleet {
         Service::start(&name, &mut command, main_port, Output::Counted).await
     }
 
-    /// One scenario: the load, with the CPU and peak memory of the processes of `server`'s
-    /// chain, which must still be running and answering right afterwards.
+    /// One scenario: the load, the CPU and peak memory of `server`'s chain, which must still
+    /// run and answer afterwards.
     pub async fn sample(
         &mut self,
         server: Server,
@@ -226,8 +226,7 @@ impl Fleet {
         Ok(())
     }
 
-    /// Some answers, read by real clients: Recommend through tonic
-    /// (h2load cannot read the grpc-status trailer), pages for their books.
+    /// Some answers read by real clients (h2load cannot read the grpc-status trailer).
     async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
         match call {
             Call::Recommend => {
@@ -247,8 +246,7 @@ impl Fleet {
         Ok(())
     }
 
-    /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings,
-    /// while nothing else is measured.
+    /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings.
     pub async fn startup(&self, service: &'static str, runs: usize) -> anyhow::Result<Startup> {
         let mut startup = Command::new(self.bin_dir.join("bench-tool"));
         startup

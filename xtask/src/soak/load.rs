@@ -11,11 +11,9 @@ use std::{
 };
 use tokio::{sync::Semaphore, time::MissedTickBehavior};
 
-/// The most requests in flight at once; a tick finding none free is counted
-/// as skipped (the rate was not held), which fails the soak.
+/// The most requests in flight; a tick finding none free is skipped, which fails the soak.
 pub const MAX_IN_FLIGHT: u32 = 64;
-/// Kept-alive connections: a small pool, so the marketplace's descriptors
-/// measure the marketplace, not the client.
+/// A small pool, so the marketplace's descriptors measure it, not the client.
 const IDLE_CONNECTIONS: usize = 8;
 /// The categories asked for, in turn.
 const CATEGORIES: [&str; 3] = ["mystery", "science_fiction", "self_help"];
