@@ -26,10 +26,8 @@ pub fn reset_peak(pid: u32) -> anyhow::Result<()> {
 
 /// The peak resident set since the last [`reset_peak`], in KiB.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = process(pid)?.status()?;
-    status
-        .vmhwm
-        .with_context(|| format!("no VmHWM for process {pid}"))
+    let peak = process(pid)?.status()?.vmhwm;
+    peak.with_context(|| format!("no VmHWM for process {pid}"))
 }
 
 /// Resident memory in KiB and open descriptors; an error once it has exited (a zombie).

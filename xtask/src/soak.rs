@@ -11,7 +11,7 @@ use crate::{
     tools::Tools,
     workspace,
 };
-use anyhow::{Context, ensure};
+use anyhow::{Context, bail, ensure};
 use clap::Args;
 use load::Counters;
 use report::{Measured, Usage};
@@ -66,11 +66,9 @@ pub fn test(_tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
 
 /// Runs the soak and prints its table.
 fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Measured> {
-    let at_least = MIN_WARM_UP;
-    ensure!(
-        duration > at_least,
-        "a soak of {at_least:?} or less has no time left after its warm-up"
-    );
+    if duration <= MIN_WARM_UP {
+        bail!("a soak of {MIN_WARM_UP:?} or less has no time left after its warm-up");
+    }
     workspace::build_release()?;
     let (bin_dir, log_dir) = (target_dir.join("release"), target_dir.join("soak"));
     let created = std::fs::create_dir_all(&log_dir);
