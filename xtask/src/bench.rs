@@ -147,8 +147,9 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
             load_before,
         })
     })?;
-    report::write(tools, settings, target_dir, measured)?;
-    eprintln!("bench: done in {:.0?}", started.elapsed());
+    let (document, plot) = report::write(tools, settings, target_dir, measured)?;
+    let (document, plot, took) = (document.display(), plot.display(), started.elapsed());
+    eprintln!("bench: table in {document}, plot in {plot}, in {took:.0?}");
     Ok(())
 }
 

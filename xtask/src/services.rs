@@ -129,6 +129,7 @@ fn counter(metrics: &str, name: &str) -> anyhow::Result<f64> {
     }
     Ok(total)
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,11 @@
 use super::{BenchArgs, CONCURRENCIES, PROD, SERVERS, Server, load::Run};
 use crate::{benchmarks, measure, tools::Tools, workspace};
 use serde_json::json;
-use std::{fmt::Write as _, fs, path::Path};
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+};
 
 /// One scenario of one round, or the medians over the rounds.
 #[derive(Debug, Clone)]
@@ -204,7 +208,7 @@ pub fn write(
     settings: &BenchArgs,
     target_dir: &Path,
     measured: Measured,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let (work, root) = (target_dir.join("bench"), workspace::root());
     let sizes = ["recommendations", "marketplace"]
         .map(|binary| Ok((binary, stripped_size(target_dir, binary)?)));
@@ -239,12 +243,7 @@ pub fn write(
     let script = root.join("bench/plot.py");
     workspace::run(tools.command("python")?.arg(script).arg(&json).arg(&plot))?;
     benchmarks::update(&document, "bench", "", |_| markdown)?;
-    eprintln!(
-        "bench: table in {}, plot in {}",
-        document.display(),
-        plot.display()
-    );
-    Ok(())
+    Ok((document, plot))
 }
 
 fn stripped_size(target_dir: &Path, binary: &str) -> anyhow::Result<u64> {
