@@ -238,7 +238,8 @@ impl Fleet {
             Call::Page => {
                 let (client, url) = (services::http_client().build()?, format!("http://{addr}/"));
                 for _ in 0..5 {
-                    let full = services::page(&client, &url).await?;
+                    let full = services::page(&client, &url).await;
+                    let full = full.with_context(|| format!("GET {url}"))?;
                     ensure!(full, "GET / showed the fallback notice");
                 }
             }
