@@ -147,21 +147,16 @@ impl Report {
         md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
         for row in &self.rows {
-            let (server, run, c) = (row.medians.server, row.medians.run, row.medians.concurrency);
+            let (m, ratio, p99_ratio) = (&row.medians, row.ratio, row.p99_ratio);
+            let (server, run, c, cpu) = (m.server, m.run, m.concurrency, m.cpu_per_10k);
             let label = match server.baseline() {
                 true => format!("**{}** (baseline)", server.label()),
                 false => server.label(),
             };
-            let (call, per_second, p50, p99) =
-                (server.call().name(), run.per_second, run.p50_ms, run.p99_ms);
-            let (ratio, p99_ratio, cpu) = (row.ratio, row.p99_ratio, row.medians.cpu_per_10k);
-            let rss: Vec<String> = row
-                .medians
-                .peak_rss_mib
-                .iter()
-                .map(|m| format!("{m:.1}"))
-                .collect();
-            let rss = rss.join(" + ");
+            let (call, per_second) = (server.call().name(), run.per_second);
+            let (p50, p99) = (run.p50_ms, run.p99_ms);
+            let rss = m.peak_rss_mib.iter().map(|mib| format!("{mib:.1}"));
+            let rss = rss.collect::<Vec<_>>().join(" + ");
             let _ = writeln!(
                 md,
                 "| {label} | {call} | {c} | {per_second:.0} | {ratio:.2} | {p50:.3} | {p99:.3} | {p99_ratio:.2} | {cpu:.3} | {rss} |"
