@@ -26,27 +26,20 @@ pub struct MeshArgs {
 pub fn run(args: MeshArgs) -> anyhow::Result<()> {
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
-    tools.ensure(if args.loopback {
-        LOOPBACK_TOOLS
-    } else {
-        cluster::TOOLS
-    })?;
+    let (needed, script, out) = match args.loopback {
+        true => (LOOPBACK_TOOLS, "tests/mesh/run_cases.py", "mesh-loopback"),
+        false => (cluster::TOOLS, "tests/cluster/run_mesh.py", "mesh"),
+    };
+    tools.ensure(needed)?;
     workspace::build_services()?;
     let mut python = tools.command("python")?;
-    if args.loopback {
+    python.arg(script).arg("--out").arg(target_dir.join(out));
+    if !args.loopback {
+        let kwok = tools.go_module("istio", "sigs.k8s.io/kwok")?;
         python
-            .arg("tests/mesh/run_cases.py")
-            .arg("--out")
-            .arg(target_dir.join("mesh-loopback"));
-    } else {
-        python
-            .arg("tests/cluster/run_mesh.py")
-            .arg("--out")
-            .arg(target_dir.join("mesh"))
             .arg("--tools-bin")
-            .arg(cluster::tools_bin(&target_dir))
-            .arg("--kwok-module")
-            .arg(tools.go_module("istio", "sigs.k8s.io/kwok")?);
+            .arg(cluster::tools_bin(&target_dir));
+        python.arg("--kwok-module").arg(kwok);
         for overlay in &args.overlay {
             python.args(["--overlay", overlay]);
         }
