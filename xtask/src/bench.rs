@@ -14,7 +14,7 @@ use crate::{
 use anyhow::{Context, ensure};
 use clap::Args;
 use load::{Call, H2load};
-use report::{Measured, Sample};
+use report::Sample;
 use servers::{Fleet, PROD, Server, Telemetry, Traces};
 use std::{
     fs,
@@ -141,11 +141,7 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
         let log = work.join("h2load.log");
         let samples = rounds(&mut fleet, settings, H2load { bound, body, log }).await?;
         fleet.check(WARMUP_REQUESTS as u64).await?;
-        anyhow::Ok(Measured {
-            samples,
-            startups,
-            load_before,
-        })
+        anyhow::Ok((samples, startups, load_before))
     })?;
     let (document, plot) = report::write(tools, settings, target_dir, measured)?;
     let (document, plot, took) = (document.display(), plot.display(), started.elapsed());

@@ -38,12 +38,6 @@ pub struct Startup {
     pub idle_rss_mib: f64,
 }
 
-pub struct Measured {
-    pub samples: Vec<Sample>,
-    pub startups: Vec<Startup>,
-    pub load_before: String,
-}
-
 /// A budget (README.md, "Performance"): what, limit, measured, met.
 type Budget = (String, &'static str, String, bool);
 
@@ -197,27 +191,27 @@ impl Report {
     }
 }
 
-/// The table and the plot, into BENCHMARKS.md and docs/ or under the target dir.
+/// The table and the plot of what was measured (samples, startups, the load average before),
+/// into BENCHMARKS.md and docs/ or under the target dir.
 pub fn write(
     tools: &Tools,
     settings: &BenchArgs,
     target_dir: &Path,
-    measured: Measured,
+    (samples, startups, before): (Vec<Sample>, Vec<Startup>, String),
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
     let (work, root) = (target_dir.join("bench"), workspace::root());
     let sizes = ["recommendations", "marketplace"]
         .map(|binary| Ok((binary, stripped_size(target_dir, binary)?)));
     let sizes = sizes.into_iter().collect::<anyhow::Result<_>>()?;
     let (date, machine) = (measure::utc_minute() + " UTC", measure::machine());
-    let (before, after) = (measured.load_before, measure::load_average());
+    let after = measure::load_average();
     let (command, rounds) = (workspace::command_line(), settings.rounds);
     let header = format!(
         "Measured {date} on {machine} (load average {before} before, {after} after), `{command}`: \
          {rounds} interleaved round(s), medians; ratios are to the baseline of \
          the same call at the same concurrency, in the same run."
     );
-    let rows = rows(&SERVERS, &measured.samples, &CONCURRENCIES);
-    let startups = measured.startups;
+    let rows = rows(&SERVERS, &samples, &CONCURRENCIES);
     let report = Report {
         header,
         rows,
