@@ -75,10 +75,8 @@ impl Service {
 
     /// The degraded pages a marketplace served, as it counts them itself.
     pub async fn fallbacks(&self) -> anyhow::Result<f64> {
-        let url = format!(
-            "http://{}/metrics",
-            self.admin.context("no admin listener")?
-        );
+        let admin = self.admin.context("no admin listener")?;
+        let url = format!("http://{admin}/metrics");
         let answer = http_client().build()?.get(&url).send().await;
         let answer = answer.and_then(reqwest::Response::error_for_status);
         let metrics = answer.with_context(|| format!("GET {url}"))?.text().await?;

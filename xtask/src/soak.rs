@@ -4,13 +4,7 @@
 mod load;
 mod report;
 
-use crate::{
-    measure,
-    process::Output,
-    services::{self, Service},
-    tools::Tools,
-    workspace,
-};
+use crate::{measure, process::Output, services::Service, tools::Tools, workspace};
 use anyhow::{Context, bail, ensure};
 use clap::Args;
 use load::Counters;
@@ -71,11 +65,11 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
     }
     workspace::build_release()?;
     let (bin_dir, log_dir) = (target_dir.join("release"), target_dir.join("soak"));
-    let created = std::fs::create_dir_all(&log_dir);
-    created.with_context(|| format!("cannot create {}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create {}", log_dir.display()))?;
     workspace::block_on(async {
         let start = async |name: &str, main_port: &str, upstream: Option<&Service>| {
-            let mut command = services::command(bin_dir.join(name));
+            let mut command = crate::services::command(bin_dir.join(name));
             command.env("RUST_LOG", "info");
             command.envs(upstream.iter().flat_map(|upstream| upstream.upstream()));
             let log = Output::File(log_dir.join(format!("{name}.log")));

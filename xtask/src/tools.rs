@@ -1,7 +1,7 @@
-//! Installs the outside tools the checks use, each only when a step needs it, under the
-//! cargo target dir so later runs reuse them: a Python venv (pinned in
-//! `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned `tools/*/go.mod`,
-//! pinned cargo subcommands and, as root on Debian, apt packages.
+//! Installs the outside tools the checks use, each only when a step needs it,
+//! under the cargo target dir so later runs reuse them: a Python venv (pinned
+//! in `tests/*/requirements.txt`), buf (npm), Go tools built from the pinned
+//! `tools/*/go.mod`, pinned cargo subcommands and, as root on Debian, apt packages.
 
 use crate::workspace;
 use anyhow::{Context, bail};
@@ -99,11 +99,10 @@ impl Tools {
 
     /// An installed tool, run from the workspace root with the tools first on PATH.
     pub fn command(&self, program: &str) -> anyhow::Result<Command> {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let path = self
-            .bin_dirs()
-            .into_iter()
-            .chain(std::env::split_paths(&path));
+        let mut path: Vec<PathBuf> = self.bin_dirs().into();
+        path.extend(std::env::split_paths(
+            &std::env::var_os("PATH").unwrap_or_default(),
+        ));
         let mut command = Command::new(self.path(program)?);
         command
             .current_dir(workspace::root())
