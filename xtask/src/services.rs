@@ -6,6 +6,9 @@ use anyhow::{Context, ensure};
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tokio::process::Command;
 
+/// JSON logs and no shutdown delay (nothing drains on loopback), for every start of a service.
+pub const LOOPBACK: [(&str, &str); 2] = [("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")];
+
 /// What a degraded page says (docs/design.md: the "unavailable" notice).
 const DEGRADED: &str = "recommendations are unavailable";
 
@@ -26,8 +29,7 @@ pub fn command(binary: PathBuf) -> Command {
 }
 
 impl Service {
-    /// Starts a service on ports picked here (at `RUST_LOG=warn` it logs no `listening`), with
-    /// JSON logs and no shutdown delay (nothing drains on loopback).
+    /// Starts a service on ports picked here (at `RUST_LOG=warn` it logs no `listening`).
     pub async fn start(
         name: &str,
         command: &mut Command,
@@ -38,7 +40,7 @@ impl Service {
         let ports = [(main_port, main.port()), ("ADMIN_PORT", admin.port())];
         command
             .envs(ports.map(|(key, port)| (key, port.to_string())))
-            .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")]);
+            .envs(LOOPBACK);
         let mut process = Process::spawn(name, command, output)?;
         process.ready(admin).await?;
         let admin = Some(admin);

@@ -254,7 +254,7 @@ impl Fleet {
             .args(["startup", "--service", service, "--runs", &runs.to_string()])
             .arg("--bin")
             .arg(self.bin_dir.join(service))
-            .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")])
+            .envs(services::LOOPBACK)
             .envs(PROD.env(self.sink.main));
         if service == "marketplace" {
             startup.envs(self.find(Server::Recommendations(PROD))?.upstream());
