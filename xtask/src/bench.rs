@@ -14,7 +14,7 @@ use crate::{
 use anyhow::{Context, ensure};
 use clap::Args;
 use load::{Call, H2load};
-use report::{Measured, Sample};
+use report::Sample;
 use servers::{Fleet, PROD, Server, Telemetry, Traces};
 use std::{
     fs,
@@ -40,25 +40,20 @@ pub struct BenchArgs {
     /// The most seconds one scenario may take before the bench fails.
     #[arg(long, default_value_t = 60)]
     bound_seconds: u64,
-    /// Leave BENCHMARKS.md and docs/bench.png alone (results stay under the
-    /// target dir's bench/).
+    /// Leave BENCHMARKS.md and docs/bench.png alone (results stay under the target dir's bench/).
     #[arg(long)]
     no_update: bool,
     /// Fresh starts each startup figure is the median of.
     #[arg(skip = 5_usize)]
     startup_runs: usize,
-    /// The command as the table names it.
-    #[arg(skip)]
-    command: String,
 }
 
-pub fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     ensure!(args.rounds >= 1, "--rounds must be at least 1");
     ensure!(args.scale > 0.0, "--scale must be positive");
     let target_dir = workspace::target_dir()?;
     let tools = Tools::new(&target_dir);
     tools.ensure(TOOLS)?;
-    args.command = workspace::command_line();
     bench(&tools, &target_dir, &args)
 }
 
@@ -70,15 +65,13 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
         bound_seconds: 60,
         no_update: true,
         startup_runs: 2,
-        command: "cargo xtask test bench".into(),
     };
     bench(tools, target_dir, &settings)
 }
 
 const CONCURRENCIES: [usize; 3] = [1, 16, 64];
 
-/// Requests per scenario at scale 1: enough for a stable p99 (≥ 100 samples
-/// past it) and a second or more of load where the rate is high.
+/// Requests per scenario at scale 1: ≥ 100 samples past the p99, a second or more of load.
 fn requests(call: Call, concurrency: usize) -> usize {
     match (call, concurrency) {
         (Call::Recommend, 1) => 10_000,
@@ -134,8 +127,7 @@ const SERVERS: [Server; 11] = {
 
 fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let work = target_dir.join("bench");
-    let bin_dir = target_dir.join("release");
+    let (work, bin_dir) = (target_dir.join("bench"), target_dir.join("release"));
     let body = build(&bin_dir, &work)?;
     let measured = workspace::block_on(async {
         let load_before = measure::load_average();
@@ -145,29 +137,20 @@ fn bench(tools: &Tools, target_dir: &Path, settings: &BenchArgs) -> anyhow::Resu
             fleet.startup("recommendations", runs).await?,
             fleet.startup("marketplace", runs).await?,
         ];
-        let (bound, log) = (
-            Duration::from_secs(settings.bound_seconds),
-            work.join("h2load.log"),
-        );
+        let bound = Duration::from_secs(settings.bound_seconds);
+        let log = work.join("h2load.log");
         let samples = rounds(&mut fleet, settings, H2load { bound, body, log }).await?;
         fleet.check(WARMUP_REQUESTS as u64).await?;
-        anyhow::Ok(Measured {
-            samples,
-            startups,
-            load_before,
-        })
+        anyhow::Ok((samples, startups, load_before))
     })?;
     let (document, plot) = report::write(tools, settings, target_dir, measured)?;
-    let (document, plot) = (document.display(), plot.display());
-    eprintln!(
-        "bench: table in {document}, plot in {plot}, in {:.0?}",
-        started.elapsed()
-    );
+    let (document, plot, took) = (document.display(), plot.display(), started.elapsed());
+    eprintln!("bench: table in {document}, plot in {plot}, in {took:.0?}");
     Ok(())
 }
 
-/// Two builds: in one with `bench`, its dependencies' features would be unified into the
-/// services', which would then not be what the Dockerfiles build. Returns h2load's request.
+/// Two builds, else `bench`'s features would be unified into the services' (not what the
+/// Dockerfiles build). Returns h2load's request.
 fn build(bin_dir: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     workspace::build_release()?;
     let bench = ["build", "--release", "--locked", "--package", "bench"];
@@ -187,13 +170,11 @@ async fn rounds(
     h2load: H2load,
 ) -> anyhow::Result<Vec<Sample>> {
     for server in SERVERS {
-        let warmed = h2load
-            .run(server.call(), fleet.find(server)?.main, 16, WARMUP_REQUESTS)
-            .await;
+        let main = fleet.find(server)?.main;
+        let warmed = h2load.run(server.call(), main, 16, WARMUP_REQUESTS).await;
         warmed.with_context(|| format!("warming up {}", server.label()))?;
     }
-    let mut samples = Vec::new();
-    let rounds = settings.rounds;
+    let (mut samples, rounds) = (Vec::new(), settings.rounds);
     let total = rounds * CONCURRENCIES.len() * SERVERS.len();
     for round in 0..rounds {
         for call in [Call::Recommend, Call::Page] {
@@ -206,16 +187,11 @@ async fn rounds(
                     let sample = fleet.sample(server, &h2load, concurrency, n).await;
                     let sample =
                         sample.with_context(|| format!("{label} at concurrency {concurrency}"))?;
-                    let (run, seconds) = (sample.run, n as f64 / sample.run.per_second);
+                    let (run, cpu, done) = (sample.run, sample.cpu_per_10k, samples.len() + 1);
+                    let (seconds, name, nth) = (n as f64 / run.per_second, call.name(), round + 1);
+                    let (per_second, p50, p99) = (run.per_second, run.p50_ms, run.p99_ms);
                     eprintln!(
-                        "bench: [{:>2}/{total}] round {}/{rounds} {:<9} c={concurrency:<2} {label:<58} {n} in {seconds:.2} s, {:>7.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU {:.2} s/10k",
-                        samples.len() + 1,
-                        round + 1,
-                        call.name(),
-                        run.per_second,
-                        run.p50_ms,
-                        run.p99_ms,
-                        sample.cpu_per_10k,
+                        "bench: [{done:>2}/{total}] round {nth}/{rounds} {name:<9} c={concurrency:<2} {label:<58} {n} in {seconds:.2} s, {per_second:>7.0} req/s, p50 {p50:.3} ms, p99 {p99:.3} ms, CPU {cpu:.2} s/10k"
                     );
                     samples.push(sample);
                 }

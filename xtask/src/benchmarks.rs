@@ -4,9 +4,8 @@
 use anyhow::Context;
 use std::{fs, path::Path};
 
-/// Rewrites `document`'s section of `command` (`bench`, `soak`) with what
-/// `body` makes of its present content ("" when there is none yet; then the
-/// section is appended after `intro`, the document created if need be).
+/// Rewrites `document`'s section of `command` with what `body` makes of its content ("" when
+/// there is none yet: then it is appended after `intro`, the document created if need be).
 pub fn splice(
     document: &str,
     command: &str,
@@ -18,12 +17,8 @@ pub fn splice(
     match (document.find(&begin), document.find(&end)) {
         (Some(first), Some(last)) if first < last => {
             let old = document[first + begin.len()..last].trim_start_matches('\n');
-            format!(
-                "{}{begin}\n{}{}",
-                &document[..first],
-                body(old),
-                &document[last..]
-            )
+            let (head, tail) = (&document[..first], &document[last..]);
+            format!("{head}{begin}\n{}{tail}", body(old))
         }
         _ => {
             let before = match document.trim_end() {
@@ -42,8 +37,8 @@ pub fn update(
     body: impl FnOnce(&str) -> String,
 ) -> anyhow::Result<()> {
     let document = fs::read_to_string(path).unwrap_or_default();
-    fs::write(path, splice(&document, command, intro, body))
-        .with_context(|| format!("cannot write {}", path.display()))
+    let written = fs::write(path, splice(&document, command, intro, body));
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -17,8 +17,7 @@ pub struct DevArgs {
     release: bool,
 }
 
-/// Unless the environment sets them: readable logs, and no shutdown delay
-/// (no load balancer drains here).
+/// Unless the environment sets them: readable logs, no shutdown delay (nothing drains here).
 const LOCAL_DEFAULTS: [(&str, &str); 2] = [("LOG_FORMAT", "text"), ("SHUTDOWN_DELAY_SECONDS", "0")];
 
 pub fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -35,11 +34,10 @@ pub fn run(args: DevArgs) -> anyhow::Result<()> {
 async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
     let start = |name: &str| {
         let mut command = Command::new(bin_dir.join(name));
-        for (key, value) in LOCAL_DEFAULTS {
-            if std::env::var_os(key).is_none() {
-                command.env(key, value);
-            }
-        }
+        let unset = LOCAL_DEFAULTS
+            .iter()
+            .filter(|(key, _)| std::env::var_os(key).is_none());
+        command.envs(unset.copied());
         Process::spawn(name, &mut command, Output::Prefixed)
     };
     let stop = process::stop_signal();
@@ -62,13 +60,11 @@ async fn supervise(bin_dir: &Path) -> anyhow::Result<()> {
     let stopped = tokio::join!(first.stop(), second.stop());
     let mut failed = exited.is_some();
     for (name, stopped) in names.into_iter().zip([stopped.0, stopped.1]) {
-        match stopped {
+        match &stopped {
             Ok(()) => println!("xtask: {name} stopped"),
-            Err(err) => {
-                println!("xtask: {err:#}");
-                failed = true;
-            }
+            Err(err) => println!("xtask: {err:#}"),
         }
+        failed |= stopped.is_err();
     }
     anyhow::ensure!(!failed, "a service failed; see its output above");
     Ok(())

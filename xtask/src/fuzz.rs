@@ -11,21 +11,24 @@ use anyhow::{Context, bail, ensure};
 use std::{fs, path::Path, process::Command};
 
 /// Installed once a nightly toolchain is there to run it.
-const CARGO_FUZZ: Tool = Tool::cargo("cargo-fuzz", "0.13.2");
+const CARGO_FUZZ: Tool = Tool::Cargo("cargo-fuzz", "0.13.2");
 
 /// `fuzz/fuzz_targets/<name>.rs`, corpus in `fuzz/corpus/<name>`.
 const TARGETS: [&str; 3] = ["validation", "query", "catalog"];
 const SECONDS_PER_TARGET: u32 = 30;
 /// One input running longer than this is a hang, reported like a crash.
 const INPUT_TIMEOUT_SECONDS: u32 = 10;
-/// No AddressSanitizer: our crates forbid `unsafe`, so the fuzzers look for panics and
-/// wrong answers, and an uninstrumented build compiles in half the time and runs faster.
+/// No AddressSanitizer: our crates forbid `unsafe`, and without it a build takes half the time.
 const SANITIZER: &str = "--sanitizer=none";
 /// Cases per proptest property when cargo-fuzz cannot run.
 const FALLBACK_CASES: &str = "5000";
 
 pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
-    if !nightly_available() {
+    let mut rustc = Command::new("rustup");
+    let version = rustc
+        .args(["run", "nightly", "rustc", "--version"])
+        .output();
+    if !version.is_ok_and(|output| output.status.success()) {
         if std::env::var("CI").is_ok_and(|ci| ci == "true") {
             bail!(
                 "no nightly toolchain, which cargo-fuzz needs; CI fuzzes for real: run `rustup toolchain install nightly --profile minimal`"
@@ -34,17 +37,22 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
         eprintln!(
             "xtask: no nightly toolchain (`rustup toolchain list`), which cargo-fuzz needs: running the proptest properties with {FALLBACK_CASES} cases each instead"
         );
-        return workspace::run(
-            workspace::cargo()
-                .args(["test", "--locked", "--package", "recommendations"])
-                .args(["--package", "marketplace", "--test", "api"])
-                .args(["--", "properties::"])
-                .env("PROPTEST_CASES", FALLBACK_CASES),
-        );
+        let mut properties = workspace::cargo();
+        properties
+            .args(["test", "--locked", "--package", "recommendations"])
+            .args([
+                "--package",
+                "marketplace",
+                "--test",
+                "api",
+                "--",
+                "properties::",
+            ])
+            .env("PROPTEST_CASES", FALLBACK_CASES);
+        return workspace::run(&mut properties);
     }
     tools.ensure(&[CARGO_FUZZ])?;
-    let cargo_fuzz = tools.path("cargo-fuzz")?;
-    let builds = target_dir.join("fuzz");
+    let (cargo_fuzz, builds) = (tools.path("cargo-fuzz")?, target_dir.join("fuzz"));
     let fuzz = |command: &str| {
         let mut fuzz = nightly(&cargo_fuzz);
         fuzz.args(["fuzz", command, SANITIZER, "--target-dir"])
@@ -53,28 +61,23 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     };
     workspace::run(&mut fuzz("build"))?;
     for target in TARGETS {
-        // New inputs go to a scratch copy; the committed corpus is only read
-        // (libFuzzer writes to the first directory only).
+        // New inputs go to a scratch copy (libFuzzer writes to the first directory only).
         let scratch = builds.join("corpus").join(target);
-        fs::create_dir_all(&scratch)
-            .with_context(|| format!("cannot create {}", scratch.display()))?;
+        let created = fs::create_dir_all(&scratch);
+        created.with_context(|| format!("cannot create {}", scratch.display()))?;
         let seeds = workspace::root().join("fuzz/corpus").join(target);
         let committed = count_files(&seeds)?;
         ensure!(committed > 0, "{} holds no inputs", seeds.display());
         eprintln!(
             "xtask: fuzzing {target} for {SECONDS_PER_TARGET} s from {committed} committed inputs"
         );
-        let run = workspace::run(
-            fuzz("run")
-                .arg(target)
-                .arg(&scratch)
-                .arg(&seeds)
-                .arg("--")
-                .arg(format!("-max_total_time={SECONDS_PER_TARGET}"))
-                .arg(format!("-timeout={INPUT_TIMEOUT_SECONDS}"))
-                .arg("-print_final_stats=1"),
-        );
-        run.with_context(|| {
+        let mut run = fuzz("run");
+        run.arg(target).arg(&scratch).arg(&seeds).arg("--").args([
+            format!("-max_total_time={SECONDS_PER_TARGET}"),
+            format!("-timeout={INPUT_TIMEOUT_SECONDS}"),
+            "-print_final_stats=1".into(),
+        ]);
+        workspace::run(&mut run).with_context(|| {
             format!(
                 "fuzz target {target} failed: its input is in fuzz/artifacts/{target}/ (above); add it to fuzz/corpus/{target}/ and as a regression test"
             )
@@ -85,16 +88,7 @@ pub fn test(tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn nightly_available() -> bool {
-    let mut rustc = Command::new("rustup");
-    let version = rustc
-        .args(["run", "nightly", "rustc", "--version"])
-        .output();
-    version.is_ok_and(|output| output.status.success())
-}
-
-/// `program` under the nightly toolchain: `rustup run` puts nightly's cargo
-/// first on PATH, which cargo-fuzz runs by name.
+/// `program` under nightly: `rustup run` puts nightly's cargo first on PATH for cargo-fuzz.
 fn nightly(program: &Path) -> Command {
     let mut command = Command::new("rustup");
     command
@@ -105,8 +99,7 @@ fn nightly(program: &Path) -> Command {
         .env_remove("CARGO")
         .env_remove("RUSTC")
         .env_remove("RUSTUP_TOOLCHAIN")
-        // The release profile's fat LTO and one codegen unit serve the services;
-        // here they only slow every build (10 min instead of 6) for 30 s of fuzzing.
+        // Fat LTO and one codegen unit would make a build 10 min instead of 6, for 30 s of fuzzing.
         .env("CARGO_PROFILE_RELEASE_LTO", "false")
         .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "16");
     command

@@ -26,14 +26,11 @@ pub fn reset_peak(pid: u32) -> anyhow::Result<()> {
 
 /// The peak resident set since the last [`reset_peak`], in KiB.
 pub fn peak_rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = process(pid)?.status()?;
-    status
-        .vmhwm
-        .with_context(|| format!("no VmHWM for process {pid}"))
+    let peak = process(pid)?.status()?.vmhwm;
+    peak.with_context(|| format!("no VmHWM for process {pid}"))
 }
 
-/// Resident memory in KiB and open descriptors; an error once the process has
-/// exited (an exited child is a zombie: no VmRSS, no fd entries).
+/// Resident memory in KiB and open descriptors; an error once it has exited (a zombie).
 pub fn usage(pid: u32) -> anyhow::Result<(u64, usize)> {
     let process = process(pid)?;
     let rss = process.status()?.vmrss.context("no VmRSS: exited")?;

@@ -8,9 +8,10 @@ use crate::{
 };
 use anyhow::Context as _;
 use clap::Args;
+use serde_json::Value;
 use std::{fmt::Write as _, fs, path::PathBuf};
 
-const CARGO_MUTANTS: Tool = Tool::cargo("cargo-mutants", "27.1.0");
+const CARGO_MUTANTS: Tool = Tool::Cargo("cargo-mutants", "27.1.0");
 
 #[derive(Args)]
 pub struct MutantsArgs {
@@ -20,13 +21,9 @@ pub struct MutantsArgs {
     more: Vec<String>,
 }
 
-/// cargo-mutants tests every mutant with the same packages, so the run has two
-/// passes: a service's files by that service's own tests (the config's
-/// `test_workspace = false`), and platform's files by platform's tests plus the
-/// services' real-server ones, which are what catch a change to shutdown,
-/// readiness or the settings' exit codes (each pass: its name, its arguments).
-/// cargo-mutants times its baseline build on the mutated package alone, so the
-/// platform pass names its build timeout: a mutant there rebuilds both services.
+/// Two passes (name, arguments), as every mutant is tested with the same packages: a service's
+/// files by its own tests, platform's also by the services' real-server tests (which catch a
+/// change to shutdown or readiness), with a build timeout as a mutant there rebuilds both.
 const PASSES: [(&str, &[&str]); 2] = [
     ("services", &["--exclude", "platform/**"]),
     (
@@ -51,25 +48,21 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     let out = target_dir.join("mutants");
     // cargo-mutants makes its output dir but not the dir above it (a fresh target dir).
     fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut outcome = Ok(());
-    let mut results = Vec::new();
+    let (mut outcome, mut results) = (Ok(()), Vec::new());
     for (pass, pass_args) in PASSES {
         let dir = out.join(pass);
-        // Settings come from .cargo/mutants.toml; a line per mutant shows progress.
-        let ran = workspace::run(
-            tools
-                .command("cargo-mutants")?
-                .args(["mutants", "--caught", "--unviable", "--output"])
-                .arg(&dir)
-                .args(pass_args)
-                .args(&args.more)
-                // Mutated builds stay out of the shared cache, in one dir for both
-                // passes; no debug info makes them faster.
-                .env("CARGO_TARGET_DIR", out.join("target"))
-                .env("CARGO_PROFILE_DEV_DEBUG", "0"),
-        );
+        // Settings come from .cargo/mutants.toml; a line per mutant shows progress. Mutated
+        // builds stay out of the shared cache, in one dir for both passes, without debug info.
+        let mut mutants = tools.command("cargo-mutants")?;
+        mutants
+            .args(["mutants", "--caught", "--unviable", "--output"])
+            .arg(&dir)
+            .args(pass_args)
+            .args(&args.more)
+            .env("CARGO_TARGET_DIR", out.join("target"))
+            .env("CARGO_PROFILE_DEV_DEBUG", "0");
         // A failed pass (a missed mutant) does not stop the next one.
-        outcome = outcome.and(ran);
+        outcome = outcome.and(workspace::run(&mut mutants));
         results.push(dir.join("mutants.out"));
     }
     let config = fs::read_to_string(workspace::root().join(".cargo/mutants.toml"))?;
@@ -87,40 +80,33 @@ pub fn run(args: MutantsArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// docs/mutants.md from the passes' output directories and the config's
-/// excluded (equivalent) mutants.
+/// docs/mutants.md from the passes' outputs and the config's excluded (equivalent) mutants.
 fn report(results: &[PathBuf], config: &str, date: &str, command: &str) -> anyhow::Result<String> {
     let mut outcomes = Vec::new();
     for dir in results {
         let text = fs::read_to_string(dir.join("outcomes.json"))
             .with_context(|| format!("cannot read {}", dir.display()))?;
-        outcomes.push(serde_json::from_str::<serde_json::Value>(&text)?);
+        outcomes.push(serde_json::from_str::<Value>(&text)?);
     }
     let count = |key: &str| -> u64 { outcomes.iter().filter_map(|o| o[key].as_u64()).sum() };
     // The passes run one after the other: the run took the sum of their times.
     let minutes: f64 = outcomes.iter().filter_map(elapsed_seconds).sum::<f64>() / 60.0;
+    let version = outcomes
+        .first()
+        .and_then(|o| o["cargo_mutants_version"].as_str());
+    let (version, machine) = (version.unwrap_or("?"), measure::machine());
+    let (total, caught, missed) = (count("total_mutants"), count("caught"), count("missed"));
+    let (timeouts, unviable) = (count("timeout"), count("unviable"));
     let mut md = format!(
         "# Mutation testing\n\n\
-         Written by `{command}` ({date} UTC, cargo-mutants {}, {}, {minutes:.0} min) over the files \
-         `.cargo/mutants.toml` names: {} mutants, {} caught, {} missed, {} timeouts, {} unviable.\n\n\
+         Written by `{command}` ({date} UTC, cargo-mutants {version}, {machine}, {minutes:.0} min) over the files \
+         `.cargo/mutants.toml` names: {total} mutants, {caught} caught, {missed} missed, {timeouts} timeouts, {unviable} unviable.\n\n\
          A service's files are tested by its own tests; platform's by its own and both \
-         services' (their real servers are what a change to shutdown or readiness breaks).\n",
-        outcomes
-            .first()
-            .and_then(|o| o["cargo_mutants_version"].as_str())
-            .unwrap_or("?"),
-        measure::machine(),
-        count("total_mutants"),
-        count("caught"),
-        count("missed"),
-        count("timeout"),
-        count("unviable"),
+         services' (their real servers are what a change to shutdown or readiness breaks).\n"
     );
     for (title, file) in [("Missed", "missed.txt"), ("Timeouts", "timeout.txt")] {
-        let mut lines = String::new();
-        for dir in results {
-            lines += &fs::read_to_string(dir.join(file)).unwrap_or_default();
-        }
+        let lines = results.iter().map(|dir| fs::read_to_string(dir.join(file)));
+        let lines: String = lines.map(Result::unwrap_or_default).collect();
         if !lines.trim().is_empty() {
             let _ = write!(md, "\n## {title}\n\n");
             for line in lines.lines() {
@@ -142,7 +128,7 @@ fn report(results: &[PathBuf], config: &str, date: &str, command: &str) -> anyho
 }
 
 /// How long a pass took, from the start and end times in its outcomes.
-fn elapsed_seconds(outcome: &serde_json::Value) -> Option<f64> {
+fn elapsed_seconds(outcome: &Value) -> Option<f64> {
     let time = |key: &str| humantime::parse_rfc3339_weak(outcome[key].as_str()?).ok();
     let took = time("end_time")?.duration_since(time("start_time")?).ok()?;
     Some(took.as_secs_f64())
@@ -150,8 +136,7 @@ fn elapsed_seconds(outcome: &serde_json::Value) -> Option<f64> {
 
 /// The `exclude_re` entries of mutants.toml, each with the comment above it.
 fn equivalent(config: &str) -> Vec<(String, String)> {
-    let mut found = Vec::new();
-    let mut reason = String::new();
+    let (mut found, mut reason) = (Vec::new(), String::new());
     let block = config
         .split_once("exclude_re = [")
         .map_or("", |(_, rest)| rest);

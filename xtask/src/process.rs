@@ -13,7 +13,7 @@ use std::{
     path::PathBuf,
     process::{ExitStatus, Stdio},
     sync::{
-        Arc, LazyLock, Mutex, OnceLock, PoisonError,
+        Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError,
         atomic::{AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -40,29 +40,25 @@ pub enum Output {
     Counted,
 }
 
-/// The process group of each child still running: each leads its own, so a
-/// terminal's Ctrl-C reaches xtask alone (`dev`'s services then drain on one
-/// SIGTERM), and a stop kills a child with what it started.
+/// The group each running child leads, so a terminal's Ctrl-C reaches xtask alone (`dev`'s
+/// services then drain on one SIGTERM), and a stop kills a child with what it started.
 static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn groups() -> MutexGuard<'static, Vec<u32>> {
+    GROUPS.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Set by the first stop signal, for a command waiting on [`stop_signal`].
 static STOP: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
 
-/// Handles SIGINT and SIGTERM for the whole run: the first goes to a command
-/// waiting on [`stop_signal`] (`dev`); otherwise, or on a second, every child's
-/// group is killed and xtask exits 130 or 143 (else a killed bench left its
-/// servers and h2load running).
+/// SIGINT and SIGTERM: the first goes to a command waiting on [`stop_signal`] (`dev`); else, or
+/// on a second, every child's group is killed (not left running) and xtask exits 130 or 143.
 pub fn handle_signals() -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (mut interrupt, mut terminate) = {
-        let _entered = runtime.enter();
-        (
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::terminate())?,
-        )
-    };
+    let mut runtime = tokio::runtime::Builder::new_current_thread();
+    let runtime = runtime.enable_all().build()?;
+    let kinds = [SignalKind::interrupt(), SignalKind::terminate()];
+    let [interrupt, terminate] = runtime.block_on(async { kinds.map(signal) });
+    let (mut interrupt, mut terminate) = (interrupt?, terminate?);
     std::thread::spawn(move || {
         runtime.block_on(async {
             loop {
@@ -81,8 +77,7 @@ pub fn handle_signals() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on the first SIGINT or SIGTERM from now on, which then stops
-/// nothing by itself; a second one still does.
+/// Resolves on the first SIGINT or SIGTERM from now on, which then stops nothing by itself.
 pub fn stop_signal() -> impl Future<Output = ()> {
     let mut stop = STOP.subscribe();
     async move {
@@ -90,12 +85,11 @@ pub fn stop_signal() -> impl Future<Output = ()> {
     }
 }
 
-/// SIGKILL to every child's group.
+/// SIGKILL to every child's group (through kill(1): xtask forbids `unsafe`).
 fn kill_groups() {
-    let groups = GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
     let mut kill = std::process::Command::new("kill");
-    kill.args(["-KILL", "--"]);
-    kill.args(groups.iter().map(|group| format!("-{group}")));
+    kill.args(["-KILL", "--"])
+        .args(groups().iter().map(|group| format!("-{group}")));
     let _ = kill.stderr(Stdio::null()).status();
 }
 
@@ -104,8 +98,7 @@ struct Group(u32);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let mut groups = GROUPS.lock().unwrap_or_else(PoisonError::into_inner);
-        groups.retain(|group| *group != self.0);
+        groups().retain(|group| *group != self.0);
     }
 }
 
@@ -113,10 +106,7 @@ impl Drop for Group {
 fn spawn(command: &mut Command) -> std::io::Result<(Child, Group)> {
     let child = command.process_group(0).kill_on_drop(true).spawn()?;
     let pid = child.id().expect("a child just started has a pid");
-    GROUPS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .push(pid);
+    groups().push(pid);
     Ok((child, Group(pid)))
 }
 
@@ -135,9 +125,9 @@ pub async fn stdout(command: &mut Command) -> anyhow::Result<String> {
 /// A running child, killed when dropped.
 pub struct Process {
     pub name: String,
+    pub pid: u32,
     child: Child,
     _group: Group,
-    pub pid: u32,
     log: Option<PathBuf>,
     readers: JoinSet<()>,
     seen: Arc<Seen>,
@@ -157,8 +147,8 @@ impl Process {
         let prefix = matches!(output, Output::Prefixed).then(|| name.to_owned());
         let (stdout, stderr, log) = match output {
             Output::File(path) => {
-                let file = File::create(&path)
-                    .with_context(|| format!("cannot create {}", path.display()))?;
+                let file = File::create(&path);
+                let file = file.with_context(|| format!("cannot create {}", path.display()))?;
                 (file.try_clone()?.into(), file.into(), Some(path))
             }
             Output::Prefixed => (Stdio::piped(), Stdio::piped(), None),
@@ -167,9 +157,7 @@ impl Process {
         let command = command.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
         let (mut child, group) =
             spawn(command).with_context(|| format!("cannot start {name} ({command:?})"))?;
-        let pid = group.0;
-        let seen = Arc::new(Seen::default());
-        let mut readers = JoinSet::new();
+        let (seen, mut readers) = (Arc::new(Seen::default()), JoinSet::new());
         if let Some(stdout) = child.stdout.take() {
             readers.spawn(read(stdout, seen.clone(), prefix.clone()));
         }
@@ -178,9 +166,9 @@ impl Process {
         }
         Ok(Self {
             name: name.to_owned(),
+            pid: group.0,
             child,
             _group: group,
-            pid,
             log,
             readers,
             seen,
@@ -247,9 +235,7 @@ impl Process {
         self.child.wait().await
     }
 
-    /// SIGTERM (through kill(1): xtask forbids `unsafe`) unless it has exited;
-    /// then it must exit 0 within [`BOUND`], or it is killed. Its last lines
-    /// are read before this returns.
+    /// SIGTERM unless it has exited, then exit 0 within [`BOUND`] (else killed), last lines read.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if self.child.try_wait()?.is_none() {
             let mut kill = Command::new("kill");

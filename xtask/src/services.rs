@@ -1,11 +1,13 @@
-//! The servers `bench` and `soak` run on loopback: the two services on ports
-//! picked here, the bench's baselines on the ports their `listening` line
-//! names, and what is read from them (pages, metrics).
+//! The servers `bench` and `soak` run on loopback (the services on ports picked here, the
+//! baselines on those their `listening` line names), and what is read from them.
 
 use crate::process::{Output, Process};
 use anyhow::{Context, ensure};
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use tokio::process::Command;
+
+/// JSON logs and no shutdown delay (nothing drains on loopback), for every start of a service.
+pub const LOOPBACK: [(&str, &str); 2] = [("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")];
 
 /// What a degraded page says (docs/design.md: the "unavailable" notice).
 const DEGRADED: &str = "recommendations are unavailable";
@@ -18,9 +20,16 @@ pub struct Service {
     pub admin: Option<SocketAddr>,
 }
 
+/// `binary`, with nothing of the caller's environment (`OTEL_*` above all): each
+/// process of the bench and the soak gets only its own settings.
+pub fn command(binary: PathBuf) -> Command {
+    let mut command = Command::new(binary);
+    command.env_clear();
+    command
+}
+
 impl Service {
-    /// Starts a service on the ports picked here (at `RUST_LOG=warn` it logs no
-    /// `listening`), with JSON logs and no shutdown delay (nothing drains on loopback).
+    /// Starts a service on ports picked here (at `RUST_LOG=warn` it logs no `listening`).
     pub async fn start(
         name: &str,
         command: &mut Command,
@@ -31,7 +40,7 @@ impl Service {
         let ports = [(main_port, main.port()), ("ADMIN_PORT", admin.port())];
         command
             .envs(ports.map(|(key, port)| (key, port.to_string())))
-            .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")]);
+            .envs(LOOPBACK);
         let mut process = Process::spawn(name, command, output)?;
         process.ready(admin).await?;
         let admin = Some(admin);
@@ -50,8 +59,7 @@ impl Service {
             .as_str()
             .and_then(|addr| addr.parse().ok())
             .with_context(|| format!("no {field} in the listening line {line}"))?;
-        let main = SocketAddr::from(([127, 0, 0, 1], logged.port()));
-        let admin = None;
+        let (main, admin) = (SocketAddr::from(([127, 0, 0, 1], logged.port())), None);
         Ok(Self {
             process,
             main,
@@ -70,7 +78,10 @@ impl Service {
     /// The degraded pages a marketplace served, as it counts them itself.
     pub async fn fallbacks(&self) -> anyhow::Result<f64> {
         let admin = self.admin.context("no admin listener")?;
-        let metrics = get(admin, "/metrics").await?;
+        let url = format!("http://{admin}/metrics");
+        let answer = http_client().build()?.get(&url).send().await;
+        let answer = answer.and_then(reqwest::Response::error_for_status);
+        let metrics = answer.with_context(|| format!("GET {url}"))?.text().await?;
         counter(&metrics, "marketplace_recommendations_fallback_total")
     }
 }
@@ -86,15 +97,17 @@ pub fn http_client() -> reqwest::ClientBuilder {
         .timeout(Duration::from_secs(5))
 }
 
-pub async fn get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let url = format!("http://{addr}{path}");
-    let answer = http_client().build()?.get(&url).send().await;
-    let answer = answer.and_then(reqwest::Response::error_for_status);
-    Ok(answer.with_context(|| format!("GET {url}"))?.text().await?)
+/// One page: full (`true`) or degraded (`false`); an error for anything else.
+pub async fn page(client: &reqwest::Client, url: &str) -> anyhow::Result<bool> {
+    let response = client.get(url).send().await?;
+    let status = response.status();
+    let html = response.text().await.context("reading the page")?;
+    ensure!(status == reqwest::StatusCode::OK, "{status}");
+    full_page(&html)
 }
 
 /// A page: `true` with its three books, `false` degraded, an error otherwise.
-pub fn full_page(html: &str) -> anyhow::Result<bool> {
+fn full_page(html: &str) -> anyhow::Result<bool> {
     if html.contains(DEGRADED) {
         return Ok(false);
     }
@@ -110,8 +123,7 @@ fn counter(metrics: &str, name: &str) -> anyhow::Result<f64> {
         if let Some(rest) = line.strip_prefix(name)
             && (rest.starts_with('{') || rest.starts_with(' '))
         {
-            let value = rest.rsplit(' ').next().unwrap_or_default();
-            let value = value.parse::<f64>();
+            let value = rest.rsplit(' ').next().unwrap_or_default().parse::<f64>();
             total += value.with_context(|| format!("unexpected metrics line {line:?}"))?;
         }
     }

@@ -68,10 +68,9 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
     std::fs::create_dir_all(&log_dir)
         .with_context(|| format!("cannot create {}", log_dir.display()))?;
     workspace::block_on(async {
-        // Only the soak's own settings, nothing from the caller's environment.
         let start = async |name: &str, main_port: &str, upstream: Option<&Service>| {
-            let mut command = tokio::process::Command::new(bin_dir.join(name));
-            command.env_clear().env("RUST_LOG", "info");
+            let mut command = crate::services::command(bin_dir.join(name));
+            command.env("RUST_LOG", "info");
             command.envs(upstream.iter().flat_map(|upstream| upstream.upstream()));
             let log = Output::File(log_dir.join(format!("{name}.log")));
             let service = Service::start(name, &mut command, main_port, log).await?;
@@ -84,17 +83,12 @@ fn soak(target_dir: &Path, duration: Duration, rate: u32) -> anyhow::Result<Meas
         let marketplace = start("marketplace", "HTTP_PORT", Some(&recommendations)).await?;
         let mut services = [marketplace, recommendations];
         let measured = hold(&mut services, duration, rate).await;
-        // Both are stopped whatever happened; a failed stop is reported
-        // after the measurement's own error, if any.
-        let [marketplace, recommendations] = services;
-        let stopped = (
-            marketplace.process.stop().await,
-            recommendations.process.stop().await,
-        );
+        // Both are stopped whatever happened; a failed stop is reported after the run's error.
+        let [marketplace, recommendations] = services.map(|service| service.process.stop());
+        let stopped = (marketplace.await, recommendations.await);
         let measured = measured?;
         println!("{}", measured.table());
-        stopped.0?;
-        stopped.1?;
+        stopped.0.and(stopped.1)?;
         Ok(measured)
     })
 }
@@ -110,12 +104,10 @@ async fn hold(
     let load = load::drive(services[0].main, rate, duration, counters.clone());
     let load = tokio::spawn(load);
     let warm_up = (duration / WARM_UP_FRACTION).max(MIN_WARM_UP);
-    // The baseline: the highest memory seen in warm-up (a leak grows past it;
-    // every pooled connection opening at once is not growth), and the
-    // descriptors at its end.
+    // The baseline: the highest memory in warm-up (a leak grows past it; pooled connections
+    // opening at once are not growth), and the descriptors at its end.
     let (mut baseline, mut warmed) = ([Usage::default(); 2], false);
-    // The end is the last sample under load, like the baseline: the client's
-    // pooled connections are open in both.
+    // The end is the last sample under load: the client's connections are open, as in warm-up.
     let mut last = None;
     let mut ticks = tokio::time::interval(SAMPLE_EVERY);
     for tick in 1.. {
@@ -133,16 +125,11 @@ async fn hold(
         }
         last = Some(now);
         if tick % PROGRESS_EVERY == 0 {
-            let counts = counters.lock().expect("not poisoned");
+            let c = counters.lock().expect("not poisoned");
+            let (at, of) = (started.elapsed().as_secs_f64(), duration.as_secs());
+            let ([market, rec], pages, errors, degraded) = (now, c.answered, c.errors, c.degraded);
             eprintln!(
-                "xtask: soak {:>4.0}/{} s: {} pages, {} errors, {} degraded; marketplace {}, recommendations {}",
-                started.elapsed().as_secs_f64(),
-                duration.as_secs(),
-                counts.answered,
-                counts.errors,
-                counts.degraded,
-                now[0],
-                now[1],
+                "xtask: soak {at:>4.0}/{of} s: {pages} pages, {errors} errors, {degraded} degraded; marketplace {market}, recommendations {rec}"
             );
         }
     }

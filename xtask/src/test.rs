@@ -5,7 +5,7 @@ use crate::{
     tools::{CARGO_MACHETE, Tool, Tools},
     workspace,
 };
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::{path::Path, process::Command, time::Instant};
 
@@ -69,8 +69,7 @@ impl Step {
             Step::Deploy => &[Tool::Python, PROMETHEUS, OPENSSL, Tool::Istioctl],
             Step::Observability => &[Tool::Python, PROMETHEUS, Tool::Istioctl, Tool::Jaeger],
             Step::Ui => &[Tool::Python, CHROMIUM, CHROMEDRIVER],
-            Step::Mesh => crate::mesh::TOOLS,
-            Step::Cluster => crate::cluster::TOOLS,
+            Step::Mesh | Step::Cluster => crate::cluster::TOOLS,
             // istioctl and mesh-xds: the recommendations cluster is Istio's own translation.
             Step::Reliability => &[Tool::Python, Tool::Istioctl],
             Step::Bench => crate::bench::TOOLS,
@@ -101,25 +100,24 @@ pub fn run(args: TestArgs) -> anyhow::Result<()> {
 }
 
 fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> {
+    let cargo = |args: &[&str]| workspace::run(workspace::cargo().args(args));
     match step {
-        Step::Fmt => workspace::run(workspace::cargo().args(["fmt", "--all", "--", "--check"])),
-        Step::Clippy => workspace::run(
-            workspace::cargo()
-                .args(["clippy", "--workspace", "--all-targets", "--locked"])
-                .args(["--", "-D", "warnings"]),
-        ),
-        Step::Machete => workspace::run(
-            // The target dir may sit in the checkout: its crates are not ours.
-            tools.command("cargo-machete")?.arg("--skip-target-dir"),
-        ),
+        Step::Fmt => cargo(&["fmt", "--all", "--", "--check"]),
+        Step::Clippy => {
+            let clippy = ["clippy", "--workspace", "--all-targets", "--locked"];
+            workspace::run(
+                workspace::cargo()
+                    .args(clippy)
+                    .args(["--", "-D", "warnings"]),
+            )
+        }
+        // The target dir may sit in the checkout: its crates are not ours.
+        Step::Machete => workspace::run(tools.command("cargo-machete")?.arg("--skip-target-dir")),
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),
         Step::BufBreaking => buf_breaking(tools),
-        Step::Cargo => {
-            let test = ["test", "--workspace", "--locked"];
-            workspace::run(workspace::cargo().args(test))?;
-            // Each criterion benchmark once, unoptimised: it still runs.
-            workspace::run(workspace::cargo().args(test).arg("--benches"))
-        }
+        // Each criterion benchmark runs once, unoptimised: it still runs.
+        Step::Cargo => cargo(&["test", "--workspace", "--locked"])
+            .and_then(|()| cargo(&["test", "--workspace", "--locked", "--benches"])),
         Step::Release => workspace::build_release(),
         Step::Fuzz => crate::fuzz::test(tools, target_dir),
         Step::Bench => crate::bench::test(tools, target_dir),
@@ -128,7 +126,7 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
         Step::Deploy | Step::Mesh | Step::Reliability | Step::Observability | Step::Ui => {
             // Each of these runs the pytest suite of its name.
             let suite = format!("tests/{step:?}").to_lowercase();
-            workspace::run(workspace::cargo().args(["build", "--locked", "--bins"]))?;
+            cargo(&["build", "--locked", "--bins"])?;
             let mut pytest = tools.command("python")?;
             pytest
                 .args(["-m", "pytest", &suite, "-q"])
@@ -143,12 +141,12 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
                     .env("BOOKSHOP_ISTIO_MODULE", istio);
             }
             if step == Step::Deploy {
-                // The Prometheus Operator's CRDs, at the version tools/prometheus-operator pins.
+                // The Prometheus Operator's CRDs, at the version tools/prometheus-operator pins,
+                // and the Gateway API's of the version the pinned Istio requires.
                 let module = "github.com/prometheus-operator/prometheus-operator";
                 let operator = tools.go_module("prometheus-operator", module)?;
                 let crds = operator.join("example/prometheus-operator-crd");
                 pytest.env("BOOKSHOP_PROMETHEUS_OPERATOR_CRDS", crds);
-                // The Gateway API CRDs (standard channel) of the version the pinned Istio requires.
                 pytest.env("BOOKSHOP_GATEWAY_API_CRDS", tools.gateway_api_crds()?);
             }
             workspace::run(&mut pytest)?;
@@ -163,9 +161,8 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
 /// The contract: the proto files and buf's configuration (not the crate's Rust).
 const CONTRACT: &[&str] = &["proto/buf.yaml", ":(glob)proto/**/*.proto"];
 
-/// Compares the contract with the previous one: `main`'s when ours differs (a branch,
-/// uncommitted work), else the one before `main`'s newest change to it (CI checks out `main`;
-/// HEAD~1 would miss a change two commits ago). Passes only for a single version.
+/// Compares the contract with `main`'s when ours differs, else with the one before `main`'s
+/// newest change to it (HEAD~1 would miss an older change). Passes for a single version.
 fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
     if git(&["rev-parse", "--is-shallow-repository"])? == "true" {
         eprintln!("xtask: this clone is shallow; fetching the history of `origin`");
@@ -174,16 +171,17 @@ fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
         )?;
     }
     let verify = |rev: &str| git(&["rev-parse", "--verify", "--quiet", rev]).ok();
-    let Some(main) = ["main", "origin/main"]
-        .into_iter()
-        .find(|branch| verify(&format!("{branch}^{{commit}}")).is_some())
-    else {
-        bail!(
-            "no `main` or `origin/main` to compare the contract with: run `git fetch origin main`"
-        );
-    };
+    let mut branches = ["main", "origin/main"].into_iter();
+    let main = branches.find(|branch| verify(&format!("{branch}^{{commit}}")).is_some());
+    let main = main.context(
+        "no `main` or `origin/main` to compare the contract with: run `git fetch origin main`",
+    )?;
     let changed = |args: &[&str]| -> anyhow::Result<bool> {
         Ok(!git(&[args, &["--"], CONTRACT].concat())?.is_empty())
+    };
+    let single_version = |why: String| {
+        eprintln!("xtask: pass: the contract has a single version ({why}): nothing to compare");
+        Ok(())
     };
     let base = if changed(&["diff", "--name-only", main])?
         || changed(&["ls-files", "--others", "--exclude-standard"])?
@@ -193,27 +191,16 @@ fn buf_breaking(tools: &Tools) -> anyhow::Result<()> {
         let last_change = git(&[&["log", "-1", "--format=%H", main, "--"], CONTRACT].concat())?;
         match verify(&format!("{last_change}^")) {
             Some(parent) => parent,
-            None => {
-                eprintln!(
-                    "xtask: pass: the contract has a single version ({last_change}, the first commit): nothing to compare"
-                );
-                return Ok(());
-            }
+            None => return single_version(format!("{last_change}, the first commit")),
         }
     };
     if git(&["ls-tree", "--name-only", &base, "proto/buf.yaml"])?.is_empty() {
-        eprintln!(
-            "xtask: pass: the contract has a single version ({base} has none yet): nothing to compare"
-        );
-        return Ok(());
+        return single_version(format!("{base} has none yet"));
     }
     eprintln!("xtask: comparing the contract with commit {base}");
     let against = format!(".git#ref={base},subdir=proto");
-    workspace::run(
-        tools
-            .command("buf")?
-            .args(["breaking", "proto", "--against", &against]),
-    )
+    let mut buf = tools.command("buf")?;
+    workspace::run(buf.args(["breaking", "proto", "--against", &against]))
 }
 
 fn git(args: &[&str]) -> anyhow::Result<String> {

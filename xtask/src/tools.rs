@@ -14,8 +14,6 @@ use std::{
 
 /// buf, for `buf lint` and `buf breaking` on the proto contract.
 const BUF: &str = "@bufbuild/buf@1.75.0";
-/// The Go modules (under `tools/`) that pin the upstream tools the tests build.
-const GO_TOOLS: &str = "tools";
 
 /// Something a step needs from outside the workspace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,35 +30,24 @@ pub enum Tool {
     /// A Kubernetes control plane (etcd, kube-apiserver, -controller-manager, -scheduler,
     /// kubectl, kwok) and istiod, from the module that pins istioctl.
     Cluster,
-    /// A Debian package, by the command that shows it is there.
-    Debian {
-        command: &'static str,
-        package: &'static str,
-    },
-    /// A cargo subcommand from crates.io (`cargo install --locked`).
-    Cargo {
-        name: &'static str,
-        version: &'static str,
-    },
+    /// A Debian package (command that shows it is there, package).
+    Debian(&'static str, &'static str),
+    /// A cargo subcommand from crates.io, `cargo install --locked` (name, version).
+    Cargo(&'static str, &'static str),
 }
 
 impl Tool {
     pub const fn debian(command: &'static str, package: &'static str) -> Tool {
-        Tool::Debian { command, package }
-    }
-
-    pub const fn cargo(name: &'static str, version: &'static str) -> Tool {
-        Tool::Cargo { name, version }
+        Tool::Debian(command, package)
     }
 }
 
 /// Unused dependencies: a whole crate in a manifest that no code names.
-pub const CARGO_MACHETE: Tool = Tool::cargo("cargo-machete", "0.9.2");
+pub const CARGO_MACHETE: Tool = Tool::Cargo("cargo-machete", "0.9.2");
 
 /// The Go programs of each Go tool: (tool, module under `tools/`, [(binary, package)]).
-/// mesh-analyze feeds Istio's analyzers the files as a cluster would hold them; mesh-xds is
-/// Istio's config generation (the in-memory discovery server's, or the real istiod's with
-/// istio-agent's code), each pod's proxy config as an Envoy bootstrap.
+/// mesh-analyze runs Istio's analyzers; mesh-xds writes each pod's Envoy bootstrap with
+/// Istio's config generation.
 pub type Programs = &'static [(&'static str, &'static str)];
 #[rustfmt::skip]
 const GO_PROGRAMS: [(Tool, &str, Programs); 3] = [
@@ -73,8 +60,7 @@ const GO_PROGRAMS: [(Tool, &str, Programs); 3] = [
     (Tool::Cluster, "istio", crate::cluster::PROGRAMS),
 ];
 
-/// The tools dir: `venv/`, `node/` (buf), `go/` (Go's caches), `bin/` (built
-/// Go tools), `cargo/` (the `cargo install --root`).
+/// The tools dir: `venv/`, `node/` (buf), `go/` (caches), `bin/` (Go tools), `cargo/`.
 pub struct Tools {
     dir: PathBuf,
 }
@@ -82,9 +68,8 @@ pub struct Tools {
 impl Tools {
     /// Where the tools live; nothing is installed until `ensure`.
     pub fn new(target_dir: &Path) -> Self {
-        Self {
-            dir: target_dir.join("tools"),
-        }
+        let dir = target_dir.join("tools");
+        Self { dir }
     }
 
     /// Installs each of `needed` that is missing or out of date.
@@ -94,8 +79,8 @@ impl Tools {
                 Tool::Python => self.install_python()?,
                 Tool::Buf => self.install_buf()?,
                 Tool::Istioctl | Tool::Jaeger | Tool::Cluster => self.build_go_tool(tool)?,
-                Tool::Debian { command, package } => install_debian(command, package)?,
-                Tool::Cargo { name, version } => self.install_cargo(name, version)?,
+                Tool::Debian(command, package) => install_debian(command, package)?,
+                Tool::Cargo(name, version) => self.install_cargo(name, version)?,
             }
         }
         Ok(())
@@ -112,8 +97,7 @@ impl Tools {
         found.with_context(|| format!("{program} is not among the installed tools"))
     }
 
-    /// A command for an installed tool, run from the workspace root with the
-    /// tools first on PATH (pytest starts hadolint, istioctl… by name).
+    /// An installed tool, run from the workspace root with the tools first on PATH.
     pub fn command(&self, program: &str) -> anyhow::Result<Command> {
         let mut path: Vec<PathBuf> = self.bin_dirs().into();
         path.extend(std::env::split_paths(
@@ -126,17 +110,14 @@ impl Tools {
         Ok(command)
     }
 
-    /// The standard channel's CRDs of the `sigs.k8s.io/gateway-api` module the pinned Istio
-    /// requires (tools/istio/go.mod lists it): what istio/gateway-api is validated against and
-    /// what the cluster step installs before applying it.
+    /// The standard Gateway API CRDs at the version the pinned Istio requires: what
+    /// istio/gateway-api is validated against and the cluster installs.
     pub fn gateway_api_crds(&self) -> anyhow::Result<PathBuf> {
-        Ok(self
-            .go_module("istio", "sigs.k8s.io/gateway-api")?
-            .join("config/crd/standard"))
+        let module = self.go_module("istio", "sigs.k8s.io/gateway-api")?;
+        Ok(module.join("config/crd/standard"))
     }
 
-    /// The source directory of a module that `tools/<tools_module>/go.mod`
-    /// pins, downloaded into the Go module cache if it is not there yet.
+    /// The source of a module `tools/<tools_module>/go.mod` pins, downloaded if need be.
     pub fn go_module(&self, tools_module: &str, path: &str) -> anyhow::Result<PathBuf> {
         workspace::run(self.go(tools_module)?.args(["mod", "download", path]))?;
         let list = ["list", "-m", "-f", "{{.Dir}}", path];
@@ -158,12 +139,10 @@ impl Tools {
         }
         files.sort();
         let mut requirements = Vec::new();
-        for file in files {
-            if file.is_file() {
-                let read = fs::read(&file).with_context(|| format!("cannot read {file:?}"));
-                requirements.extend(read?);
-                pip.arg("-r").arg(file);
-            }
+        for file in files.into_iter().filter(|file| file.is_file()) {
+            let read = fs::read(&file).with_context(|| format!("cannot read {file:?}"));
+            requirements.extend(read?);
+            pip.arg("-r").arg(file);
         }
         let stamp = venv.join("installed-requirements.txt");
         stamped(&stamp, &requirements, || {
@@ -202,43 +181,36 @@ impl Tools {
         })
     }
 
-    /// `go` with its module and build caches under the tools dir, in one
-    /// tools module, never switching toolchains behind our back.
+    /// `go` in a tools module, its caches under the tools dir, never switching toolchains.
     pub fn go(&self, module: &str) -> anyhow::Result<Command> {
         require_command("go", "Go 1.26 or later (https://go.dev/doc/install)")?;
         let mut go = Command::new("go");
-        go.current_dir(workspace::root().join(GO_TOOLS).join(module))
+        go.current_dir(workspace::root().join("tools").join(module))
             .env("GOMODCACHE", self.dir.join("go/mod"))
             .env("GOCACHE", self.dir.join("go/cache"))
             .envs([("GOTOOLCHAIN", "local"), ("GOFLAGS", "-mod=readonly")]);
         Ok(go)
     }
 
-    /// Builds a Go tool's programs unless they were built from the current
-    /// sources of their module: in one `go build`, so they share compiled
-    /// packages, without debug information (nothing here debugs them).
+    /// Builds a Go tool's programs unless built from their module's current sources: in one
+    /// `go build`, so they share compiled packages, without debug information.
     fn build_go_tool(&self, tool: Tool) -> anyhow::Result<()> {
         let found = GO_PROGRAMS.iter().find(|(t, ..)| *t == tool);
         let (_, module, programs) = *found.expect("a Go tool");
-        let mut sources = module_sources(&workspace::root().join(GO_TOOLS).join(module))?;
+        let mut sources = module_sources(&workspace::root().join("tools").join(module))?;
         // A program added to the list is built even when the module's files did not change.
-        for (_, package) in programs {
-            sources.extend(package.as_bytes());
-        }
+        sources.extend(programs.iter().flat_map(|(_, package)| package.as_bytes()));
         let (bin, first) = (self.dir.join("bin"), programs[0].0);
-        let stamp = bin.join(format!("{first}.built-from"));
-        stamped(&stamp, &sources, || {
+        stamped(&bin.join(format!("{first}.built-from")), &sources, || {
             let names: Vec<&str> = programs.iter().map(|(name, _)| *name).collect();
             let names = names.join(", ");
             eprintln!(
-                "xtask: building {names} from {GO_TOOLS}/{module} (the first build takes many minutes)"
+                "xtask: building {names} from tools/{module} (the first build takes many minutes)"
             );
             // With several packages, -o names a folder, and each binary is named after its package.
             let out = format!("{}/", bin.display());
-            let ldflags = format!(
-                "-s -w{}",
-                crate::cluster::kubernetes_version_flags(self.go(module))
-            );
+            let stamp = crate::cluster::kubernetes_version_flags(self.go(module));
+            let ldflags = format!("-s -w{stamp}");
             let mut go = self.go(module)?;
             go.args(["build", "-trimpath", "-ldflags", &ldflags, "-o", &out]);
             workspace::run(go.args(programs.iter().map(|(_, package)| *package)))
@@ -246,8 +218,7 @@ impl Tools {
     }
 }
 
-/// Runs `install` unless `stamp` says it ran from `built_from` (the
-/// requirements, the version, the sources); then records that it did.
+/// Runs `install` unless `stamp` says it ran from `built_from`; then records that it did.
 fn stamped(
     stamp: &Path,
     built_from: &[u8],
@@ -262,27 +233,21 @@ fn stamped(
     Ok(fs::write(stamp, built_from)?)
 }
 
-/// Every file of a tools module (go.mod, go.sum, our own Go programs), in a
-/// stable order: a change to any of them rebuilds the module's tools.
+/// Every file of a tools module in a stable order: a change to any rebuilds its tools.
 fn module_sources(dir: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut files = Vec::new();
-    for entry in walkdir::WalkDir::new(dir) {
+    let walk = walkdir::WalkDir::new(dir).sort_by_file_name();
+    let mut sources = Vec::new();
+    for entry in walk {
         let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
         if !entry.file_type().is_dir() {
-            files.push(entry.into_path());
+            sources.extend(entry.path().strip_prefix(dir)?.to_string_lossy().as_bytes());
+            sources.extend(fs::read(entry.path())?);
         }
-    }
-    files.sort();
-    let mut sources = Vec::new();
-    for file in files {
-        sources.extend(file.strip_prefix(dir)?.to_string_lossy().as_bytes());
-        sources.extend(fs::read(&file)?);
     }
     Ok(sources)
 }
 
-/// Installs a Debian package when its command is missing: with apt-get as root
-/// on Debian, otherwise it fails with one line saying what to install.
+/// Installs a missing command's Debian package as root on Debian; else says what to install.
 fn install_debian(command: &str, package: &str) -> anyhow::Result<()> {
     if on_path(command) {
         return Ok(());
@@ -296,8 +261,9 @@ fn install_debian(command: &str, package: &str) -> anyhow::Result<()> {
     eprintln!("xtask: installing the Debian package {package} (for {command})");
     workspace::run(Command::new("apt-get").args(["update", "-qq"]))?;
     let install = ["install", "-y", "-qq", "--no-install-recommends", package];
+    let mut apt_get = Command::new("apt-get");
     workspace::run(
-        Command::new("apt-get")
+        apt_get
             .args(install)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )

@@ -4,7 +4,6 @@
 
 use anyhow::{Context, ensure};
 use std::{
-    ffi::OsString,
     path::{Path, PathBuf},
     process::Command,
     sync::OnceLock,
@@ -15,10 +14,7 @@ static ROOT: OnceLock<PathBuf> = OnceLock::new();
 
 /// Finds the workspace around the current directory; the rest here uses it.
 pub fn locate() -> anyhow::Result<&'static Path> {
-    if let Some(root) = ROOT.get() {
-        return Ok(root);
-    }
-    let mut locate = Command::new(cargo_program());
+    let mut locate = cargo();
     locate.args(["locate-project", "--workspace", "--message-format", "plain"]);
     let manifest = PathBuf::from(stdout(&mut locate).with_context(|| {
         let here = std::env::current_dir().unwrap_or_default();
@@ -41,33 +37,33 @@ pub fn root() -> &'static Path {
 pub fn target_dir() -> anyhow::Result<PathBuf> {
     let metadata = stdout(cargo().args(["metadata", "--format-version", "1", "--no-deps"]))?;
     let metadata: serde_json::Value = serde_json::from_str(&metadata)?;
-    let dir = metadata["target_directory"]
-        .as_str()
-        .context("cargo metadata has no target_directory")?;
-    Ok(PathBuf::from(dir))
+    let dir = metadata["target_directory"].as_str();
+    Ok(PathBuf::from(
+        dir.context("cargo metadata has no target_directory")?,
+    ))
 }
 
-/// The cargo that runs xtask (it sets `CARGO`), so one toolchain builds all.
-fn cargo_program() -> OsString {
-    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+/// The cargo that runs xtask (it sets `CARGO`), so one toolchain builds all, in the workspace.
+pub fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    if let Some(root) = ROOT.get() {
+        command.current_dir(root);
+    }
+    command
 }
+
+const SERVICES: [&str; 4] = ["--package", "recommendations", "--package", "marketplace"];
 
 /// The bookshop's two services, built (debug) for the steps that run them as processes.
 pub fn build_services() -> anyhow::Result<()> {
-    run(cargo().args([
-        "build",
-        "--locked",
-        "--package",
-        "marketplace",
-        "--package",
-        "recommendations",
-    ]))
+    run(cargo().args(["build", "--locked"]).args(SERVICES))
 }
 
-pub fn cargo() -> Command {
-    let mut command = Command::new(cargo_program());
-    command.current_dir(root());
-    command
+/// The release build of both services that the Dockerfiles run.
+pub fn build_release() -> anyhow::Result<()> {
+    run(cargo()
+        .args(["build", "--release", "--locked"])
+        .args(SERVICES))
 }
 
 /// What `command` prints, trimmed; fails with what it said on stderr.
@@ -95,20 +91,12 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let status = command
         .status()
         .with_context(|| format!("cannot start {shown}"))?;
+    let took = start.elapsed();
     ensure!(
         status.success(),
-        "{shown} failed ({status}) after {:.0?}",
-        start.elapsed()
+        "{shown} failed ({status}) after {took:.0?}"
     );
     Ok(())
-}
-
-/// The `--locked` release build of both services that the Dockerfiles run.
-pub fn build_release() -> anyhow::Result<()> {
-    let services = ["--package", "recommendations", "--package", "marketplace"];
-    run(cargo()
-        .args(["build", "--release", "--locked"])
-        .args(services))
 }
 
 /// The command xtask was run as, as reports name it (`cargo xtask bench --rounds 5`).
@@ -119,8 +107,8 @@ pub fn command_line() -> String {
 
 /// Runs `future` to its end on a runtime of its own (the commands are sync at the top).
 pub fn block_on<T>(future: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(future)
+        .build()?;
+    runtime.block_on(future)
 }

@@ -75,12 +75,8 @@ impl H2load {
             .await
             .map_err(|_| anyhow!("h2load did not finish its requests within {bound:?}"))?
             .context("cannot run h2load")?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        ensure!(
-            output.status.success(),
-            "h2load failed ({}):\n{text}",
-            output.status
-        );
+        let (text, status) = (String::from_utf8_lossy(&output.stdout), output.status);
+        ensure!(status.success(), "h2load failed ({status}):\n{text}");
         let per_second = per_second(&text, requests);
         let per_second = per_second.with_context(|| format!("h2load said:\n{text}"))?;
         let micros = self.latencies_us(requests)?;
@@ -96,16 +92,14 @@ impl H2load {
     fn latencies_us(&self, requests: usize) -> anyhow::Result<Vec<u64>> {
         let log = fs::read_to_string(&self.log);
         let log = log.with_context(|| format!("cannot read {}", self.log.display()))?;
-        let mut micros: Vec<u64> = log
-            .lines()
-            .map(|line| {
-                let us = line
-                    .split('\t')
-                    .nth(2)
-                    .and_then(|us| us.trim().parse().ok());
-                us.with_context(|| format!("a bad h2load log line: {line:?}"))
-            })
-            .collect::<anyhow::Result<_>>()?;
+        let micros = log.lines().map(|line| {
+            let us = line
+                .split('\t')
+                .nth(2)
+                .and_then(|us| us.trim().parse().ok());
+            us.with_context(|| format!("a bad h2load log line: {line:?}"))
+        });
+        let mut micros = micros.collect::<anyhow::Result<Vec<u64>>>()?;
         let logged = micros.len();
         ensure!(
             logged == requests,
@@ -116,38 +110,24 @@ impl H2load {
     }
 }
 
-/// The rate from h2load's summary, once it says every request got a 2xx.
+/// The rate from h2load's summary (`finished in 1.23s, 48700.12 req/s, …`), once it says every
+/// request succeeded (`requests: … 100 succeeded, …`) with a 2xx (`status codes: 100 2xx, …`).
 fn per_second(summary: &str, requests: usize) -> anyhow::Result<f64> {
-    let line = |prefix: &str| {
-        let mut lines = summary.lines();
-        let found = lines.find_map(|line| line.strip_prefix(prefix));
-        found.with_context(|| format!("no `{prefix}` line"))
+    // The number before `what` in a comma-separated part of a line.
+    let figure = |what: &str| {
+        let mut parts = summary.lines().flat_map(|line| line.split(", "));
+        let found = parts.find_map(|part| part.strip_suffix(what)?.rsplit(' ').next());
+        let found = found.with_context(|| format!("no `{what}` figure"))?;
+        found
+            .parse::<f64>()
+            .with_context(|| format!("a bad `{what}` figure"))
     };
-    // finished in 1.23s, 48700.12 req/s, 5.12MB/s
-    let rate = line("finished in ")?.split(", ").nth(1);
-    let rate = rate
-        .and_then(|rate| rate.strip_suffix(" req/s"))
-        .context("no req/s")?;
-    // requests: 100 total, 100 started, 100 done, 100 succeeded, 0 failed, …
-    let succeeded = count(line("requests: ")?, "succeeded")?;
-    // status codes: 100 2xx, 0 3xx, 0 4xx, 0 5xx
-    let ok = count(line("status codes: ")?, "2xx")?;
+    let (succeeded, ok) = (figure(" succeeded")?, figure(" 2xx")?);
     ensure!(
-        succeeded == requests && ok == requests,
+        succeeded == requests as f64 && ok == requests as f64,
         "{succeeded} of {requests} requests succeeded, {ok} with a 2xx"
     );
-    Ok(rate.parse()?)
-}
-
-/// The number before `what` in `12 what, 3 other`.
-fn count(counts: &str, what: &str) -> anyhow::Result<usize> {
-    let mut parts = counts.split(", ");
-    let number = parts.find_map(|part| part.strip_suffix(what));
-    let number = number.with_context(|| format!("no `{what}` count"))?;
-    number
-        .trim()
-        .parse()
-        .with_context(|| format!("a bad `{what}` count"))
+    figure(" req/s")
 }
 
 #[cfg(test)]

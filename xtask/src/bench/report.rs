@@ -2,7 +2,7 @@
 //! baseline of the same call and concurrency, the budgets, the Markdown
 //! BENCHMARKS.md keeps and the JSON the plot is drawn from.
 
-use super::{BenchArgs, CONCURRENCIES, PROD, Server, load::Run};
+use super::{BenchArgs, CONCURRENCIES, PROD, SERVERS, Server, load::Run};
 use crate::{benchmarks, measure, tools::Tools, workspace};
 use serde_json::json;
 use std::{
@@ -38,12 +38,6 @@ pub struct Startup {
     pub idle_rss_mib: f64,
 }
 
-pub struct Measured {
-    pub samples: Vec<Sample>,
-    pub startups: Vec<Startup>,
-    pub load_before: String,
-}
-
 /// A budget (README.md, "Performance"): what, limit, measured, met.
 type Budget = (String, &'static str, String, bool);
 
@@ -62,18 +56,19 @@ fn rows(servers: &[Server], samples: &[Sample], concurrencies: &[usize]) -> Vec<
         let of: Vec<&Sample> = samples.iter().filter(same).collect();
         let pick = |f: &dyn Fn(&Sample) -> f64| measure::median(of.iter().map(|s| f(s)).collect());
         let processes = of.first().map_or(0, |s| s.peak_rss_mib.len());
+        let run = Run {
+            per_second: pick(&|s| s.run.per_second),
+            p50_ms: pick(&|s| s.run.p50_ms),
+            p99_ms: pick(&|s| s.run.p99_ms),
+        };
+        let (cpu_per_10k, processes) = (pick(&|s| s.cpu_per_10k), 0..processes);
+        let peak_rss_mib = processes.map(|i| pick(&|s| s.peak_rss_mib[i])).collect();
         Sample {
             server,
             concurrency,
-            run: Run {
-                per_second: pick(&|s| s.run.per_second),
-                p50_ms: pick(&|s| s.run.p50_ms),
-                p99_ms: pick(&|s| s.run.p99_ms),
-            },
-            cpu_per_10k: pick(&|s| s.cpu_per_10k),
-            peak_rss_mib: (0..processes)
-                .map(|i| pick(&|s| s.peak_rss_mib[i]))
-                .collect(),
+            run,
+            cpu_per_10k,
+            peak_rss_mib,
         }
     };
     let mut rows = Vec::new();
@@ -84,10 +79,14 @@ fn rows(servers: &[Server], samples: &[Sample], concurrencies: &[usize]) -> Vec<
         let baseline = *baseline.expect("every call has a baseline");
         for &concurrency in concurrencies {
             let (ours, base) = (medians(server, concurrency), medians(baseline, concurrency));
+            let (ratio, p99_ratio) = (
+                ours.run.per_second / base.run.per_second,
+                ours.run.p99_ms / base.run.p99_ms,
+            );
             rows.push(Row {
-                ratio: ours.run.per_second / base.run.per_second,
-                p99_ratio: ours.run.p99_ms / base.run.p99_ms,
                 medians: ours,
+                ratio,
+                p99_ratio,
             });
         }
     }
@@ -141,32 +140,20 @@ impl Report {
         let mut md = format!("{}\n\n", self.header);
         md += "| target | call | c | req/s | × baseline | p50 ms | p99 ms | p99 × baseline | CPU s / 10k req | peak RSS MiB |\n";
         md += "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n";
-        for Row {
-            medians,
-            ratio,
-            p99_ratio,
-        } in &self.rows
-        {
-            let (server, run) = (medians.server, medians.run);
+        for row in &self.rows {
+            let (m, ratio, p99_ratio) = (&row.medians, row.ratio, row.p99_ratio);
+            let (server, run, c, cpu) = (m.server, m.run, m.concurrency, m.cpu_per_10k);
             let label = match server.baseline() {
                 true => format!("**{}** (baseline)", server.label()),
                 false => server.label(),
             };
-            let rss: Vec<String> = medians
-                .peak_rss_mib
-                .iter()
-                .map(|m| format!("{m:.1}"))
-                .collect();
+            let (call, per_second) = (server.call().name(), run.per_second);
+            let (p50, p99) = (run.p50_ms, run.p99_ms);
+            let rss = m.peak_rss_mib.iter().map(|mib| format!("{mib:.1}"));
+            let rss = rss.collect::<Vec<_>>().join(" + ");
             let _ = writeln!(
                 md,
-                "| {label} | {} | {} | {:.0} | {ratio:.2} | {:.3} | {:.3} | {p99_ratio:.2} | {:.3} | {} |",
-                server.call().name(),
-                medians.concurrency,
-                run.per_second,
-                run.p50_ms,
-                run.p99_ms,
-                medians.cpu_per_10k,
-                rss.join(" + "),
+                "| {label} | {call} | {c} | {per_second:.0} | {ratio:.2} | {p50:.3} | {p99:.3} | {p99_ratio:.2} | {cpu:.3} | {rss} |"
             );
         }
         md += "\nPeak RSS of a chain is each process's, front first; CPU is the sum of its processes.\n\n";
@@ -204,28 +191,27 @@ impl Report {
     }
 }
 
-/// The table and the plot, into BENCHMARKS.md and docs/ or under the target dir.
+/// The table and the plot of what was measured (samples, startups, the load average before),
+/// into BENCHMARKS.md and docs/ or under the target dir.
 pub fn write(
     tools: &Tools,
     settings: &BenchArgs,
     target_dir: &Path,
-    measured: Measured,
+    (samples, startups, before): (Vec<Sample>, Vec<Startup>, String),
 ) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let work = &target_dir.join("bench");
-    let mut sizes = Vec::new();
-    for binary in ["recommendations", "marketplace"] {
-        sizes.push((binary, stripped_size(target_dir, binary)?));
-    }
+    let (work, root) = (target_dir.join("bench"), workspace::root());
+    let sizes = ["recommendations", "marketplace"]
+        .map(|binary| Ok((binary, stripped_size(target_dir, binary)?)));
+    let sizes = sizes.into_iter().collect::<anyhow::Result<_>>()?;
     let (date, machine) = (measure::utc_minute() + " UTC", measure::machine());
-    let (before, after) = (measured.load_before, measure::load_average());
+    let after = measure::load_average();
+    let (command, rounds) = (workspace::command_line(), settings.rounds);
     let header = format!(
-        "Measured {date} on {machine} (load average {before} before, {after} after), `{}`: \
-         {} interleaved round(s), medians; ratios are to the baseline of \
-         the same call at the same concurrency, in the same run.",
-        settings.command, settings.rounds
+        "Measured {date} on {machine} (load average {before} before, {after} after), `{command}`: \
+         {rounds} interleaved round(s), medians; ratios are to the baseline of \
+         the same call at the same concurrency, in the same run."
     );
-    let rows = rows(&super::SERVERS, &measured.samples, &CONCURRENCIES);
-    let (startups, root) = (measured.startups, workspace::root());
+    let rows = rows(&SERVERS, &samples, &CONCURRENCIES);
     let report = Report {
         header,
         rows,

@@ -114,18 +114,15 @@ pub struct Fleet {
 impl Fleet {
     /// Starts the sink, then the chain of each of `servers`, upstreams first.
     pub async fn start(bin_dir: &Path, servers: &[Server]) -> anyhow::Result<Self> {
-        let mut sink = command(bin_dir.join("bench-tool"));
+        let mut sink = services::command(bin_dir.join("bench-tool"));
         let sink = Service::listening("otlp sink", sink.arg("otlp-sink"), "grpc_addr").await?;
-        let bin_dir = bin_dir.to_path_buf();
+        let (bin_dir, running) = (bin_dir.to_path_buf(), Vec::new());
         let mut fleet = Fleet {
             bin_dir,
             sink,
-            running: Vec::new(),
+            running,
         };
-        for server in servers
-            .iter()
-            .flat_map(|server| server.chain().into_iter().rev())
-        {
+        for server in servers.iter().flat_map(|s| s.chain().into_iter().rev()) {
             if fleet.find(server).is_err() {
                 let service = fleet.start_one(server).await?;
                 fleet.running.push((server, service));
@@ -140,19 +137,15 @@ impl Fleet {
         found.with_context(|| format!("{server:?} was not started"))
     }
 
-    fn bin(&self, name: &str) -> PathBuf {
-        self.bin_dir.join(name)
-    }
-
     async fn start_one(&self, server: Server) -> anyhow::Result<Service> {
         let name = server.label();
         let (binary, main_port, telemetry) = match server {
             Server::BareTonic => {
-                let mut bare = command(self.bin("bare-tonic"));
+                let mut bare = services::command(self.bin_dir.join("bare-tonic"));
                 return Service::listening(&name, &mut bare, "grpc_addr").await;
             }
             Server::BareAxum | Server::BareChain => {
-                let mut bare = command(self.bin("bare-axum"));
+                let mut bare = services::command(self.bin_dir.join("bare-axum"));
                 if server == Server::BareChain {
                     let upstream = self.find(Server::BareTonic)?.main;
                     bare.args(["--upstream", &format!("http://{upstream}")]);
@@ -162,7 +155,7 @@ impl Fleet {
             Server::Recommendations(t) => ("recommendations", "GRPC_PORT", t),
             Server::Marketplace(t) => ("marketplace", "HTTP_PORT", t),
         };
-        let mut command = command(self.bin(binary));
+        let mut command = services::command(self.bin_dir.join(binary));
         command.envs(telemetry.env(self.sink.main));
         if let Server::Marketplace(t) = server {
             command.envs(self.find(Server::Recommendations(t))?.upstream());
@@ -170,8 +163,8 @@ impl Fleet {
         Service::start(&name, &mut command, main_port, Output::Counted).await
     }
 
-    /// One scenario: the load, with the CPU and peak memory of the processes of `server`'s
-    /// chain, which must still be running and answering right afterwards.
+    /// One scenario: the load, the CPU and peak memory of `server`'s chain, which must still
+    /// run and answer afterwards.
     pub async fn sample(
         &mut self,
         server: Server,
@@ -182,11 +175,7 @@ impl Fleet {
         let chain = server.chain();
         let pids = chain.iter().map(|&s| Ok(self.find(s)?.process.pid));
         let pids = pids.collect::<anyhow::Result<Vec<u32>>>()?;
-        let cpu = || {
-            pids.iter()
-                .map(|&pid| measure::cpu_seconds(pid))
-                .sum::<anyhow::Result<f64>>()
-        };
+        let cpu = || -> anyhow::Result<f64> { pids.iter().map(|&p| measure::cpu_seconds(p)).sum() };
         for &pid in &pids {
             measure::reset_peak(pid)?;
         }
@@ -194,9 +183,8 @@ impl Fleet {
         let run = h2load.run(call, addr, concurrency, requests).await?;
         let cpu_per_10k = (cpu()? - cpu_before) / requests as f64 * 10_000.0;
         let peak_rss_kib = pids.iter().map(|&pid| measure::peak_rss_kib(pid));
-        let peak_rss_mib = peak_rss_kib
-            .map(|kib| Ok(kib? as f64 / 1024.0))
-            .collect::<anyhow::Result<_>>()?;
+        let peak_rss_mib = peak_rss_kib.map(|kib| Ok(kib? as f64 / 1024.0));
+        let peak_rss_mib = peak_rss_mib.collect::<anyhow::Result<_>>()?;
         for (_, service) in self.running.iter_mut().filter(|(s, _)| chain.contains(s)) {
             service.process.alive()?;
         }
@@ -238,19 +226,20 @@ impl Fleet {
         Ok(())
     }
 
-    /// Some answers, read by real clients: Recommend through tonic
-    /// (h2load cannot read the grpc-status trailer), pages for their books.
+    /// Some answers read by real clients (h2load cannot read the grpc-status trailer).
     async fn check_answers(&self, call: Call, addr: SocketAddr) -> anyhow::Result<()> {
         match call {
             Call::Recommend => {
-                let mut check = Command::new(self.bin("bench-tool"));
+                let mut check = Command::new(self.bin_dir.join("bench-tool"));
                 let addr = format!("http://{addr}");
                 check.args(["check", "--calls", "30", "--addr", &addr]);
                 process::stdout(&mut check).await?;
             }
             Call::Page => {
+                let (client, url) = (services::http_client().build()?, format!("http://{addr}/"));
                 for _ in 0..5 {
-                    let full = services::full_page(&services::get(addr, "/").await?)?;
+                    let full = services::page(&client, &url).await;
+                    let full = full.with_context(|| format!("GET {url}"))?;
                     ensure!(full, "GET / showed the fallback notice");
                 }
             }
@@ -260,19 +249,18 @@ impl Fleet {
 
     /// exec to SERVING and idle RSS, medians of `runs` fresh starts with the prod settings.
     pub async fn startup(&self, service: &'static str, runs: usize) -> anyhow::Result<Startup> {
-        let mut startup = Command::new(self.bin("bench-tool"));
+        let mut startup = Command::new(self.bin_dir.join("bench-tool"));
         startup
             .args(["startup", "--service", service, "--runs", &runs.to_string()])
             .arg("--bin")
-            .arg(self.bin(service))
-            .envs([("LOG_FORMAT", "json"), ("SHUTDOWN_DELAY_SECONDS", "0")])
+            .arg(self.bin_dir.join(service))
+            .envs(services::LOOPBACK)
             .envs(PROD.env(self.sink.main));
         if service == "marketplace" {
             startup.envs(self.find(Server::Recommendations(PROD))?.upstream());
         }
-        // A second or so of fresh starts, while nothing else is measured.
-        let figures = process::stdout(&mut startup).await?;
-        let figures: serde_json::Value = serde_json::from_str(&figures)?;
+        let figures: serde_json::Value =
+            serde_json::from_str(&process::stdout(&mut startup).await?)?;
         let median = |key: &str| -> anyhow::Result<f64> {
             let numbers = figures[key].as_array();
             let numbers = numbers.with_context(|| format!("no {key} from bench-tool startup"))?;
@@ -289,12 +277,4 @@ impl Fleet {
             idle_rss_mib,
         })
     }
-}
-
-/// `binary`, with nothing of the caller's environment (`OTEL_*` above all):
-/// each gets only its own settings, as in the soak.
-fn command(binary: PathBuf) -> Command {
-    let mut command = Command::new(binary);
-    command.env_clear();
-    command
 }

@@ -1,7 +1,10 @@
 //! The soak's measurement: its verdict, its table, and its row in
 //! BENCHMARKS.md's "Soak" section (the last runs, newest first).
 
-use super::{FD_TOLERANCE, MAX_RSS_GROWTH, load::Counts};
+use super::{
+    FD_TOLERANCE, MAX_RSS_GROWTH,
+    load::{Counts, MAX_IN_FLIGHT},
+};
 use crate::{benchmarks, measure};
 use std::{fmt, path::Path, time::Duration};
 
@@ -36,46 +39,46 @@ fn growth(start: Usage, end: Usage) -> f64 {
     (end.rss_kib as f64 - start.rss_kib as f64) / start.rss_kib.max(1) as f64
 }
 
+/// `12.0 MiB → 12.5 MiB (+4.2%), 20 → 21 fds`
+fn change(start: Usage, end: Usage) -> String {
+    let (from, to) = (mib(start.rss_kib), mib(end.rss_kib));
+    let (growth, fds, end_fds) = (growth(start, end) * 100.0, start.fds, end.fds);
+    format!("{from} → {to} ({growth:+.1}%), {fds} → {end_fds} fds")
+}
+
 impl Measured {
     /// Every way the run fell short, in words; none for a pass.
     pub fn failures(&self) -> Vec<String> {
-        let counts = &self.counts;
+        let (c, fallbacks) = (&self.counts, self.fallbacks);
         let mut failures = Vec::new();
-        if counts.errors > 0 {
-            let first = counts.first_errors.join("; ");
+        if c.errors > 0 {
+            let first = c.first_errors.join("; ");
+            failures.push(format!("{} failed page loads, first: {first}", c.errors));
+        }
+        if c.degraded > 0 || fallbacks > 0.0 {
+            let seen = c.degraded;
             failures.push(format!(
-                "{} failed page loads, first: {first}",
-                counts.errors
+                "{seen} degraded pages seen, {fallbacks} counted by the marketplace"
             ));
         }
-        if counts.degraded > 0 || self.fallbacks > 0.0 {
+        if c.skipped > 0 {
+            let skipped = c.skipped;
             failures.push(format!(
-                "{} degraded pages seen, {} counted by the marketplace",
-                counts.degraded, self.fallbacks
-            ));
-        }
-        if counts.skipped > 0 {
-            failures.push(format!(
-                "the rate was not held: {} ticks found {} requests in flight already",
-                counts.skipped,
-                super::load::MAX_IN_FLIGHT
+                "the rate was not held: {skipped} ticks found {MAX_IN_FLIGHT} requests in flight already"
             ));
         }
         for (name, start, end) in self.usage {
-            let growth = growth(start, end);
+            let (growth, from, to) = (growth(start, end), mib(start.rss_kib), mib(end.rss_kib));
             if growth >= MAX_RSS_GROWTH {
+                let (grew, limit) = (growth * 100.0, MAX_RSS_GROWTH * 100.0);
                 failures.push(format!(
-                    "{name}: resident memory grew {:.1}% after warm-up ({} to {}), {:.0}% allowed",
-                    growth * 100.0,
-                    mib(start.rss_kib),
-                    mib(end.rss_kib),
-                    MAX_RSS_GROWTH * 100.0
+                    "{name}: resident memory grew {grew:.1}% after warm-up ({from} to {to}), {limit:.0}% allowed"
                 ));
             }
-            if (end.fds as i64 - start.fds as i64).abs() > FD_TOLERANCE {
+            let (from, to) = (start.fds, end.fds);
+            if (to as i64 - from as i64).abs() > FD_TOLERANCE {
                 failures.push(format!(
-                    "{name}: open file descriptors went from {} to {} (±{FD_TOLERANCE} allowed)",
-                    start.fds, end.fds
+                    "{name}: open file descriptors went from {from} to {to} (±{FD_TOLERANCE} allowed)"
                 ));
             }
         }
@@ -91,17 +94,11 @@ impl Measured {
 
     pub fn table(&self) -> String {
         let (c, seconds, rate) = (&self.counts, self.duration.as_secs(), self.rate);
+        let (p50, p99, max) = (c.latency_ms(0.50), c.latency_ms(0.99), c.latency_ms(1.0));
+        let (sent, answered, fallbacks) = (c.sent, c.answered, self.fallbacks);
+        let (errors, degraded, skipped) = (c.errors, c.degraded, c.skipped);
         let mut table = format!(
-            "soak: {seconds} s at {rate} pages/s: {} sent, {} answered, {} errors, {} degraded ({} counted by the marketplace), {} ticks skipped; latency p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms\n\n",
-            c.sent,
-            c.answered,
-            c.errors,
-            c.degraded,
-            self.fallbacks,
-            c.skipped,
-            c.p50_ms,
-            c.p99_ms,
-            c.max_ms
+            "soak: {seconds} s at {rate} pages/s: {sent} sent, {answered} answered, {errors} errors, {degraded} degraded ({fallbacks} counted by the marketplace), {skipped} ticks skipped; latency p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.1} ms\n\n"
         );
         table += "| service | RSS and fds, after warm-up → at end |\n|---|---|\n";
         for (name, start, end) in self.usage {
@@ -116,27 +113,15 @@ impl Measured {
 
     fn row(&self, date: &str, machine: &str) -> String {
         let (c, seconds, rate) = (&self.counts, self.duration.as_secs(), self.rate);
+        let (sent, errors, degraded) = (c.sent, c.errors, c.degraded);
+        let (p50, p99) = (c.latency_ms(0.50), c.latency_ms(0.99));
         let [marketplace, recommendations] = self.usage.map(|(_, start, end)| change(start, end));
         let passed = self.failures().is_empty();
         let result = if passed { "pass" } else { "**fail**" };
         format!(
-            "| {date} | {machine} | {seconds} s | {rate}/s | {} | {} | {} | {:.2} / {:.2} | {marketplace} | {recommendations} | {result} |",
-            c.sent, c.errors, c.degraded, c.p50_ms, c.p99_ms
+            "| {date} | {machine} | {seconds} s | {rate}/s | {sent} | {errors} | {degraded} | {p50:.2} / {p99:.2} | {marketplace} | {recommendations} | {result} |"
         )
     }
-}
-
-/// `12.0 MiB → 12.5 MiB (+4.2%), 20 → 21 fds`
-fn change(start: Usage, end: Usage) -> String {
-    let (from, to, growth) = (
-        mib(start.rss_kib),
-        mib(end.rss_kib),
-        growth(start, end) * 100.0,
-    );
-    format!(
-        "{from} → {to} ({growth:+.1}%), {} → {} fds",
-        start.fds, end.fds
-    )
 }
 
 const ROWS_KEPT: usize = 10;
