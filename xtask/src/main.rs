@@ -62,6 +62,10 @@ fn main() -> ExitCode {
             Ok(())
         }
     });
+    if let Some(code) = process::stopped_by() {
+        eprintln!("xtask: stopped by a signal");
+        return ExitCode::from(code);
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -14,7 +14,7 @@ use std::{
     process::{ExitStatus, Stdio},
     sync::{
         Arc, LazyLock, Mutex, MutexGuard, OnceLock, PoisonError,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU8, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -51,8 +51,10 @@ fn groups() -> MutexGuard<'static, Vec<u32>> {
 /// Set by the first stop signal, for a command waiting on [`stop_signal`].
 static STOP: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
 
-/// SIGINT and SIGTERM: the first goes to a command waiting on [`stop_signal`] (`dev`); else, or
-/// on a second, every child's group is killed (not left running) and xtask exits 130 or 143.
+/// SIGINT and SIGTERM: the first goes to a command waiting on [`stop_signal`] (`dev`). Else every
+/// child's group gets SIGINT, as a terminal's Ctrl-C would send it (pytest tears down, servers
+/// drain), and [`BOUND`] to end; then, or at once on a second signal, what is left is killed
+/// (not left running) and xtask exits 130 or 143.
 pub fn handle_signals() -> anyhow::Result<()> {
     let mut runtime = tokio::runtime::Builder::new_current_thread();
     let runtime = runtime.enable_all().build()?;
@@ -66,15 +68,37 @@ pub fn handle_signals() -> anyhow::Result<()> {
                     _ = interrupt.recv() => 130,
                     _ = terminate.recv() => 143,
                 };
-                if !*STOP.borrow() && STOP.send(true).is_ok() {
+                let first = !STOP.send_replace(true);
+                if first && STOP.receiver_count() > 0 {
                     continue;
                 }
-                kill_groups();
-                std::process::exit(code);
+                if first {
+                    STOPPED_BY.store(code, Ordering::Relaxed);
+                    signal_groups("-INT");
+                    let ended = async {
+                        while !groups().is_empty() {
+                            tokio::time::sleep(POLL).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::time::timeout(BOUND, ended) => {}
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
+                }
+                signal_groups("-KILL");
+                std::process::exit(code.into());
             }
         });
     });
     Ok(())
+}
+
+/// The exit code of the signal stopping xtask's children (the main thread may end first).
+static STOPPED_BY: AtomicU8 = AtomicU8::new(0);
+
+pub fn stopped_by() -> Option<u8> {
+    Some(STOPPED_BY.load(Ordering::Relaxed)).filter(|code| *code != 0)
 }
 
 /// Resolves on the first SIGINT or SIGTERM from now on, which then stops nothing by itself.
@@ -85,12 +109,20 @@ pub fn stop_signal() -> impl Future<Output = ()> {
     }
 }
 
-/// SIGKILL to every child's group (through kill(1): xtask forbids `unsafe`).
-fn kill_groups() {
+/// `signal` (`-INT`, `-KILL`) to every child's group, through kill(1): xtask forbids `unsafe`.
+fn signal_groups(signal: &str) {
     let mut kill = std::process::Command::new("kill");
-    kill.args(["-KILL", "--"])
+    kill.args([signal, "--"])
         .args(groups().iter().map(|group| format!("-{group}")));
     let _ = kill.stderr(Stdio::null()).status();
+}
+
+/// Refuses a new child once xtask is stopping: it would outlive the stop.
+fn not_stopping() -> std::io::Result<()> {
+    match *STOP.borrow() {
+        true => Err(std::io::Error::other("xtask is stopping")),
+        false => Ok(()),
+    }
 }
 
 /// A child's group, listed in [`GROUPS`] while this lives.
@@ -104,10 +136,21 @@ impl Drop for Group {
 
 /// Starts `command` leading a process group of its own, killed when dropped.
 fn spawn(command: &mut Command) -> std::io::Result<(Child, Group)> {
+    not_stopping()?;
     let child = command.process_group(0).kill_on_drop(true).spawn()?;
     let pid = child.id().expect("a child just started has a pid");
     groups().push(pid);
     Ok((child, Group(pid)))
+}
+
+/// Runs a step's plain command (cargo, pytest, a tool) to its end in a group of its own, so
+/// that a stop signal reaches it and what it started.
+pub fn status(command: &mut std::process::Command) -> std::io::Result<ExitStatus> {
+    not_stopping()?;
+    let mut child = std::os::unix::process::CommandExt::process_group(command, 0).spawn()?;
+    groups().push(child.id());
+    let _group = Group(child.id());
+    child.wait()
 }
 
 /// Runs `command` to its end in a group of its own, killed if the future is dropped.
@@ -292,7 +335,7 @@ mod tests {
             line.parse::<i32>().map_err(|_| "no pid yet")
         };
         let sleep = shell.until(started).await.unwrap();
-        kill_groups();
+        signal_groups("-KILL");
         let status = tokio::time::timeout(BOUND, shell.wait()).await.unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status.unwrap()),

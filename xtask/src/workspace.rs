@@ -88,9 +88,8 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{command:?}");
     eprintln!("xtask: $ {shown}");
     let start = Instant::now();
-    let status = command
-        .status()
-        .with_context(|| format!("cannot start {shown}"))?;
+    let status = crate::process::status(command);
+    let status = status.with_context(|| format!("cannot start {shown}"))?;
     let took = start.elapsed();
     ensure!(
         status.success(),
