@@ -12,6 +12,9 @@
 # callgrind; one line per chain, its instructions per page (front + back) and
 # the ratio to the bare chain (bare axum -> bare tonic).
 # CALLGRIND_KEEP=DIR keeps the callgrind files there, for callgrind_annotate.
+# CALLGRIND_CLIENTS=N sends the pages over N connections at once (default 1).
+# CALLGRIND_CACHE_SIM=yes also simulates the caches (slower) and adds each
+# page's first-level instruction- and data-cache misses to its line.
 set -euo pipefail
 bin=${1:?usage: bench/callgrind.sh RELEASE_DIR [recommend|page]}
 mode=${2:-recommend}
@@ -28,7 +31,7 @@ calls=2000
 
 rpcs() { "$bin/bench-tool" check --addr "http://127.0.0.1:$port" --calls "$1" >/dev/null; }
 pages() {
-  local out; out=$(h2load --h1 --requests "$1" --clients 1 "http://127.0.0.1:$http/" 2>&1)
+  local out; out=$(h2load --h1 --requests "$1" --clients "${CALLGRIND_CLIENTS:-1}" "http://127.0.0.1:$http/" 2>&1)
   grep -q "$1 succeeded, 0 failed, 0 errored" <<<"$out" || { echo "$out" >&2; return 1; }
 }
 
@@ -36,7 +39,7 @@ pages() {
 start() {
   local label=$1; shift
   local env=(); while [ "$1" != -- ]; do env+=("$1"); shift; done; shift
-  env "${env[@]}" valgrind --tool=callgrind --callgrind-out-file="$work/$label.out" \
+  env "${env[@]}" valgrind --tool=callgrind --cache-sim="${CALLGRIND_CACHE_SIM:-no}" --callgrind-out-file="$work/$label.out" \
     "$@" >"$work/$label.log" 2>&1 &
   pids+=($!)
 }
@@ -54,8 +57,9 @@ count() {
   pids=()
 }
 
-# total LABEL: the instructions of LABEL's dump after zeroing (`totals:`).
-total() { grep -h '^totals:' "$work/$1.out".* | tail -1 | cut -d' ' -f2; }
+# total LABEL [FIELD]: an event of LABEL's dump after zeroing (`totals:`): 2 the
+# instructions; with the cache simulation 5 I1 misses, 6 and 7 D1 read and write misses.
+total() { grep -h '^totals:' "$work/$1.out".* | tail -1 | cut -d' ' -f"${2:-2}"; }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
@@ -99,8 +103,13 @@ elif [ "$mode" = page ]; then
   base=$((($(total bare_front) + $(total bare_back)) / calls))
   for label in bare tracing_off prod; do
     front=$(($(total "${label}_front") / calls)) back=$(($(total "${label}_back") / calls))
-    printf '%-12s %7d instructions per page (front %d + back %d)  %s× the bare chain\n' \
+    printf '%-12s %7d instructions per page (front %d + back %d)  %s× the bare chain' \
       "$label" $((front + back)) "$front" "$back" "$(ratio $((front + back)) "$base")"
+    if [ "${CALLGRIND_CACHE_SIM:-no}" = yes ]; then
+      misses() { echo $(( ($(total "${label}_front" "$1") + $(total "${label}_back" "$1")) / calls )); }
+      printf ', misses per page: I1 %d, D1 %d' "$(misses 5)" $(($(misses 6) + $(misses 7)))
+    fi
+    echo
   done
 else
   echo "unknown mode $mode: recommend or page" >&2; exit 2
