@@ -93,8 +93,9 @@ impl JsonLines {
         const SPAN: usize = TRACE + 32 + "\",\"span_id\":\"".len();
         let mut text =
             *b",\"trace_id\":\"--------------------------------\",\"span_id\":\"----------------\"";
-        hex(&ids.trace_id.to_bytes(), &mut text[TRACE..TRACE + 32]);
-        hex(&ids.span_id.to_bytes(), &mut text[SPAN..SPAN + 16]);
+        let parent = ids.text();
+        text[TRACE..TRACE + 32].copy_from_slice(&parent[TraceParent::TRACE_ID]);
+        text[SPAN..SPAN + 16].copy_from_slice(&parent[TraceParent::SPAN_ID]);
         writer.write_str(std::str::from_utf8(&text).unwrap_or_default())
     }
 }
@@ -112,15 +113,6 @@ fn level_to_target(level: &Level) -> &'static str {
         Level::INFO => between!("INFO"),
         Level::DEBUG => between!("DEBUG"),
         Level::TRACE => between!("TRACE"),
-    }
-}
-
-/// `bytes` in lowercase hex, into `out` (twice as long).
-pub(super) fn hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
@@ -270,13 +262,6 @@ mod tests {
             let written = humantime::format_rfc3339_micros(time).to_string();
             assert_eq!(written, expected);
         }
-    }
-
-    #[test]
-    fn ids_are_lowercase_hex() {
-        let mut out = [0; 8];
-        hex(&[0x00, 0x0f, 0xa0, 0xff], &mut out);
-        assert_eq!(&out, b"000fa0ff");
     }
 
     #[test]

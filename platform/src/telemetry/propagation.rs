@@ -2,14 +2,13 @@
 //! request headers, sending ours out in them, and naming a span's trace in the
 //! `traceparent` format.
 
-use super::json::hex;
 use http::HeaderMap;
 use opentelemetry::{
     Context, global,
     trace::{SpanId, TraceContextExt as _, TraceId},
 };
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
-use std::fmt;
+use std::{fmt, ops::Range};
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
@@ -63,12 +62,17 @@ impl TraceParent {
         })
     }
 
+    /// Where [`text`](Self::text) holds the trace id and the span id, in lowercase hex.
+    pub(crate) const TRACE_ID: Range<usize> = 3..35;
+    pub(crate) const SPAN_ID: Range<usize> = 36..52;
+
     /// The `traceparent` value's bytes, without `fmt`'s padding machinery
-    /// (a page writes one in a header and its trace id in the footer).
+    /// (a page writes one in a header and its trace id in the footer, a log
+    /// line both ids).
     pub(crate) fn text(&self) -> [u8; 55] {
         let mut text = *b"00-................................-................-00";
-        hex(&self.trace_id.to_bytes(), &mut text[3..35]);
-        hex(&self.span_id.to_bytes(), &mut text[36..52]);
+        hex(&self.trace_id.to_bytes(), &mut text[Self::TRACE_ID]);
+        hex(&self.span_id.to_bytes(), &mut text[Self::SPAN_ID]);
         if self.sampled {
             text[54] = b'1';
         }
@@ -77,7 +81,16 @@ impl TraceParent {
 
     /// The trace id in lowercase hex, as trace UIs show it.
     pub fn trace_id_hex(&self) -> String {
-        String::from_utf8_lossy(&self.text()[3..35]).into_owned()
+        String::from_utf8_lossy(&self.text()[Self::TRACE_ID]).into_owned()
+    }
+}
+
+/// `bytes` in lowercase hex, into `out` (twice as long).
+fn hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
 }
 
@@ -105,6 +118,13 @@ mod tests {
         assert_eq!(parent.trace_id_hex(), parent.trace_id.to_string());
         parent.sampled = false;
         assert!(parent.to_string().ends_with("-00"));
+    }
+
+    #[test]
+    fn ids_are_lowercase_hex() {
+        let mut out = [0; 8];
+        hex(&[0x00, 0x0f, 0xa0, 0xff], &mut out);
+        assert_eq!(&out, b"000fa0ff");
     }
 
     #[test]
