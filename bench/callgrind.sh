@@ -61,6 +61,9 @@ count() {
 # instructions; with the cache simulation 5 I1 misses, 6 and 7 D1 read and write misses.
 total() { grep -h '^totals:' "$work/$1.out".* | tail -1 | cut -d' ' -f"${2:-2}"; }
 
+# misses CHAIN FIELD: a cache-miss event (see total) per page, front and back together.
+misses() { echo $(( ($(total "$1_front" "$2") + $(total "$1_back" "$2")) / calls )); }
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 service=(LOG_FORMAT=json SHUTDOWN_DELAY_SECONDS=0)
@@ -106,8 +109,8 @@ elif [ "$mode" = page ]; then
     printf '%-12s %7d instructions per page (front %d + back %d)  %s× the bare chain' \
       "$label" $((front + back)) "$front" "$back" "$(ratio $((front + back)) "$base")"
     if [ "${CALLGRIND_CACHE_SIM:-no}" = yes ]; then
-      misses() { echo $(( ($(total "${label}_front" "$1") + $(total "${label}_back" "$1")) / calls )); }
-      printf ', misses per page: I1 %d, D1 %d' "$(misses 5)" $(($(misses 6) + $(misses 7)))
+      printf ', misses per page: I1 %d, D1 %d' "$(misses "$label" 5)" \
+        $(($(misses "$label" 6) + $(misses "$label" 7)))
     fi
     echo
   done

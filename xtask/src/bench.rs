@@ -24,8 +24,8 @@ use std::{
 
 /// h2load, binutils' strip, and matplotlib (in the venv) for the plot.
 pub const TOOLS: &[Tool] = &[
-    Tool::debian("h2load", "nghttp2-client"),
-    Tool::debian("strip", "binutils"),
+    Tool::Debian("h2load", "nghttp2-client"),
+    Tool::Debian("strip", "binutils"),
     Tool::Python,
 ];
 
@@ -187,11 +187,17 @@ async fn rounds(
                     let sample = fleet.sample(server, &h2load, concurrency, n).await;
                     let sample =
                         sample.with_context(|| format!("{label} at concurrency {concurrency}"))?;
-                    let (run, cpu, done) = (sample.run, sample.cpu_per_10k, samples.len() + 1);
-                    let (seconds, name, nth) = (n as f64 / run.per_second, call.name(), round + 1);
-                    let (per_second, p50, p99) = (run.per_second, run.p50_ms, run.p99_ms);
+                    let run = sample.run;
                     eprintln!(
-                        "bench: [{done:>2}/{total}] round {nth}/{rounds} {name:<9} c={concurrency:<2} {label:<58} {n} in {seconds:.2} s, {per_second:>7.0} req/s, p50 {p50:.3} ms, p99 {p99:.3} ms, CPU {cpu:.2} s/10k"
+                        "bench: [{:>2}/{total}] round {}/{rounds} {:<9} c={concurrency:<2} {label:<58} {n} in {:.2} s, {:>7.0} req/s, p50 {:.3} ms, p99 {:.3} ms, CPU {:.2} s/10k",
+                        samples.len() + 1,
+                        round + 1,
+                        call.name(),
+                        n as f64 / run.per_second,
+                        run.per_second,
+                        run.p50_ms,
+                        run.p99_ms,
+                        sample.cpu_per_10k,
                     );
                     samples.push(sample);
                 }

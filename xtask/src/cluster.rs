@@ -18,7 +18,7 @@ pub const TOOLS: &[Tool] = &[
     Tool::Python,
     Tool::Istioctl,
     Tool::Cluster,
-    Tool::debian("iptables", "iptables"),
+    Tool::Debian("iptables", "iptables"),
     Tool::Jaeger,
 ];
 

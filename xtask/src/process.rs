@@ -128,6 +128,13 @@ fn not_stopping() -> std::io::Result<()> {
 /// A child's group, listed in [`GROUPS`] while this lives.
 struct Group(u32);
 
+impl Group {
+    fn listed(pid: u32) -> Self {
+        groups().push(pid);
+        Self(pid)
+    }
+}
+
 impl Drop for Group {
     fn drop(&mut self) {
         groups().retain(|group| *group != self.0);
@@ -139,8 +146,7 @@ fn spawn(command: &mut Command) -> std::io::Result<(Child, Group)> {
     not_stopping()?;
     let child = command.process_group(0).kill_on_drop(true).spawn()?;
     let pid = child.id().expect("a child just started has a pid");
-    groups().push(pid);
-    Ok((child, Group(pid)))
+    Ok((child, Group::listed(pid)))
 }
 
 /// Runs a step's plain command (cargo, pytest, a tool) to its end in a group of its own, so
@@ -148,8 +154,7 @@ fn spawn(command: &mut Command) -> std::io::Result<(Child, Group)> {
 pub fn status(command: &mut std::process::Command) -> std::io::Result<ExitStatus> {
     not_stopping()?;
     let mut child = std::os::unix::process::CommandExt::process_group(command, 0).spawn()?;
-    groups().push(child.id());
-    let _group = Group(child.id());
+    let _group = Group::listed(child.id());
     child.wait()
 }
 

@@ -125,11 +125,16 @@ async fn hold(
         }
         last = Some(now);
         if tick % PROGRESS_EVERY == 0 {
-            let c = counters.lock().expect("not poisoned");
-            let (at, of) = (started.elapsed().as_secs_f64(), duration.as_secs());
-            let ([market, rec], pages, errors, degraded) = (now, c.answered, c.errors, c.degraded);
+            let counts = counters.lock().expect("not poisoned");
             eprintln!(
-                "xtask: soak {at:>4.0}/{of} s: {pages} pages, {errors} errors, {degraded} degraded; marketplace {market}, recommendations {rec}"
+                "xtask: soak {:>4.0}/{} s: {} pages, {} errors, {} degraded; marketplace {}, recommendations {}",
+                started.elapsed().as_secs_f64(),
+                duration.as_secs(),
+                counts.answered,
+                counts.errors,
+                counts.degraded,
+                now[0],
+                now[1],
             );
         }
     }

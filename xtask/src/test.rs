@@ -53,11 +53,11 @@ enum Step {
     Soak,
 }
 
-const PROMETHEUS: Tool = Tool::debian("promtool", "prometheus");
+const PROMETHEUS: Tool = Tool::Debian("promtool", "prometheus");
 /// A throwaway certificate stands in for prod's TLS Secret in the mesh analysis.
-const OPENSSL: Tool = Tool::debian("openssl", "openssl");
-const CHROMIUM: Tool = Tool::debian("chromium", "chromium");
-const CHROMEDRIVER: Tool = Tool::debian("chromedriver", "chromium-driver");
+const OPENSSL: Tool = Tool::Debian("openssl", "openssl");
+const CHROMIUM: Tool = Tool::Debian("chromium", "chromium");
+const CHROMEDRIVER: Tool = Tool::Debian("chromedriver", "chromium-driver");
 
 impl Step {
     fn tools(self) -> &'static [Tool] {
@@ -103,14 +103,15 @@ fn run_step(step: Step, tools: &Tools, target_dir: &Path) -> anyhow::Result<()> 
     let cargo = |args: &[&str]| workspace::run(workspace::cargo().args(args));
     match step {
         Step::Fmt => cargo(&["fmt", "--all", "--", "--check"]),
-        Step::Clippy => {
-            let clippy = ["clippy", "--workspace", "--all-targets", "--locked"];
-            workspace::run(
-                workspace::cargo()
-                    .args(clippy)
-                    .args(["--", "-D", "warnings"]),
-            )
-        }
+        Step::Clippy => cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
         // The target dir may sit in the checkout: its crates are not ours.
         Step::Machete => workspace::run(tools.command("cargo-machete")?.arg("--skip-target-dir")),
         Step::BufLint => workspace::run(tools.command("buf")?.args(["lint", "proto"])),

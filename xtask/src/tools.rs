@@ -36,12 +36,6 @@ pub enum Tool {
     Cargo(&'static str, &'static str),
 }
 
-impl Tool {
-    pub const fn debian(command: &'static str, package: &'static str) -> Tool {
-        Tool::Debian(command, package)
-    }
-}
-
 /// Unused dependencies: a whole crate in a manifest that no code names.
 pub const CARGO_MACHETE: Tool = Tool::Cargo("cargo-machete", "0.9.2");
 
@@ -97,7 +91,8 @@ impl Tools {
         found.with_context(|| format!("{program} is not among the installed tools"))
     }
 
-    /// An installed tool, run from the workspace root with the tools first on PATH.
+    /// An installed tool, run from the workspace root with the tools first on PATH (pytest
+    /// starts hadolint, istioctl… by name).
     pub fn command(&self, program: &str) -> anyhow::Result<Command> {
         let mut path: Vec<PathBuf> = self.bin_dirs().into();
         path.extend(std::env::split_paths(

@@ -116,11 +116,10 @@ impl Fleet {
     pub async fn start(bin_dir: &Path, servers: &[Server]) -> anyhow::Result<Self> {
         let mut sink = services::command(bin_dir.join("bench-tool"));
         let sink = Service::listening("otlp sink", sink.arg("otlp-sink"), "grpc_addr").await?;
-        let (bin_dir, running) = (bin_dir.to_path_buf(), Vec::new());
         let mut fleet = Fleet {
-            bin_dir,
+            bin_dir: bin_dir.to_path_buf(),
             sink,
-            running,
+            running: Vec::new(),
         };
         for server in servers.iter().flat_map(|s| s.chain().into_iter().rev()) {
             if fleet.find(server).is_err() {

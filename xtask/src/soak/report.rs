@@ -68,17 +68,20 @@ impl Measured {
             ));
         }
         for (name, start, end) in self.usage {
-            let (growth, from, to) = (growth(start, end), mib(start.rss_kib), mib(end.rss_kib));
+            let growth = growth(start, end);
             if growth >= MAX_RSS_GROWTH {
-                let (grew, limit) = (growth * 100.0, MAX_RSS_GROWTH * 100.0);
                 failures.push(format!(
-                    "{name}: resident memory grew {grew:.1}% after warm-up ({from} to {to}), {limit:.0}% allowed"
+                    "{name}: resident memory grew {:.1}% after warm-up ({} to {}), {:.0}% allowed",
+                    growth * 100.0,
+                    mib(start.rss_kib),
+                    mib(end.rss_kib),
+                    MAX_RSS_GROWTH * 100.0
                 ));
             }
-            let (from, to) = (start.fds, end.fds);
-            if (to as i64 - from as i64).abs() > FD_TOLERANCE {
+            if (end.fds as i64 - start.fds as i64).abs() > FD_TOLERANCE {
                 failures.push(format!(
-                    "{name}: open file descriptors went from {from} to {to} (±{FD_TOLERANCE} allowed)"
+                    "{name}: open file descriptors went from {} to {} (±{FD_TOLERANCE} allowed)",
+                    start.fds, end.fds
                 ));
             }
         }
