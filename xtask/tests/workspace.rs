@@ -7,7 +7,11 @@ use std::{path::Path, process::Command};
 /// One xtask binary (this crate's, built here), run in two fresh clones.
 #[test]
 fn one_xtask_binary_works_on_the_clone_it_runs_in() {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    // The clone this test runs in: cargo runs it in the package's folder. Not
+    // `env!("CARGO_MANIFEST_DIR")`: this test binary is reused from the shared
+    // target dir too, and would clone the tree it was built in, maybe gone.
+    let here = std::env::current_dir().unwrap();
+    let source = here.parent().unwrap();
     let scratch = std::env::temp_dir().join(format!("xtask-two-clones-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     for clone in ["first", "second"] {
