@@ -4,7 +4,7 @@
 //!
 //! - `bare`: the service alone;
 //! - `layers`: every layer, tracing off (`OTEL_SDK_DISABLED`), `RUST_LOG=warn`;
-//! - `unsampled`: + an unsampled span (a root under a ratio-0 sampler);
+//! - `unsampled`: + an unsampled call's span (a root under `always_off`);
 //! - `sampled`: + a sampled span, batched to an exporter that drops it;
 //! - `access`: sampled + the access line, written as JSON to a sink (`info`).
 //!
@@ -12,7 +12,7 @@
 //! instruction counts (repeatable on a shared machine), run the built bench
 //! under callgrind with `LAYERS_SCENARIO=<name> LAYERS_CALLS=<n>`: it makes `n`
 //! calls of that scenario and exits; two runs with different `n` give the
-//! instructions per call without the set-up (`cargo xtask bench` does this).
+//! instructions per call without the set-up (BENCHMARKS.md has the figures).
 
 use criterion::Criterion;
 use http::{HeaderMap, Request, Response};

@@ -5,9 +5,12 @@ mod export;
 mod json;
 mod propagation;
 mod request_id;
+mod sampling;
 
-pub use propagation::{TraceParent, continue_trace, inject_trace};
+pub(crate) use propagation::extract;
+pub use propagation::{TraceParent, inject_trace};
 pub use request_id::{REQUEST_ID, pass_request_id, with_request_id};
+pub(crate) use sampling::call_span;
 
 use crate::config::{CommonArgs, LogFormat, Sampler, TraceArgs};
 use anyhow::Context as _;
@@ -24,13 +27,13 @@ use std::{
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
-use tracing::{Dispatch, Level, Subscriber, dispatcher::WeakDispatch};
+use tracing::{Dispatch, Subscriber, dispatcher::WeakDispatch};
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
     filter::{FilterExt, LevelFilter, filter_fn},
     fmt::MakeWriter,
-    layer::SubscriberExt,
+    layer::{Identity, SubscriberExt},
     util::SubscriberInitExt,
 };
 
@@ -108,26 +111,30 @@ where
     let service_name = traces.otel_service_name.as_deref().unwrap_or(service);
     let provider =
         (!traces.otel_sdk_disabled).then(|| tracer_provider(service_name, traces, exporter));
-    // Spans only (log lines are not copied into span events), whatever RUST_LOG
-    // says. No locations, threads, module path (`target`), busy/idle timings
-    // or context activation: each costs on every span, unsampled ones too
-    // (`benches/layers.rs`), and docs/design.md promises none of them.
-    let traces = provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
+    // Sampled spans only (`sampling`; log lines are not copied into span
+    // events), whatever RUST_LOG says. No locations, threads, module path
+    // (`target`), busy/idle timings or context activation: each costs on
+    // every span (`benches/layers.rs`), and docs/design.md promises none.
+    let spans = provider.as_ref().map(|provider| {
+        let dispatch = Arc::new(OnceLock::new());
+        let exported = sampling::Exported::new(sampler(traces), Arc::clone(&dispatch));
+        let otel = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service))
             .with_location(false)
             .with_threads(false)
             .with_target(false)
             .with_tracked_inactivity(false)
-            .with_context_activation(false)
-            .with_filter(
-                filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO)
-                    .with_max_level_hint(LevelFilter::INFO),
-            )
+            .with_context_activation(false);
+        CaptureDispatch(dispatch)
+            .and_then(otel)
+            .with_filter(exported)
+            .boxed()
     });
+    // Boxed either way: an `Option` does not pass on the dispatcher.
+    let spans = spans.unwrap_or_else(|| None::<Identity>.boxed());
     let subscriber = tracing_subscriber::registry()
         .with(log_layer(service_name, args, writer)?)
-        .with(traces);
+        .with(spans);
     Ok((subscriber, provider))
 }
 
@@ -199,7 +206,8 @@ where
         .build();
     let builder = SdkTracerProvider::builder()
         .with_resource(resource)
-        .with_sampler(sampler(args));
+        .with_sampler(sampler(args))
+        .with_id_generator(sampling::DecidedIds);
     let Some(exporter) = exporter else {
         return builder.build();
     };

@@ -9,7 +9,9 @@ use super::{
     call_end::{BoxError, Ending, OnEnd, code_name, is_server_fault},
     metrics::{Series, Vecs},
 };
+use crate::telemetry;
 use http::{Request, Response};
+use opentelemetry::trace::SpanKind;
 use prometheus::Registry;
 use std::{
     collections::HashMap,
@@ -132,13 +134,17 @@ where
         method.series.started.inc();
         // Only the access line may hold a raw path, and only an unknown one.
         let unknown_path = method.rpc.is_unknown().then(|| path.to_owned());
-        let span = span(side, &method);
-        match side {
-            Side::Server => crate::telemetry::continue_trace(&span, request.headers()),
-            Side::Client => {
-                crate::telemetry::inject_trace(&span, request.headers_mut());
-                crate::telemetry::pass_request_id(request.headers_mut());
-            }
+        let (remote, kind) = match side {
+            Side::Server => (
+                Some(telemetry::extract(request.headers())),
+                SpanKind::Server,
+            ),
+            Side::Client => (None, SpanKind::Client),
+        };
+        let span = telemetry::call_span(remote, &method.name, kind, || span(side, &method));
+        if side == Side::Client {
+            telemetry::inject_trace(&span, request.headers_mut());
+            telemetry::pass_request_id(request.headers_mut());
         }
         // Not entered here: the handler runs when the future is polled, in the span.
         let inner = self.inner.call(request);

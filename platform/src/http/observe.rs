@@ -3,13 +3,14 @@
 //! `traceresponse` header, so a person (or a test) can find a page's trace.
 
 use super::{HttpServerMetrics, OTHER_METHOD, UNMATCHED_ROUTE, known_method, route_of};
-use crate::telemetry::{REQUEST_ID, TraceParent, continue_trace, with_request_id};
+use crate::telemetry::{REQUEST_ID, TraceParent, call_span, extract, with_request_id};
 use axum::{
     extract::{MatchedPath, Request, State},
     http::HeaderValue,
     middleware::Next,
     response::Response,
 };
+use opentelemetry::trace::SpanKind;
 use std::time::Instant;
 use tracing::{Instrument as _, Span, field::Empty};
 
@@ -80,21 +81,23 @@ fn server_span(request: &Request) -> Span {
         Some(route) => format!("{name_method} {route}"),
         None => name_method.to_owned(),
     };
-    let span = tracing::info_span!(
-        "HTTP request",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = Empty,
-        http.request.method = method,
-        http.request.method_original = Empty,
-        http.route = route,
-        url.path = request.uri().path(),
-        http.response.status_code = Empty,
-    );
+    let remote = Some(extract(request.headers()));
+    let span = call_span(remote, &name, SpanKind::Server, || {
+        tracing::info_span!(
+            "HTTP request",
+            otel.name = name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method,
+            http.request.method_original = Empty,
+            http.route = route,
+            url.path = request.uri().path(),
+            http.response.status_code = Empty,
+        )
+    });
     if method == OTHER_METHOD {
         span.record("http.request.method_original", request.method().as_str());
     }
-    continue_trace(&span, request.headers());
     span
 }
 

@@ -10,21 +10,17 @@ use opentelemetry::{
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use std::{fmt, ops::Range};
 use tracing::Span;
-use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-/// Makes `span` the child of the trace context `headers` carry (`traceparent`,
-/// `tracestate`, `baggage`); with none, `span` stays the root of a new trace.
-pub fn continue_trace(span: &Span, headers: &HeaderMap) {
-    let parent =
-        global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)));
-    // Fails only when no OpenTelemetry layer is installed (the SDK disabled, some
-    // tests): then there is no trace to continue.
-    let _ = span.set_parent(parent);
+/// The trace context `headers` carry (`traceparent`, `tracestate`, `baggage`),
+/// for a SERVER span to continue ([`call_span`](super::call_span)); empty
+/// without one: the span starts a trace.
+pub(crate) fn extract(headers: &HeaderMap) -> Context {
+    global::get_text_map_propagator(|propagator| propagator.extract(&HeaderExtractor(headers)))
 }
 
 /// Writes `span`'s trace context into `headers`, for the next process to continue.
 pub fn inject_trace(span: &Span, headers: &mut HeaderMap) {
-    let context = span.context();
+    let context = super::sampling::context(span);
     global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut HeaderInjector(headers));
     });
@@ -48,7 +44,7 @@ pub struct TraceParent {
 impl TraceParent {
     /// The ids of `span`, `None` when tracing is off (no OpenTelemetry layer).
     pub fn of(span: &Span) -> Option<Self> {
-        Self::in_context(&span.context())
+        Self::in_context(&super::sampling::context(span))
     }
 
     /// The ids of the span `context` holds, `None` when it holds none.
