@@ -269,6 +269,11 @@ mod tests {
         let (exported, logs) = traced(Setting::ParentbasedAlwaysOn, 1.0, || {
             let span = server_span(&headers);
             server = TraceParent::of(&span);
+            // Kept from the OpenTelemetry layer: it built no span of its own.
+            let built = span.with_subscriber(|(id, dispatch)| {
+                tracing_opentelemetry::get_otel_context(id, dispatch)
+            });
+            assert!(built.flatten().is_none(), "tracing-opentelemetry saw it");
             tracing::info!(parent: &span, "in the call");
             let _entered = span.enter();
             let call = client_span();
