@@ -82,12 +82,8 @@ impl JsonLines {
         else {
             return Ok(());
         };
-        let ids = super::sampling::unsampled(&id, &dispatch, TraceParent::in_context).flatten();
-        let ids = ids.or_else(|| {
-            let context = tracing_opentelemetry::get_otel_context(&id, &dispatch);
-            context.as_ref().and_then(TraceParent::in_context)
-        });
-        let Some(ids) = ids else {
+        let context = super::sampling::context_of(&id, &dispatch);
+        let Some(ids) = context.as_ref().and_then(TraceParent::in_context) else {
             return Ok(());
         };
         // Filled in place and written at once: each write costs a copy call.

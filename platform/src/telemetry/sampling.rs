@@ -89,19 +89,19 @@ impl Exported {
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Exported {
     fn enabled(&self, metadata: &Metadata<'_>, cx: &Layers<'_, S>) -> bool {
-        if !metadata.is_span() || *metadata.level() > Level::INFO {
+        if !exportable(metadata) {
             return false;
         }
         MAKING.get().unwrap_or_else(|| {
             let (current, dispatch) = (cx.current_span(), self.dispatch.get());
             let dispatch = dispatch.and_then(WeakDispatch::upgrade);
             let inside = current.id().zip(dispatch.as_ref());
-            inside.is_none_or(|(id, dispatch)| unsampled(id, dispatch, |_| ()).is_none())
+            inside.is_none_or(|(id, dispatch)| unsampled(id, dispatch).is_none())
         })
     }
 
     fn callsite_enabled(&self, metadata: &'static Metadata<'static>) -> Interest {
-        match metadata.is_span() && *metadata.level() <= Level::INFO {
+        match exportable(metadata) {
             true => Interest::sometimes(),
             false => Interest::never(),
         }
@@ -110,6 +110,11 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Exported {
     fn max_level_hint(&self) -> Option<tracing::level_filters::LevelFilter> {
         Some(tracing::level_filters::LevelFilter::INFO)
     }
+}
+
+/// Spans at `info` and up: only those are exported, whatever RUST_LOG says.
+fn exportable(metadata: &Metadata<'_>) -> bool {
+    metadata.is_span() && *metadata.level() <= Level::INFO
 }
 
 /// The SDK's ids: random, but a sampled root's trace id is the one decided on.
@@ -180,21 +185,22 @@ pub(crate) fn call_span(
 /// `span`'s OpenTelemetry context: its unsampled call's, else the
 /// OpenTelemetry layer's (empty without one).
 pub(super) fn context(span: &Span) -> Context {
-    let unsampled = span.with_subscriber(|(id, dispatch)| unsampled(id, dispatch, Context::clone));
-    unsampled.flatten().unwrap_or_else(|| span.context())
+    let context = span.with_subscriber(|(id, dispatch)| context_of(id, dispatch));
+    context.flatten().unwrap_or_default()
 }
 
-/// `f` of the context of the unsampled call the span `id` is part of, if it
-/// is: the nearest call observer's span at or above it decides.
-pub(super) fn unsampled<T>(
-    id: &span::Id,
-    dispatch: &Dispatch,
-    f: impl FnOnce(&Context) -> T,
-) -> Option<T> {
+/// The OpenTelemetry context of the span `id`, as [`context`] (`None` for empty).
+pub(super) fn context_of(id: &span::Id, dispatch: &Dispatch) -> Option<Context> {
+    unsampled(id, dispatch).or_else(|| tracing_opentelemetry::get_otel_context(id, dispatch))
+}
+
+/// The context of the unsampled call the span `id` is part of, if it is: the
+/// nearest call observer's span at or above it decides.
+fn unsampled(id: &span::Id, dispatch: &Dispatch) -> Option<Context> {
     let registry = dispatch.downcast_ref::<Registry>()?;
     for span in registry.span(id)?.scope() {
         match span.extensions().get::<Call>() {
-            Some(Call::Unsampled(context)) => return Some(f(context)),
+            Some(Call::Unsampled(context)) => return Some(context.clone()),
             Some(Call::Sampled) => return None,
             None => {}
         }
