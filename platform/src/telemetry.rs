@@ -6,6 +6,7 @@ mod json;
 mod propagation;
 mod request_id;
 mod sampling;
+mod writer;
 
 pub(crate) use propagation::extract;
 pub use propagation::{TraceParent, inject_trace};
@@ -23,12 +24,11 @@ use opentelemetry_sdk::{
     trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
 };
 use std::{
-    io::{BufWriter, IsTerminal},
+    io::IsTerminal,
     sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 use tracing::{Dispatch, Subscriber, dispatcher::WeakDispatch};
-use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
     filter::{FilterExt, LevelFilter, filter_fn},
@@ -44,12 +44,11 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The most time the final flush may take at shutdown.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Log lines waiting for the writer thread; past this, logging waits (a line
-/// is never dropped). About 0.7 s of lines at 12k calls/s.
-const MAX_QUEUED_LINES: usize = 8192;
-const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// is never dropped). About 0.7 s of access lines at 12k calls/s.
+const MAX_QUEUED_BYTES: usize = 2 << 20;
 
 /// The log writer thread's guard: dropping it writes the queued lines.
-static LOG_WRITER: Mutex<Option<WorkerGuard>> = Mutex::new(None);
+static LOG_WRITER: Mutex<Option<writer::Guard>> = Mutex::new(None);
 
 /// What must be flushed when the process ends: call [`Telemetry::shutdown`]
 /// after serving stopped. Dropped without it, it still writes the queued lines.
@@ -74,7 +73,8 @@ pub fn init(service: &'static str, args: &CommonArgs) -> anyhow::Result<Telemetr
                 .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))
         })
         .transpose()?;
-    let (subscriber, provider) = subscriber(service, args, batched_stdout(), exporter)?;
+    let stdout = batched_stdout().context("cannot start the log writer thread")?;
+    let (subscriber, provider) = subscriber(service, args, stdout, exporter)?;
     if provider.is_some() {
         global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
@@ -138,21 +138,14 @@ where
     Ok((subscriber, provider))
 }
 
-/// Stdout through a writer thread: a request's thread only queues its line,
-/// and lines queued together leave in one `write`.
-fn batched_stdout() -> NonBlocking {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .buffered_lines_limit(MAX_QUEUED_LINES)
-        .lossy(false)
-        .thread_name("log-writer")
-        .finish(BufWriter::with_capacity(
-            WRITE_BATCH_BYTES,
-            std::io::stdout(),
-        ));
+/// Stdout through a writer thread (`writer`): a request's thread only queues
+/// its line, and lines queued together leave in one `write`.
+fn batched_stdout() -> std::io::Result<writer::Lines> {
+    let (lines, guard) = writer::spawn(std::io::stdout(), MAX_QUEUED_BYTES)?;
     *LOG_WRITER
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(guard);
-    writer
+    Ok(lines)
 }
 
 /// Writes the queued log lines and stops the writer thread: call it before
