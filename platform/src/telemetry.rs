@@ -107,7 +107,7 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     E: opentelemetry_sdk::trace::SpanExporter + 'static,
 {
-    let traces = &args.traces;
+    let (traces, exporting) = (&args.traces, exporter.is_some());
     let service_name = traces.otel_service_name.as_deref().unwrap_or(service);
     let provider =
         (!traces.otel_sdk_disabled).then(|| tracer_provider(service_name, traces, exporter));
@@ -117,7 +117,7 @@ where
     // every span (`benches/layers.rs`), and docs/design.md promises none.
     let spans = provider.as_ref().map(|provider| {
         let dispatch = Arc::new(OnceLock::new());
-        let exported = sampling::Exported::new(sampler(traces), Arc::clone(&dispatch));
+        let exported = sampling::Exported::new(sampler(traces), exporting, Arc::clone(&dispatch));
         let otel = tracing_opentelemetry::layer()
             .with_tracer(provider.tracer(service))
             .with_location(false)

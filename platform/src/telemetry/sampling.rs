@@ -3,7 +3,8 @@
 //! attributes, its ids, its end), so an unsampled call's span is kept from it
 //! and carries only what the call needs of its trace: a span context (the ids,
 //! for log lines, `traceresponse` and the next hop's `traceparent`) in its
-//! parent's context (`tracestate`, baggage). The configured sampler decides as
+//! parent's context (`tracestate`, baggage). So is a sampled one when no
+//! exporter is set: nothing would read its span. The configured sampler decides as
 //! the SDK would, on the same trace id: a sampled root's is handed to the SDK,
 //! which then decides the same way. Spans made inside a call (not by a call
 //! observer) follow it: inside an unsampled one they are not exported either,
@@ -31,36 +32,46 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-/// What a call observer's span is: sampled (the OpenTelemetry layer has it),
+/// What a call observer's span is: recorded (the OpenTelemetry layer has it),
 /// or not, with its own span context in its parent's context.
 #[derive(Debug)]
 enum Call {
-    Sampled,
-    Unsampled(Context),
+    Recorded,
+    Unrecorded(Context),
 }
 
 thread_local! {
-    /// While a call's span is made: whether it was sampled.
+    /// While a call's span is made: whether it is recorded.
     static MAKING: Cell<Option<bool>> = const { Cell::new(None) };
     /// A sampled root's trace id, for the SDK to give it.
     static DECIDED_TRACE_ID: Cell<Option<TraceId>> = const { Cell::new(None) };
 }
 
 /// The filter of the OpenTelemetry layer: spans at `info` and up, none made
-/// inside an unsampled call. It holds the sampler calls are decided by.
+/// inside an unrecorded call. It holds the sampler calls are decided by.
 pub(super) struct Exported {
     sampler: Sampler,
+    /// Whether an exporter is set: without one, no call is recorded.
+    exporting: bool,
     /// The dispatcher the layers are part of (`CaptureDispatch`): a filter's
-    /// own context hides the spans it filtered out, the unsampled ones.
+    /// own context hides the spans it filtered out, the unrecorded ones.
     dispatch: Arc<OnceLock<WeakDispatch>>,
 }
 
 impl Exported {
-    pub(super) fn new(sampler: Sampler, dispatch: Arc<OnceLock<WeakDispatch>>) -> Self {
-        Self { sampler, dispatch }
+    pub(super) fn new(
+        sampler: Sampler,
+        exporting: bool,
+        dispatch: Arc<OnceLock<WeakDispatch>>,
+    ) -> Self {
+        Self {
+            sampler,
+            exporting,
+            dispatch,
+        }
     }
 
-    /// The trace id when sampled, else the unsampled span's context.
+    /// The trace id when recorded, else the unrecorded span's context.
     fn decide(&self, parent: &Context, name: &str, kind: &SpanKind) -> Result<TraceId, Context> {
         let parent_span = parent.span();
         let parent_ids = parent_span.span_context();
@@ -71,18 +82,17 @@ impl Exported {
         let result = self
             .sampler
             .should_sample(Some(parent), trace_id, name, kind, &[], &[]);
-        if result.decision == SamplingDecision::RecordAndSample {
+        let sampled = result.decision == SamplingDecision::RecordAndSample;
+        if sampled && self.exporting {
             return Ok(trace_id);
         }
-        // As the SDK makes a span it does not record.
+        // As the SDK makes a span it does not record; the next hop may record it.
         let span_id = RandomIdGenerator::default().new_span_id();
-        let ids = SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::default(),
-            false,
-            result.trace_state,
-        );
+        let flags = match sampled {
+            true => TraceFlags::SAMPLED,
+            false => TraceFlags::default(),
+        };
+        let ids = SpanContext::new(trace_id, span_id, flags, false, result.trace_state);
         Err(parent.with_remote_span_context(ids))
     }
 }
@@ -96,7 +106,7 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for Exported {
             let (current, dispatch) = (cx.current_span(), self.dispatch.get());
             let dispatch = dispatch.and_then(WeakDispatch::upgrade);
             let inside = current.id().zip(dispatch.as_ref());
-            inside.is_none_or(|(id, dispatch)| unsampled(id, dispatch).is_none())
+            inside.is_none_or(|(id, dispatch)| unrecorded(id, dispatch).is_none())
         })
     }
 
@@ -170,9 +180,9 @@ pub(crate) fn call_span(
                 let _ = span.context();
                 DECIDED_TRACE_ID.set(None);
             }
-            Call::Sampled
+            Call::Recorded
         }
-        Err(unsampled) => Call::Unsampled(unsampled),
+        Err(unrecorded) => Call::Unrecorded(unrecorded),
     };
     span.with_subscriber(|(id, dispatch)| {
         let registry = dispatch.downcast_ref::<Registry>()?;
@@ -182,7 +192,7 @@ pub(crate) fn call_span(
     span
 }
 
-/// `span`'s OpenTelemetry context: its unsampled call's, else the
+/// `span`'s OpenTelemetry context: its unrecorded call's, else the
 /// OpenTelemetry layer's (empty without one).
 pub(super) fn context(span: &Span) -> Context {
     let context = span.with_subscriber(|(id, dispatch)| context_of(id, dispatch));
@@ -191,17 +201,17 @@ pub(super) fn context(span: &Span) -> Context {
 
 /// The OpenTelemetry context of the span `id`, as [`context`] (`None` for empty).
 pub(super) fn context_of(id: &span::Id, dispatch: &Dispatch) -> Option<Context> {
-    unsampled(id, dispatch).or_else(|| tracing_opentelemetry::get_otel_context(id, dispatch))
+    unrecorded(id, dispatch).or_else(|| tracing_opentelemetry::get_otel_context(id, dispatch))
 }
 
-/// The context of the unsampled call the span `id` is part of, if it is: the
+/// The context of the unrecorded call the span `id` is part of, if it is: the
 /// nearest call observer's span at or above it decides.
-fn unsampled(id: &span::Id, dispatch: &Dispatch) -> Option<Context> {
+fn unrecorded(id: &span::Id, dispatch: &Dispatch) -> Option<Context> {
     let registry = dispatch.downcast_ref::<Registry>()?;
     for span in registry.span(id)?.scope() {
         match span.extensions().get::<Call>() {
-            Some(Call::Unsampled(context)) => return Some(context.clone()),
-            Some(Call::Sampled) => return None,
+            Some(Call::Unrecorded(context)) => return Some(context.clone()),
+            Some(Call::Recorded) => return None,
             None => {}
         }
     }
@@ -300,6 +310,42 @@ mod tests {
         let line = &logs.with_message("in the call")[0];
         assert_eq!(line["trace_id"], server.trace_id.to_string());
         assert_eq!(line["span_id"], server.span_id.to_string());
+    }
+
+    #[test]
+    fn without_an_exporter_a_sampled_call_is_not_recorded_but_keeps_its_ids_and_flag() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let args = CommonArgs {
+            log_format: Some(LogFormat::Json),
+            ..CommonArgs::default()
+        };
+        let logs = LogBuffer::default();
+        let (subscriber, provider) = subscriber("svc", &args, logs.clone(), None::<Spans>).unwrap();
+        assert!(provider.is_some(), "tracing on");
+        let mut sent = HeaderMap::new();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = server_span(&HeaderMap::new());
+            let ids = TraceParent::of(&span).expect("ids");
+            assert!(ids.sampled, "the sampler's decision, for the next hop");
+            let built = span.with_subscriber(|(id, dispatch)| {
+                tracing_opentelemetry::get_otel_context(id, dispatch)
+            });
+            assert!(
+                built.flatten().is_none(),
+                "tracing-opentelemetry recorded it"
+            );
+            tracing::info!(parent: &span, "in the call");
+            let _entered = span.enter();
+            let call = client_span();
+            inject_trace(&call, &mut sent);
+            let client = TraceParent::of(&call).expect("ids");
+            assert_eq!(client.trace_id, ids.trace_id);
+            assert_eq!(sent["traceparent"], client.to_string().as_str());
+            assert!(client.sampled);
+            let line = &logs.with_message("in the call")[0];
+            assert_eq!(line["trace_id"], ids.trace_id.to_string());
+            assert_eq!(line["span_id"], ids.span_id.to_string());
+        });
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct Telemetry {
 pub enum Traces {
     /// Exported to the sink, sampled by `OTEL_TRACES_SAMPLER` and its argument.
     Exported(&'static str, &'static str),
-    /// Made, but no exporter is set.
+    /// No exporter is set: each call gets its ids and sampling decision, no span is recorded.
     NotExported,
     /// `OTEL_SDK_DISABLED=true`: no spans at all.
     Off,
