@@ -111,8 +111,8 @@ where
     let service_name = traces.otel_service_name.as_deref().unwrap_or(service);
     let provider =
         (!traces.otel_sdk_disabled).then(|| tracer_provider(service_name, traces, exporter));
-    // Sampled spans only (`sampling`; log lines are not copied into span
-    // events), whatever RUST_LOG says. No locations, threads, module path
+    // Recorded calls' spans only (`sampling`; log lines are not copied into
+    // span events), whatever RUST_LOG says. No locations, threads, module path
     // (`target`), busy/idle timings or context activation: each costs on
     // every span (`benches/layers.rs`), and docs/design.md promises none.
     let spans = provider.as_ref().map(|provider| {

@@ -237,6 +237,14 @@ mod tests {
         ratio: f64,
         f: impl FnOnce(),
     ) -> (Vec<opentelemetry_sdk::trace::SpanData>, LogBuffer) {
+        let spans = Spans::default();
+        let logs = run(sampler, ratio, Some(spans.clone()), f);
+        (spans.all(), logs)
+    }
+
+    /// Runs `f` under the services' own subscriber with `sampler`, its spans
+    /// (if any) flushed to `exporter`: the log lines written.
+    fn run(sampler: Setting, ratio: f64, exporter: Option<Spans>, f: impl FnOnce()) -> LogBuffer {
         global::set_text_map_propagator(TraceContextPropagator::new());
         let args = CommonArgs {
             log_format: Some(LogFormat::Json),
@@ -247,13 +255,12 @@ mod tests {
             },
             ..CommonArgs::default()
         };
-        let (spans, logs) = (Spans::default(), LogBuffer::default());
-        let (subscriber, provider) =
-            subscriber("svc", &args, logs.clone(), Some(spans.clone())).unwrap();
+        let logs = LogBuffer::default();
+        let (subscriber, provider) = subscriber("svc", &args, logs.clone(), exporter).unwrap();
         tracing::subscriber::with_default(subscriber, f);
         let provider: SdkTracerProvider = provider.expect("tracing on");
         provider.force_flush().unwrap();
-        (spans.all(), logs)
+        logs
     }
 
     fn server_span(headers: &HeaderMap) -> Span {
@@ -314,19 +321,10 @@ mod tests {
 
     #[test]
     fn without_an_exporter_a_sampled_call_is_not_recorded_but_keeps_its_ids_and_flag() {
-        global::set_text_map_propagator(TraceContextPropagator::new());
-        let args = CommonArgs {
-            log_format: Some(LogFormat::Json),
-            ..CommonArgs::default()
-        };
-        let logs = LogBuffer::default();
-        let (subscriber, provider) = subscriber("svc", &args, logs.clone(), None::<Spans>).unwrap();
-        assert!(provider.is_some(), "tracing on");
-        let mut sent = HeaderMap::new();
-        tracing::subscriber::with_default(subscriber, || {
+        let (mut server, mut client, mut sent) = (None, None, HeaderMap::new());
+        let logs = run(Setting::ParentbasedAlwaysOn, 1.0, None, || {
             let span = server_span(&HeaderMap::new());
-            let ids = TraceParent::of(&span).expect("ids");
-            assert!(ids.sampled, "the sampler's decision, for the next hop");
+            server = TraceParent::of(&span);
             let built = span.with_subscriber(|(id, dispatch)| {
                 tracing_opentelemetry::get_otel_context(id, dispatch)
             });
@@ -337,15 +335,17 @@ mod tests {
             tracing::info!(parent: &span, "in the call");
             let _entered = span.enter();
             let call = client_span();
+            client = TraceParent::of(&call);
             inject_trace(&call, &mut sent);
-            let client = TraceParent::of(&call).expect("ids");
-            assert_eq!(client.trace_id, ids.trace_id);
-            assert_eq!(sent["traceparent"], client.to_string().as_str());
-            assert!(client.sampled);
-            let line = &logs.with_message("in the call")[0];
-            assert_eq!(line["trace_id"], ids.trace_id.to_string());
-            assert_eq!(line["span_id"], ids.span_id.to_string());
         });
+        let (server, client) = (server.expect("ids"), client.expect("ids"));
+        assert!(server.sampled, "the sampler's decision, for the next hop");
+        assert_eq!(client.trace_id, server.trace_id);
+        assert_eq!(sent["traceparent"], client.to_string().as_str());
+        assert!(client.sampled);
+        let line = &logs.with_message("in the call")[0];
+        assert_eq!(line["trace_id"], server.trace_id.to_string());
+        assert_eq!(line["span_id"], server.span_id.to_string());
     }
 
     #[test]

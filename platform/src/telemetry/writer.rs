@@ -21,17 +21,22 @@ struct Queue {
     closed: bool,
 }
 
-/// The queue, and its changes: lines for an idle writer, room, the close.
 #[derive(Default)]
-struct Shared(Mutex<Queue>, Condvar);
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Lines for an idle writer, room in a full queue, the close.
+    changed: Condvar,
+}
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn wait<'a>(&self, queue: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
-        self.1.wait(queue).unwrap_or_else(PoisonError::into_inner)
+        self.changed
+            .wait(queue)
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -66,7 +71,7 @@ fn write_out(shared: &Shared, mut out: impl Write) {
                 queue = shared.wait(queue);
             }
             std::mem::swap(&mut queue.lines, &mut batch);
-            shared.1.notify_all();
+            shared.changed.notify_all();
             queue.closed
         };
         // A failed write (stdout closed) loses these lines, as it would any.
@@ -90,7 +95,7 @@ impl Write for &Lines {
             queue.lines.extend_from_slice(line);
             if !queue.awake {
                 queue.awake = true;
-                shared.1.notify_all();
+                shared.changed.notify_all();
             }
         }
         Ok(line.len())
@@ -112,7 +117,7 @@ impl<'a> MakeWriter<'a> for Lines {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.0.lock().closed = true;
-        self.0.1.notify_all();
+        self.0.changed.notify_all();
         if let Some(thread) = self.1.take() {
             let _ = thread.join();
         }
